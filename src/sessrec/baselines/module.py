@@ -1,0 +1,82 @@
+"""Evaluate-only LightningModule for the non-neural baselines (POP, session-POP, item-kNN).
+
+`python -m sessrec test --config configs/baselines/<name>.yaml` fits the baseline's statistics on the
+training split at set-up and evaluates it with the same loop and metrics as the recurrent models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from sessrec.data.batching import Block
+from sessrec.errors import ConfigError
+from sessrec.evaluation import evaluate_block
+from sessrec.metrics import RankingMetrics
+
+
+class BaselineModule(L.LightningModule):
+    """Args: net: a baseline (`sessrec.baselines.Pop`, `SessionPop`, `ItemKNN`); cutoffs, tie_mode and
+    eval_top_n as in `SessionRecModule`."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        cutoffs: list[int] = [1, 5, 10, 20],  # noqa: B006
+        tie_mode: Literal["standard", "conservative", "median"] = "conservative",
+        eval_top_n: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.val_metrics = RankingMetrics(cutoffs, prefix="val_")
+        self.test_metrics = RankingMetrics(cutoffs, prefix="test_")
+        self.register_buffer("candidates", torch.zeros(0, dtype=torch.long), persistent=False)
+        self._fitted = False
+        self._begun = False
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule
+        split = dm.split("train")
+        expected = getattr(self.net, "expected_items", None)
+        if expected is not None and expected != dm.n_items:
+            raise ConfigError(f"{type(self.net).__name__} was built for {expected} items, the data has {dm.n_items}")
+        if not self._fitted:
+            self.net.fit(split.items, split.offsets, dm.n_items)
+            self._fitted = True
+        if self.hparams.eval_top_n:
+            counts = torch.as_tensor(dm.train_counts())
+            self.candidates = torch.argsort(counts, descending=True, stable=True)[: self.hparams.eval_top_n]
+
+    def _eval(self, block: Block, metrics: RankingMetrics) -> None:
+        if self._begun is False:
+            self.net.begin(block.inputs.shape[1], self.device)
+            self._begun = True
+
+        def step(inputs: Tensor, reset: Tensor) -> Tensor:
+            return self.net(inputs, reset)  # (B, N)
+
+        cands = self.candidates if self.candidates.numel() else None
+        evaluate_block(step, block, metrics, self.hparams.tie_mode, cands)
+
+    def on_validation_epoch_start(self) -> None:
+        self._begun = False
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, block: Block, batch_idx: int) -> None:
+        self._eval(block, self.val_metrics)
+
+    def test_step(self, block: Block, batch_idx: int) -> None:
+        self._eval(block, self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute())
+        self.val_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()

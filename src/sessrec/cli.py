@@ -1,0 +1,70 @@
+"""`python -m sessrec` / `sessrec`: LightningCLI for fit/validate/test/predict, plus data commands.
+
+User errors (`SessrecError`) print one line, `sessrec: error: ...`, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from sessrec.errors import SessrecError
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
+    "prepare": "sessrec.commands.prepare",
+    "generate": "sessrec.commands.generate",
+}
+
+log = logging.getLogger("sessrec")
+
+
+def _usage() -> str:
+    lines = ["usage: sessrec <command> [options]", "", "training and evaluation (LightningCLI):"]
+    lines += [f"  {c:<10} see `sessrec {c} --help`" for c in LIGHTNING_COMMANDS]
+    lines += ["", "data and tools:"]
+    for name, mod in COMMANDS.items():
+        doc = (importlib.import_module(mod).__doc__ or "").strip().splitlines()[0]
+        lines.append(f"  {name:<10} {doc}")
+    return "\n".join(lines)
+
+
+def _run_command(name: str, argv: Sequence[str]) -> int:
+    module = importlib.import_module(COMMANDS[name])
+    doc = (module.__doc__ or "").strip()
+    parser = argparse.ArgumentParser(prog=f"sessrec {name}", description=doc)
+    module.add_arguments(parser)
+    args = parser.parse_args(list(argv))
+    return int(module.run(args) or 0)
+
+
+def _run_lightning(argv: Sequence[str] | None) -> int:
+    from sessrec.lightning_cli import SessrecCLI  # imports lightning: slow, only when needed
+
+    SessrecCLI(args=None if argv is None else list(argv))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("SESSREC_LOG_LEVEL", "INFO"), format="%(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        raise SystemExit(0 if argv else 2)
+    from sessrec.runtime import tune_malloc
+
+    tune_malloc()
+    try:
+        if argv[0] in COMMANDS:
+            code = _run_command(argv[0], argv[1:])
+        else:
+            code = _run_lightning(None if from_sys else argv)
+    except SessrecError as err:
+        print(f"sessrec: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise SystemExit(code)

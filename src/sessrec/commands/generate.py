@@ -1,0 +1,56 @@
+"""Generate the bundled synthetic data set (sessions + item image/text/price/category/brand features)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+from sessrec.data.synthetic import SyntheticConfig, generate, write
+
+HELP = {
+    "n_items": "number of items",
+    "n_topics": "number of latent topics (drive both transitions and features)",
+    "n_sessions": "number of sessions",
+    "mean_session_length": "mean events per session (lengths are >= 2)",
+    "days": "days spanned by the session start times",
+    "seed": "random seed (same seed and options give identical data)",
+    "image_dim": "dimension of the dense 'image' vectors",
+    "vocab_size": "size of the text vocabulary",
+    "tokens_per_item": "mean number of words per item text",
+    "n_categories": "number of coarse categories (groups of neighbouring topics)",
+    "n_brands": "number of brands",
+    "p_id": "probability that the next item is one of the current item's fixed successors (ID signal)",
+    "p_drift": "per-step probability that the session topic moves to a neighbouring topic",
+    "n_successors": "fixed successors per item",
+    "zipf_exponent": "exponent of the Zipf popularity within a topic",
+    "topic_flatten": "exponent applied to popularity for within-topic transitions (< 1 is flatter)",
+    "image_noise": "item noise relative to the topic centroid in the image vectors",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="data/synthetic", help="output folder (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output folder if it exists")
+    for field in dataclasses.fields(SyntheticConfig):
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=type(field.default),
+            default=field.default,
+            help=f"{HELP[field.name]} (default: %(default)s)",
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    names = [field.name for field in dataclasses.fields(SyntheticConfig)]
+    config = SyntheticConfig(**{name: getattr(args, name) for name in names})
+    start = time.perf_counter()
+    data = generate(config)
+    out = write(data, args.out, overwrite=args.overwrite)
+    meta = data.meta
+    print(
+        f"{out}: {meta['events']:,} events, {meta['sessions']:,} sessions, {meta['items']:,} items "
+        f"({meta['items_with_events']:,} with events) over {config.days} days "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
+    return 0

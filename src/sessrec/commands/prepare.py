@@ -1,0 +1,106 @@
+"""Read an event log, filter it and split it by time into a prepared data folder (train/valid/test)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from sessrec.data.prepared import SPLIT_NAMES, split_stats, write_prepared
+from sessrec.data.preprocess import preprocess
+from sessrec.data.readers import DEFAULT_SESSION_GAP, PRESETS, read_preset
+from sessrec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the `prepare` options on `parser`."""
+    parser.add_argument("input", type=Path, help="event log (.csv, .tsv, .dat, .parquet; may be compressed)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (written atomically)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    parser.add_argument(
+        "--format", default="gru4rec", choices=sorted(PRESETS), help="layout of the input (default: gru4rec)"
+    )
+    cols = parser.add_argument_group("columns (override the format's)")
+    cols.add_argument("--session-col", help="session id column")
+    cols.add_argument("--item-col", help="item id column")
+    cols.add_argument("--time-col", help="time column (numbers or ISO date-times)")
+    cols.add_argument(
+        "--user-col", help="user column; without --session-col, sessions are cut per user by --session-gap"
+    )
+    cols.add_argument("--sep", help="field separator of a text file (use $'\\t' for tab)")
+    cols.add_argument("--time-unit", choices=["s", "ms"], help="unit of numeric times")
+    cols.add_argument(
+        "--session-gap",
+        type=float,
+        help=f"inactivity (seconds) that ends a session cut per user (default: {DEFAULT_SESSION_GAP:g})",
+    )
+    cols.add_argument(
+        "--all-events", action="store_true", help="retailrocket/rees46: keep every event type, not only views"
+    )
+    prep = parser.add_argument_group("preprocessing")
+    prep.add_argument("--test-days", type=float, default=7.0, help="test period, days (default: 7)")
+    prep.add_argument(
+        "--valid-days",
+        type=float,
+        default=7.0,
+        help="validation period before it, days; 0 disables (default: 7)",
+    )
+    prep.add_argument("--min-item-support", type=int, default=5, help="min events per item (default: 5)")
+    prep.add_argument("--min-session-length", type=int, default=2, help="min events per session (default: 2)")
+    prep.add_argument("--no-dedup", action="store_true", help="keep consecutive repeats of the same item")
+
+
+def reader_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """`read_events` arguments given on the command line, on top of the --format preset."""
+    overrides: dict[str, Any] = {}
+    for name in ("session_col", "item_col", "time_col", "user_col", "sep", "time_unit", "session_gap"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    if args.user_col is not None and args.session_col is None:
+        overrides["session_col"] = None
+    if args.all_events:
+        overrides["keep"] = None
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, preprocess and write; print a table of events/sessions/items per split. Returns 0."""
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise DataError(f"{out}: output exists (pass --overwrite to replace it)")
+    overrides = reader_overrides(args)
+    events = read_preset(args.format, args.input, **overrides)
+    options = dict(
+        dedup_consecutive=not args.no_dedup,
+        min_item_support=args.min_item_support,
+        min_session_length=args.min_session_length,
+        test_days=args.test_days,
+        valid_days=args.valid_days,
+    )
+    result = preprocess(events, source=str(args.input), **options)
+    meta = {
+        "source": str(args.input),
+        "format": args.format,
+        "reader": {k: v for k, v in overrides.items()},
+        "options": options,
+        "raw": {"events": int(len(events)), "sessions": int(events["session"].nunique())},
+    }
+    write_prepared(out, result.splits, result.item_ids, meta, overwrite=args.overwrite)
+    print(
+        summary_table({name: split_stats(result.splits[name]) for name in SPLIT_NAMES}, len(result.item_ids))
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def summary_table(stats: dict[str, dict[str, int]], n_items: int) -> str:
+    """A small fixed-width table: one row per split with events, sessions and items."""
+    lines = [f"{'split':<11}{'events':>10}{'sessions':>10}{'items':>8}"]
+    for name, row in stats.items():
+        lines.append(f"{name:<11}{row['events']:>10,}{row['sessions']:>10,}{row['items']:>8,}")
+    lines.append(f"item index: {n_items:,} items")
+    return "\n".join(lines)

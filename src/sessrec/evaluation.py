@@ -1,0 +1,34 @@
+"""The one evaluation loop every scorer goes through (recurrent models and baselines alike)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from sessrec.data.batching import Block
+from sessrec.metrics import RankingMetrics, target_ranks
+
+StepFn = Callable[[Tensor, Tensor], Tensor]  # (inputs (B,), reset (B,)) -> scores (B, N)
+
+
+@torch.no_grad()
+def evaluate_block(
+    step: StepFn,
+    block: Block,
+    metrics: RankingMetrics,
+    tie_mode: str = "conservative",
+    candidates: Tensor | None = None,
+) -> None:
+    """Score every step of a session-parallel block and add the targets' ranks to `metrics`.
+
+    `step` carries its own per-slot state (hidden state, session history) between calls.
+    Inactive rows (finished slots, DDP padding) are excluded from the metrics.
+    """
+    steps, batch = block.inputs.shape
+    full = block.n_events == steps * batch
+    for t in range(steps):
+        scores = step(block.inputs[t], block.reset[t])  # (B, N)
+        ranks = target_ranks(scores, block.targets[t], tie_mode, candidates)  # (B,)
+        metrics.update(ranks if full else ranks[block.active[t]])

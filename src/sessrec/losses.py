@@ -1,0 +1,235 @@
+"""Sampled ranking losses over a session-parallel score matrix, as in GRU4Rec.
+
+Every loss takes ``scores`` of shape (B, B+S): column j < B is the target of row j (so the diagonal
+holds each row's target score and the other rows' targets are in-batch negatives) and columns B.. are
+S extra negatives shared by the whole batch. ``active`` (B,) bool marks real rows; inactive rows are
+padding: they add no loss and their target COLUMNS are not negatives for any other row. The result is
+the sum over active rows divided by max(n_active, 1); with every row active this is the reference's
+normalisation by the batch size.
+
+Facts taken from the reference implementations (hidasib/GRU4Rec_PyTorch_Official ``gru4rec_pytorch.py``
+and the Theano hidasib/GRU4Rec ``gru4rec.py``, read for facts only):
+
+- cross-entropy: softmax over the full row, ``-log(p_target + 1e-24)``. Computed here from
+  ``log_softmax`` as ``-log(exp(logp) + 1e-24)`` (exact, and stable), so the loss is capped at
+  ``-log(1e-24) ~ 55.3`` and its gradient vanishes as p -> 0, exactly like the reference.
+- logQ (cross-entropy only, training only): ``scores - logq * log(Q)`` where Q is the RAW training count
+  of the item for the B in-batch target columns and the raw count raised to ``sample_alpha`` for the S
+  extra samples (see :func:`log_q_columns`). Accidental hits are not masked.
+- BPR-max: ELU(elu_param) on the scores first (linear if 0); the weights s are a softmax over the row
+  with the target excluded; ``-log(sum_j s_j sigmoid(r_i - r_j) + 1e-24) + bpreg * sum_j s_j r_j^2``,
+  with r the ELU-transformed scores everywhere.
+- TOP1-max: ``sum_j s_j (sigmoid(r_j - r_i) + sigmoid(r_j^2))`` with the same target-excluded softmax.
+- TOP1 (Theano reference): ``mean_j [sigmoid(r_j - r_i) + sigmoid(r_j^2)] - sigmoid(r_i^2) / n_cols``: the
+  mean runs over ALL n_cols columns including the target (whose ranking term is the constant
+  sigmoid(0) = 0.5), only the target's regulariser is removed.
+- BPR (Theano reference): ``-mean_j log sigmoid(r_i - r_j)`` over ALL columns including the target
+  (a constant log 2 with zero gradient). The ICLR 2016 paper and the older Theano code average over the
+  columns (used here); the last Theano version sums over them instead, which is the same loss scaled
+  by n_cols (Adagrad is nearly scale-invariant, so this matters little).
+With masking, n_cols counts the valid columns (active targets + S samples).
+
+Deliberate differences: no ELU (final activation) for TOP1 / TOP1-max / BPR (the PyTorch reference only
+offers cross-entropy and BPR-max; the Theano one had a separate ``final_act`` option). The reference
+divides by the configured batch size even when the batch shrinks at the end of an epoch; here padding
+rows are masked and the sum is divided by the number of active rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+_EPS = 1e-24
+_LOG_EPS = math.log(_EPS)
+
+__all__ = [
+    "LOSS_NAMES",
+    "LossName",
+    "SampledLoss",
+    "bpr",
+    "bpr_max",
+    "cross_entropy",
+    "log_q_columns",
+    "top1",
+    "top1_max",
+]
+
+
+def log_q_columns(log_pop: Tensor, targets: Tensor, samples: Tensor, alpha: float) -> Tensor:
+    """The logQ vector (B+S,) the reference subtracts (times ``logq``) from each row of the scores.
+
+    Args:
+        log_pop: (N,) log of the RAW training count of each item (not normalised: the reference uses
+            ``log(count)`` for the targets and ``log(count ** alpha)`` for the samples, so normalising to
+            probabilities would shift the two parts by different constants, log Z vs alpha log Z, and
+            change the loss).
+        targets: (B,) item ids of the in-batch targets (the first B columns).
+        samples: (S,) item ids of the shared extra negatives.
+        alpha: the sampler's ``sample_alpha``.
+
+    Returns:
+        (B+S,) ``cat([log_pop[targets], alpha * log_pop[samples]])``: the in-batch target columns use the
+        plain count (they are drawn by the data, i.e. proportional to popularity), the extra samples the
+        count raised to ``alpha`` (the distribution they were drawn from, unnormalised).
+    """
+    lq_targets = log_pop.index_select(0, targets)  # (B,)
+    lq_samples = log_pop.index_select(0, samples) * alpha  # (S,)
+    return torch.cat([lq_targets, lq_samples])  # (B+S,)
+
+
+def _check(scores: Tensor, active: Tensor | None) -> None:
+    if scores.dim() != 2 or scores.shape[1] < scores.shape[0]:
+        raise ValueError(f"scores must be (B, B+S) with S >= 0, got {tuple(scores.shape)}")
+    if active is not None and active.shape != scores.shape[:1]:
+        raise ValueError(f"active must be ({scores.shape[0]},), got {tuple(active.shape)}")
+
+
+def _column_valid(active: Tensor, n_cols: int) -> Tensor:
+    """(B+S,) bool: active target columns and every sample column."""
+    samples = active.new_ones(n_cols - active.shape[0])  # (S,)
+    return torch.cat([active, samples])  # (B+S,)
+
+
+def _column_offset(active: Tensor | None, n_cols: int, log_q: Tensor | None, logq: float) -> Tensor | None:
+    """(B+S,) additive column offset: -logq * log_q, and -inf on the columns of inactive rows."""
+    offset = None
+    if log_q is not None and logq != 0.0:
+        offset = log_q * (-logq)  # (B+S,)
+    if active is not None:
+        mask = torch.zeros(n_cols, dtype=torch.float32, device=active.device)  # (B+S,)
+        mask = mask.masked_fill(~_column_valid(active, n_cols), float("-inf"))  # (B+S,)
+        offset = mask if offset is None else offset + mask
+    return offset
+
+
+def _reduce(per_row: Tensor, active: Tensor | None) -> Tensor:
+    """Sum over active rows / max(n_active, 1); (B,) -> ()."""
+    if active is None:
+        return per_row.sum() / per_row.shape[0]
+    kept = torch.where(active, per_row, per_row.new_zeros(()))  # (B,)
+    return kept.sum() / active.sum().clamp_min(1)
+
+
+def cross_entropy(
+    scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None, logq: float = 0.0
+) -> Tensor:
+    """Softmax cross-entropy with the target on the diagonal: mean of -log(p_target + 1e-24).
+
+    ``log_q`` (B+S,) from :func:`log_q_columns` is applied as ``scores - logq * log_q`` (pass it in
+    training only).
+    """
+    _check(scores, active)
+    offset = _column_offset(active, scores.shape[1], log_q, logq)
+    z = scores if offset is None else scores + offset  # (B, B+S)
+    targets = torch.arange(z.shape[0], device=z.device)  # (B,) the diagonal
+    nll = F.cross_entropy(z, targets, reduction="none")  # (B,) -log p_target, fused log_softmax + gather
+    # -log(p + eps) = -log(eps) - softplus(log p - log eps), exact and finite for p -> 0.
+    per_row = -_LOG_EPS - F.softplus(-nll - _LOG_EPS)  # (B,)
+    return _reduce(per_row, active)
+
+
+def _negative_softmax(r: Tensor, active: Tensor | None) -> Tensor:
+    """Softmax over each row with the target (diagonal) and inactive columns excluded; (B, B+S)."""
+    offset = _column_offset(active, r.shape[1], None, 0.0)
+    logits = r.clone() if offset is None else r + offset  # (B, B+S)
+    logits.diagonal().fill_(float("-inf"))
+    return torch.softmax(logits, dim=1)  # (B, B+S)
+
+
+def bpr_max(scores: Tensor, active: Tensor | None = None, bpreg: float = 1.0, elu_param: float = 0.5) -> Tensor:
+    """BPR-max (CIKM 2018): -log sum_j s_j sigmoid(r_i - r_j) + bpreg * sum_j s_j r_j^2."""
+    _check(scores, active)
+    r = F.elu(scores, alpha=elu_param) if elu_param > 0 else scores  # (B, B+S)
+    s = _negative_softmax(r, active)  # (B, B+S)
+    target = r.diagonal().unsqueeze(1)  # (B, 1)
+    ranked = (torch.sigmoid(target - r) * s).sum(dim=1)  # (B,)
+    reg = (r.square() * s).sum(dim=1)  # (B,)
+    per_row = -torch.log(ranked + _EPS) + bpreg * reg  # (B,)
+    return _reduce(per_row, active)
+
+
+def top1_max(scores: Tensor, active: Tensor | None = None) -> Tensor:
+    """TOP1-max (CIKM 2018): sum_j s_j (sigmoid(r_j - r_i) + sigmoid(r_j^2)), s excluding the target."""
+    _check(scores, active)
+    s = _negative_softmax(scores, active)  # (B, B+S)
+    target = scores.diagonal().unsqueeze(1)  # (B, 1)
+    terms = torch.sigmoid(scores - target) + torch.sigmoid(scores.square())  # (B, B+S)
+    return _reduce((terms * s).sum(dim=1), active)
+
+
+def _column_mean(terms: Tensor, active: Tensor | None) -> tuple[Tensor, Tensor | float]:
+    """Row sums of ``terms`` over valid columns and the number of valid columns."""
+    if active is None:
+        return terms.sum(dim=1), float(terms.shape[1])  # (B,)
+    weight = _column_valid(active, terms.shape[1]).to(terms.dtype)  # (B+S,)
+    return terms @ weight, weight.sum()  # (B,), ()
+
+
+def top1(scores: Tensor, active: Tensor | None = None) -> Tensor:
+    """TOP1 (ICLR 2016): mean_j [sigmoid(r_j - r_i) + sigmoid(r_j^2)] without the target's regulariser."""
+    _check(scores, active)
+    target = scores.diagonal().unsqueeze(1)  # (B, 1)
+    terms = torch.sigmoid(scores - target) + torch.sigmoid(scores.square())  # (B, B+S)
+    total, n_cols = _column_mean(terms, active)  # (B,)
+    per_row = (total - torch.sigmoid(target.squeeze(1).square())) / n_cols  # (B,)
+    return _reduce(per_row, active)
+
+
+def bpr(scores: Tensor, active: Tensor | None = None) -> Tensor:
+    """BPR (ICLR 2016): -mean_j log sigmoid(r_i - r_j), the mean over all valid columns."""
+    _check(scores, active)
+    target = scores.diagonal().unsqueeze(1)  # (B, 1)
+    terms = F.logsigmoid(target - scores)  # (B, B+S)
+    total, n_cols = _column_mean(terms, active)  # (B,)
+    return _reduce(-total / n_cols, active)
+
+
+class SampledLoss(nn.Module):
+    """One switch over the sampled losses.
+
+    Args:
+        name: "cross-entropy", "bpr-max", "top1", "top1-max" or "bpr".
+        bpreg: weight of BPR-max's score regulariser (used by "bpr-max" only).
+        elu_param: alpha of the ELU applied to the scores before BPR-max; 0 means linear ("bpr-max" only).
+        logq: strength of the logQ correction; only with "cross-entropy". Applied when ``forward``
+            receives ``log_q`` (training, see :func:`log_q_columns`); without it (evaluation), or with
+            logq == 0, ``log_q`` is not used.
+    """
+
+    def __init__(
+        self, name: LossName = "cross-entropy", bpreg: float = 1.0, elu_param: float = 0.5, logq: float = 0.0
+    ) -> None:
+        super().__init__()
+        if name not in LOSS_NAMES:
+            raise ValueError(f"loss name must be one of {', '.join(LOSS_NAMES)}; got {name!r}")
+        if logq < 0:
+            raise ValueError(f"logq must be >= 0, got {logq}")
+        if logq and name != "cross-entropy":
+            raise ValueError(f"logq={logq} is only supported with the 'cross-entropy' loss, not {name!r}")
+        if bpreg < 0:
+            raise ValueError(f"bpreg must be >= 0, got {bpreg}")
+        if elu_param < 0:
+            raise ValueError(f"elu_param must be >= 0 (0 = linear), got {elu_param}")
+        self.name, self.bpreg, self.elu_param, self.logq = name, bpreg, elu_param, logq
+
+    def forward(self, scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:
+        """scores (B, B+S), active (B,) bool, log_q (B+S,) -> scalar loss averaged over active rows."""
+        if self.name == "cross-entropy":
+            return cross_entropy(scores, active, log_q, self.logq)
+        if self.name == "bpr-max":
+            return bpr_max(scores, active, self.bpreg, self.elu_param)
+        if self.name == "top1-max":
+            return top1_max(scores, active)
+        if self.name == "top1":
+            return top1(scores, active)
+        return bpr(scores, active)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, bpreg={self.bpreg}, elu_param={self.elu_param}, logq={self.logq}"

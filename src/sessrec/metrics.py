@@ -1,0 +1,118 @@
+"""Next-item ranking metrics: target ranks with tie modes, and Recall@k / MRR@k as DDP-safe sums.
+
+Ranks are against all N items, or against a candidate set (e.g. the N most popular items, as in the
+p-RNN video experiment); the target itself is never one of the "others" it is compared with:
+
+* ``standard``:     #(others > target) + 1
+* ``conservative``: #(others >= target) + 1   (the GRU4Rec papers' choice: ties count against you)
+* ``median``:       the average of the two
+
+NaN scores: a NaN target score gets the worst rank (number of others + 1); NaN scores of other items
+compare False, so they never rank above the target. Candidates are a set (duplicates count once);
+a target outside the candidate set is still ranked by its score against the candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+from sessrec.errors import ConfigError
+
+TIE_MODES = ("standard", "conservative", "median")
+_CHUNK_ELEMENTS = 1 << 26  # bool elements of one comparison chunk (64 MiB)
+
+
+def _count(
+    scores: torch.Tensor, target: torch.Tensor, strict: bool, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Per row, how many (masked) columns score above (``strict``) or at least ``target``: (B,) int64."""
+    n_rows, n_cols = scores.shape
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, n_rows))
+    total = torch.zeros(n_rows, dtype=torch.int64, device=scores.device)  # (B,)
+    for lo in range(0, n_cols, chunk):
+        part = scores[:, lo : lo + chunk]  # (B, c) view
+        cmp = part > target if strict else part >= target  # (B, c) bool, the only (B, c) temporary
+        if mask is not None:
+            cmp &= mask[lo : lo + chunk]
+        total += cmp.sum(1)
+    return total
+
+
+def target_ranks(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    mode: str = "conservative",
+    candidates: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rank (B,) float32 of each row's target among all items (or ``candidates`` (C,) item ids).
+
+    ``scores`` (B, N), ``targets`` (B,) item ids. Exact up to 2**24 candidates. See the module docstring.
+    """
+    if mode not in TIE_MODES:
+        raise ConfigError(f"rank mode must be one of {', '.join(TIE_MODES)} (got {mode!r})")
+    if scores.ndim != 2 or targets.shape != scores.shape[:1]:
+        shapes = f"{tuple(scores.shape)} and {tuple(targets.shape)}"
+        raise ValueError(f"expected scores (B, N) and targets (B,), got {shapes}")
+    targets = targets.long()
+    target = scores.gather(1, targets[:, None])  # (B, 1)
+    if candidates is None:
+        mask, in_set = None, torch.ones_like(targets)  # (B,) the target is always among the items
+        n_others = torch.full_like(targets, scores.shape[1] - 1)  # (B,)
+    else:
+        mask = torch.zeros(scores.shape[1], dtype=torch.bool, device=scores.device)  # (N,)
+        mask[candidates.long()] = True
+        in_set = mask[targets].long()  # (B,)
+        n_others = mask.sum() - in_set  # (B,)
+    if mode == "standard":
+        above = _count(scores, target, True, mask)  # (B,)
+    else:
+        at_least = _count(scores, target, False, mask) - in_set  # (B,) the target ties with itself
+        above = at_least if mode == "conservative" else (_count(scores, target, True, mask) + at_least) / 2
+    ranks = above.float() + 1  # (B,)
+    return torch.where(target[:, 0].isnan(), n_others.float() + 1, ranks)  # (B,)
+
+
+class RankingMetrics(Metric):
+    """Recall@k and MRR@k averaged over prediction events, from target ranks; sum states (DDP-safe).
+
+    ``compute()`` returns ``{prefix}recall@k`` and ``{prefix}mrr@k`` per cutoff (0 before any update).
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = True
+
+    hits: torch.Tensor
+    rr: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(self, cutoffs: Sequence[int] = (1, 5, 10, 20), prefix: str = "") -> None:
+        super().__init__()
+        cutoffs = tuple(int(k) for k in cutoffs)
+        if not cutoffs or min(cutoffs) < 1 or len(set(cutoffs)) != len(cutoffs):
+            raise ConfigError(f"cutoffs must be distinct positive integers (got {cutoffs})")
+        self.cutoffs, self.prefix = cutoffs, prefix
+        k = len(cutoffs)
+        self.register_buffer("_k", torch.tensor(cutoffs, dtype=torch.float64), persistent=False)  # (K,)
+        self.add_state("hits", default=torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("rr", default=torch.zeros(k, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, ranks: torch.Tensor) -> None:
+        """Add the ranks (M,) of M prediction events."""
+        ranks = ranks.detach().reshape(-1).to(torch.float64)  # (M,)
+        hit = ranks[:, None] <= self._k.to(ranks.device)  # (M, K)
+        self.hits += hit.sum(0)
+        self.rr += (hit / ranks[:, None]).sum(0)
+        self.count += ranks.numel()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.count.clamp_min(1)
+        out = {}
+        for i, k in enumerate(self.cutoffs):
+            out[f"{self.prefix}recall@{k}"] = self.hits[i] / n
+            out[f"{self.prefix}mrr@{k}"] = self.rr[i] / n
+        return out

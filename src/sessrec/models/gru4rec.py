@@ -1,0 +1,121 @@
+"""GRU4Rec: the ID-only session model of Hidasi et al., as the reference implementation defines it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sessrec.models.gru import GRUStack, OneHotGRULayer, uniform_init_
+from sessrec.models.rows import gather_rows
+
+InputMode = Literal["shared", "embedding", "onehot"]
+
+
+class GRU4Rec(nn.Module):
+    """Item-ID GRU4Rec.
+
+    Args:
+        n_items: catalogue size N (linked from the data module).
+        layers: hidden sizes of the GRU layers.
+        input_mode: "shared" (the input embedding IS the output weight matrix Wy, the reference's
+            "constrained embedding"), "embedding" (a separate table of size `embedding_size`) or
+            "onehot" (an (N, 3H) table feeding the first layer's gates: a GRU on one-hot input).
+        embedding_size: size of the separate embedding; only with input_mode="embedding".
+        dropout_embed: dropout on the input embedding (on the first layer's output in onehot mode).
+        dropout_hidden: dropout after each GRU layer; the dropped-out vector is the carried state.
+        sparse_grad: row-sparse gradients for the item tables (needed by the reference's optimiser;
+            set False for Adam/AdamW).
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        layers: list[int] = [100],  # noqa: B006 - jsonargparse needs a literal default
+        input_mode: InputMode = "shared",
+        embedding_size: int = 0,
+        dropout_embed: float = 0.0,
+        dropout_hidden: float = 0.0,
+        sparse_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        if n_items <= 0:
+            raise ValueError(f"n_items must be positive, got {n_items}")
+        if not layers or any(h <= 0 for h in layers):
+            raise ValueError(f"layers must be a non-empty list of positive sizes, got {layers}")
+        if input_mode == "embedding" and embedding_size <= 0:
+            raise ValueError("input_mode='embedding' needs embedding_size > 0")
+        if input_mode != "embedding" and embedding_size:
+            raise ValueError(f"embedding_size is only used with input_mode='embedding' (got {input_mode!r})")
+        if not 0.0 <= dropout_embed < 1.0:
+            raise ValueError(f"dropout_embed must be in [0, 1), got {dropout_embed}")
+        self.n_items, self.input_mode, self.sparse = n_items, input_mode, sparse_grad
+        self.dropout_embed = dropout_embed
+        self.layers = list(layers)
+        hidden_out = self.layers[-1]
+        # Output weights Wy and bias By in one table, so one lookup and one row-wise update serve both.
+        self.item_table = nn.Parameter(torch.empty(n_items, hidden_out + 1))  # [Wy | By] (N, H+1)
+        self.embedding: nn.Parameter | None = None
+        self.onehot: OneHotGRULayer | None = None
+        if input_mode == "shared":
+            self.gru = GRUStack(hidden_out, self.layers, dropout_hidden)
+        elif input_mode == "embedding":
+            self.embedding = nn.Parameter(torch.empty(n_items, embedding_size))  # E (N, K)
+            self.gru = GRUStack(embedding_size, self.layers, dropout_hidden)
+        else:
+            self.onehot = OneHotGRULayer(n_items, self.layers[0], sparse=sparse_grad)
+            self.gru = GRUStack(self.layers[0], self.layers[1:], dropout_hidden) if len(self.layers) > 1 else None
+        self.reset_parameters()
+
+    @property
+    def item_weight(self) -> Tensor:
+        return self.item_table[:, :-1]  # Wy (N, H)
+
+    @property
+    def item_bias(self) -> Tensor:
+        return self.item_table[:, -1]  # By (N,)
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            uniform_init_(self.item_table[:, :-1], self.n_items, self.layers[-1])
+            self.item_table[:, -1].zero_()
+        if self.embedding is not None:
+            uniform_init_(self.embedding, self.n_items, self.embedding.shape[1])
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return list(self.layers)
+
+    def init_hidden(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
+        return [torch.zeros(batch_size, h, device=device) for h in self.layers]
+
+    def forward(
+        self, inputs: Tensor, hidden: list[Tensor], cols: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One session-parallel step.
+
+        inputs (B,) item ids, hidden [(B, H_l)], cols (C,) item ids to score (None: all N items).
+        Returns scores (B, C) or (B, N) and the new hidden state.
+        """
+        batch, shared = inputs.shape[0], self.input_mode == "shared"
+        if cols is None:
+            out_rows = self.item_table  # (N, H+1)
+            in_rows = gather_rows(self.item_table, inputs, self.sparse)[:, :-1] if shared else None
+        elif shared:  # one lookup for the inputs and the scored columns, as the reference does
+            rows = gather_rows(self.item_table, torch.cat([inputs, cols]), self.sparse)  # (B+C, H+1)
+            in_rows, out_rows = rows[:batch, :-1], rows[batch:]  # (B, H), (C, H+1)
+        else:
+            in_rows, out_rows = None, gather_rows(self.item_table, cols, self.sparse)  # (C, H+1)
+        if self.onehot is not None:
+            first = self.onehot(inputs, hidden[0])  # (B, H_0)
+            first = F.dropout(first, self.dropout_embed, self.training)
+            out, rest = self.gru(first, hidden[1:]) if self.gru is not None else (first, [])
+            new_hidden = [first, *rest]
+        else:
+            x = in_rows if shared else gather_rows(self.embedding, inputs, self.sparse)  # (B, K)
+            x = F.dropout(x, self.dropout_embed, self.training)
+            out, new_hidden = self.gru(x, hidden)  # (B, H)
+        scores = torch.addmm(out_rows[:, -1].unsqueeze(0), out, out_rows[:, :-1].t())  # (B, C)
+        return scores, new_hidden

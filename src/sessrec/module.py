@@ -1,0 +1,187 @@
+"""The thin LightningModule: session-parallel steps, hidden state, losses, metrics and optimisers.
+
+The network (GRU4Rec, ParallelRNN, ...) comes in through the constructor. Training is manual: one
+`training_step` processes a block of T session-parallel steps, each with its own forward, backward and
+optimiser step (one-step truncated BPTT, as the reference), so Lightning's per-call overhead is paid
+once per T steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from sessrec.data.batching import Block
+from sessrec.data.sampler import PopularitySampler
+from sessrec.errors import ConfigError
+from sessrec.evaluation import evaluate_block
+from sessrec.losses import SampledLoss, log_q_columns
+from sessrec.metrics import RankingMetrics
+from sessrec.optim import AdagradMomentum
+
+LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
+OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
+TieMode = Literal["standard", "conservative", "median"]
+
+
+class SessionRecModule(L.LightningModule):
+    """Trains and evaluates a session model that maps (inputs, hidden, cols) to scores.
+
+    Args:
+        net: the network, e.g. `sessrec.models.GRU4Rec`.
+        loss, bpreg, elu_param, logq: the sampled loss (see `sessrec.losses.SampledLoss`).
+        n_sample: extra negatives shared by the mini-batch, drawn with popularity**sample_alpha.
+        sample_cache_size: ids pre-drawn at once by the sampler (the reference's 10M).
+        optimizer: "adagrad_momentum" (the reference's, needs sparse gradients), "adam" or "adamw".
+        lr, momentum, weight_decay: optimiser settings (momentum only for adagrad_momentum).
+        cutoffs: k of Recall@k and MRR@k.
+        tie_mode: how tied scores rank ("conservative" as in the papers).
+        eval_top_n: rank only against the N most popular training items (the p-RNN video setting);
+            None ranks against all items.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: LossName = "cross-entropy",
+        bpreg: float = 1.0,
+        elu_param: float = 0.5,
+        logq: float = 0.0,
+        n_sample: int = 2048,
+        sample_alpha: float = 0.5,
+        sample_cache_size: int = 10_000_000,
+        optimizer: OptimizerName = "adagrad_momentum",
+        lr: float = 0.05,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        cutoffs: list[int] = [1, 5, 10, 20],  # noqa: B006
+        tie_mode: TieMode = "conservative",
+        eval_top_n: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        if optimizer != "adagrad_momentum" and momentum:
+            raise ConfigError(f"momentum is only used by optimizer='adagrad_momentum' (got {optimizer!r})")
+        if optimizer != "adagrad_momentum" and getattr(net, "sparse", False):
+            raise ConfigError(f"optimizer={optimizer!r} needs dense gradients: set net sparse_grad: false")
+        if n_sample < 0:
+            raise ConfigError(f"n_sample must be >= 0, got {n_sample}")
+        self.net = net
+        self.automatic_optimization = False
+        self.loss_fn = SampledLoss(loss, bpreg=bpreg, elu_param=elu_param, logq=logq)
+        self.val_metrics = RankingMetrics(cutoffs, prefix="val_")
+        self.test_metrics = RankingMetrics(cutoffs, prefix="test_")
+        self.sampler: PopularitySampler | None = None
+        self.register_buffer("log_pop", torch.zeros(0), persistent=False)
+        self.register_buffer("candidates", torch.zeros(0, dtype=torch.long), persistent=False)
+        self._hidden: list[Tensor] | None = None
+        self._sampler_state: dict | None = None
+        self._eval_hidden: list[Tensor] | None = None
+
+    # ---- set-up -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        counts = torch.as_tensor(self.trainer.datamodule.train_counts(), dtype=torch.float64)  # (N,)
+        if counts.numel() != self.net.n_items:
+            raise ConfigError(f"data has {counts.numel()} items but the model was built for {self.net.n_items}")
+        hp = self.hparams
+        if hp.eval_top_n:
+            top = torch.argsort(counts, descending=True, stable=True)[: hp.eval_top_n]
+            self.candidates = top.to(self.device)
+        if stage == "fit":
+            self.log_pop = counts.clamp_min(1).log().float().to(self.device)  # (N,)
+            if hp.n_sample > 0:
+                self.sampler = PopularitySampler(
+                    counts.numpy(), hp.sample_alpha, hp.n_sample, hp.sample_cache_size,
+                    seed=torch.initial_seed() % 2**31 + self.global_rank, device=self.device,
+                )
+                if self._sampler_state is not None:
+                    self.sampler.load_state_dict(self._sampler_state)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        if hp.optimizer == "adagrad_momentum":
+            return AdagradMomentum(self.net.parameters(), lr=hp.lr, momentum=hp.momentum)
+        opt_cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
+        return opt_cls(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+
+    # ---- training ---------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._hidden = None  # the reference zeroes the hidden state at each epoch start
+
+    def training_step(self, block: Block, batch_idx: int) -> None:
+        opt = self.optimizers()
+        steps, batch = block.inputs.shape
+        hidden = self._hidden if self._hidden is not None else self.net.init_hidden(batch, self.device)
+        full = block.n_events == steps * batch
+        total = torch.zeros((), device=self.device)
+        for t in range(steps):
+            keep = (~block.reset[t]).unsqueeze(1).to(total.dtype)  # (B, 1)
+            hidden = [h * keep for h in hidden]
+            loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, None if full else block.active[t])
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            opt.step()
+            hidden = [h.detach() for h in hidden]
+            total += loss.detach()
+        self._hidden = hidden
+        self.log("train_loss", total / steps, prog_bar=True, batch_size=block.n_events)
+
+    def _train_step(
+        self, inputs: Tensor, targets: Tensor, hidden: list[Tensor], active: Tensor | None
+    ) -> tuple[Tensor, list[Tensor]]:
+        samples = self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
+        cols = torch.cat([targets, samples])  # (B+S,)
+        scores, hidden = self.net(inputs, hidden, cols)  # (B, B+S)
+        log_q = None
+        if self.hparams.logq:
+            log_q = log_q_columns(self.log_pop, targets, samples, self.hparams.sample_alpha)  # (B+S,)
+        loss = self.loss_fn(scores, active=active, log_q=log_q)
+        if active is not None:  # the reference normalises by the full batch size, also when it shrinks
+            loss = loss * active.sum() / inputs.shape[0]
+        return loss, hidden
+
+    # ---- evaluation -------------------------------------------------------------------------
+    def _eval_stepper(self):
+        def step(inputs: Tensor, reset: Tensor) -> Tensor:
+            if self._eval_hidden is None:
+                self._eval_hidden = self.net.init_hidden(inputs.shape[0], self.device)
+            keep = (~reset).unsqueeze(1).float()  # (B, 1)
+            hidden = [h * keep for h in self._eval_hidden]
+            scores, self._eval_hidden = self.net(inputs, hidden)  # (B, N)
+            return scores
+
+        return step
+
+    def _eval(self, block: Block, metrics: RankingMetrics) -> None:
+        cands = self.candidates if self.candidates.numel() else None
+        evaluate_block(self._eval_stepper(), block, metrics, self.hparams.tie_mode, cands)
+
+    def on_validation_epoch_start(self) -> None:
+        self._eval_hidden = None
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def validation_step(self, block: Block, batch_idx: int) -> None:
+        self._eval(block, self.val_metrics)
+
+    def test_step(self, block: Block, batch_idx: int) -> None:
+        self._eval(block, self.test_metrics)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(self.val_metrics.compute(), prog_bar=False)
+        self.val_metrics.reset()
+
+    def on_test_epoch_end(self) -> None:
+        self.log_dict(self.test_metrics.compute())
+        self.test_metrics.reset()
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.sampler is not None:
+            checkpoint["sessrec_sampler"] = self.sampler.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._sampler_state = checkpoint.get("sessrec_sampler")

@@ -1,0 +1,125 @@
+"""The reference GRU4Rec optimiser: Adagrad with momentum and row-sparse updates.
+
+Per element (facts from hidasib/GRU4Rec_PyTorch_Official ``IndexedAdagradM``, read for facts only)::
+
+    acc += g^2                           # the accumulator includes this step's gradient
+    step = g / sqrt(acc + eps)           # eps (1e-6) INSIDE the square root
+    v    = momentum * v - lr * step      # only when momentum > 0 (no velocity state otherwise)
+    p   += v                             # or p -= lr * step when momentum == 0
+
+Sparse gradients (torch sparse COO, from ``nn.Embedding(sparse=True)`` / ``F.embedding(..., sparse=True)``)
+are coalesced first (repeated rows summed: the update is non-linear, so each row is updated once with
+its total gradient), then only the touched rows of ``acc``, ``v`` and ``p`` are read and written. As in
+the reference, the velocity of UNTOUCHED rows is neither decayed nor applied ("lazy" momentum): a row
+keeps its velocity frozen until the next batch that touches it. Dense gradients get the dense update,
+where every element's velocity decays each step. So a dense gradient that is zero outside a few rows is
+NOT equivalent to the sparse one when momentum > 0 (and costs a full pass over the table): turn it into
+a sparse one with :func:`sparse_rows_grad`, or look the rows up with ``F.embedding(..., sparse=True)``
+so autograd produces a sparse gradient directly (sparse + sparse accumulates sparse; sparse + dense
+becomes dense).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+__all__ = ["AdagradMomentum", "sparse_rows_grad"]
+
+
+def sparse_rows_grad(grad: Tensor, rows: Tensor) -> Tensor:
+    """A coalesced sparse COO copy of ``grad`` (N, ...) restricted to ``rows`` (K,), duplicates allowed.
+
+    For a weight whose dense gradient is known to be zero outside ``rows`` (e.g. output rows gathered with
+    ``index_select``): ``p.grad = sparse_rows_grad(p.grad, ids)`` before ``step`` makes the optimiser use
+    the row-sparse update. Gradient in rows not listed is dropped, so list every row that was used.
+    """
+    if grad.is_sparse:
+        return grad.coalesce()
+    uniq = torch.unique(rows)  # (U,) sorted, so the result is coalesced
+    values = grad.index_select(0, uniq)  # (U, ...)
+    return torch.sparse_coo_tensor(uniq.unsqueeze(0), values, grad.shape, is_coalesced=True, check_invariants=False)
+
+
+class AdagradMomentum(Optimizer):
+    """Adagrad with (heavy-ball) momentum and row-sparse updates, as in the GRU4Rec reference.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate (> 0).
+        momentum: momentum coefficient in [0, 1); 0 keeps no velocity state.
+        eps: added to the accumulator inside the square root (> 0).
+    """
+
+    def __init__(
+        self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.05, momentum: float = 0.0,
+        eps: float = 1e-6,
+    ) -> None:
+        if lr <= 0.0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if eps <= 0.0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, eps=eps))
+
+    def _state_for(self, p: Tensor, momentum: float) -> dict[str, Tensor]:
+        state = self.state[p]
+        if "acc" not in state:
+            state["acc"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if momentum > 0 and "mom" not in state:
+            state["mom"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self._state_for(p, momentum)
+                mom = state.get("mom") if momentum > 0 else None
+                if p.grad.is_sparse:
+                    _sparse_update(p, p.grad, state["acc"], mom, lr, momentum, eps)
+                else:
+                    _dense_update(p, p.grad, state["acc"], mom, lr, momentum, eps)
+        return loss
+
+
+def _dense_update(
+    p: Tensor, grad: Tensor, acc: Tensor, mom: Tensor | None, lr: float, momentum: float, eps: float
+) -> None:
+    acc.addcmul_(grad, grad)  # acc += g^2
+    denom = (acc + eps).sqrt_()  # sqrt(acc + eps)
+    if mom is None:
+        p.addcdiv_(grad, denom, value=-lr)
+    else:
+        mom.mul_(momentum).addcdiv_(grad, denom, value=-lr)  # v = mu v - lr g / sqrt(acc + eps)
+        p.add_(mom)
+
+
+def _sparse_update(
+    p: Tensor, grad: Tensor, acc: Tensor, mom: Tensor | None, lr: float, momentum: float, eps: float
+) -> None:
+    if grad.sparse_dim() != 1:
+        raise ValueError(f"sparse gradients must be row-sparse (sparse_dim 1), got {grad.sparse_dim()}")
+    grad = grad.coalesce()  # repeated rows summed; the update is non-linear in g
+    rows = grad.indices()[0]  # (K,) unique
+    values = grad.values()  # (K, D)
+    acc.index_add_(0, rows, values * values)  # acc[rows] += g^2
+    denom = acc.index_select(0, rows).add_(eps).sqrt_()  # (K, D) sqrt(acc + eps)
+    if mom is None:
+        p.index_add_(0, rows, values.div(denom).mul_(-lr))  # (index_add_'s alpha= is much slower on CPU)
+        return
+    mom_rows = mom.index_select(0, rows).mul_(momentum).addcdiv_(values, denom, value=-lr)  # (K, D)
+    mom.index_copy_(0, rows, mom_rows)
+    p.index_add_(0, rows, mom_rows)

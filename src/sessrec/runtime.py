@@ -1,0 +1,33 @@
+"""Process-level tuning for the training loop's many short-lived, medium-sized tensors."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_done = False
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in glibc's heap instead of returning it to the OS after every step.
+
+    Each training step allocates and frees a few hundred KB-sized tensors. With glibc's defaults
+    those come from fresh mmap pages, and the page faults cost more than the arithmetic (measured:
+    ~290 faults and ~30% of a step on a virtualised 2-core CPU). Linux/glibc only; set
+    SESSREC_NO_MALLOPT=1 to opt out. Returns True when the settings were applied.
+    """
+    global _done
+    if _done or os.environ.get("SESSREC_NO_MALLOPT") or not sys.platform.startswith("linux"):
+        return _done
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok = all(
+        libc.mallopt(opt, val) == 1
+        for opt, val in ((_M_MMAP_THRESHOLD, 1 << 28), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 1 << 26))
+    )
+    _done = ok
+    return ok
