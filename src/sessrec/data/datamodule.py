@@ -1,0 +1,99 @@
+"""LightningDataModule over a prepared data directory: session-parallel blocks for every stage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, IterableDataset
+
+from sessrec.data.batching import Block, SessionParallelIterator
+from sessrec.data.prepared import PreparedData, Split
+from sessrec.errors import ConfigError
+
+SplitName = Literal["train_full", "train", "valid", "test"]
+
+
+class _BlockDataset(IterableDataset):
+    """Wraps a SessionParallelIterator so a DataLoader (batch_size=None) passes blocks through."""
+
+    def __init__(self, iterator: SessionParallelIterator) -> None:
+        self.iterator = iterator
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(self.iterator)
+
+    def __len__(self) -> int:
+        return len(self.iterator)
+
+
+class SessionDataModule(L.LightningDataModule):
+    """Serves a prepared data directory (see `python -m sessrec prepare`).
+
+    Args:
+        data_dir: folder written by `prepare` (or `generate` + `prepare`).
+        batch_size: sessions processed in parallel during training (the reference's batch size).
+        eval_batch_size: sessions in parallel during evaluation (larger is faster; same metrics).
+        steps_per_block: session-parallel steps per `training_step` (amortises framework overhead).
+        train_split: split to train on: "train" (model selection against "valid") or "train_full".
+        val_split, test_split, predict_split: the splits evaluated by validate / test / predict.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        batch_size: int = 64,
+        eval_batch_size: int = 512,
+        steps_per_block: int = 32,
+        train_split: SplitName = "train",
+        val_split: SplitName = "valid",
+        test_split: SplitName = "test",
+        predict_split: SplitName = "test",
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0 or steps_per_block <= 0:
+            raise ConfigError("batch_size, eval_batch_size and steps_per_block must be positive")
+        self.data_dir = Path(data_dir)
+        self.data = PreparedData.load(self.data_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.steps_per_block = steps_per_block
+        self.splits = {"train": train_split, "val": val_split, "test": test_split, "predict": predict_split}
+
+    @property
+    def n_items(self) -> int:
+        return self.data.n_items
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.data.item_ids
+
+    def split(self, stage: str) -> Split:
+        return self.data.split(self.splits[stage])
+
+    def train_counts(self) -> np.ndarray:
+        """(N,) event counts of the training split: popularity for sampling, logQ and top-N ranking."""
+        return self.data.counts(self.splits["train"])
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _loader(self, stage: str, batch_size: int) -> DataLoader:
+        split = self.split(stage)
+        rank, world = self._rank_world()
+        iterator = SessionParallelIterator(
+            split.items, split.offsets, batch_size, self.steps_per_block, rank=rank, world_size=world
+        )
+        return DataLoader(_BlockDataset(iterator), batch_size=None, num_workers=0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size)

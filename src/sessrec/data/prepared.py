@@ -1,0 +1,193 @@
+"""The prepared data directory (docs/design.md): writing it atomically, loading and validating it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sessrec.errors import DataError
+from sessrec.io import atomic_dir
+
+SPLIT_NAMES = ("train_full", "train", "valid", "test")
+SPLIT_COLUMNS = ("session", "item", "time")
+ITEM_COLUMNS = ("item_id", "idx")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split in CSR form: the events of session s are items[offsets[s]:offsets[s + 1]]."""
+
+    items: np.ndarray  # (E,) int64
+    offsets: np.ndarray  # (S+1,) int64
+    times: np.ndarray  # (E,) float64
+
+    @property
+    def n_events(self) -> int:
+        """Number of events E."""
+        return int(self.items.shape[0])
+
+    @property
+    def n_sessions(self) -> int:
+        """Number of sessions S."""
+        return int(self.offsets.shape[0] - 1)
+
+    def counts(self, n_items: int) -> np.ndarray:
+        """Events per item index, int64 (n_items,)."""
+        return np.bincount(self.items, minlength=n_items).astype(np.int64)
+
+    @classmethod
+    def from_sessions(cls, session: np.ndarray, items: np.ndarray, times: np.ndarray) -> Split:
+        """Build from per-event columns whose `session` is 0..S-1, non-decreasing (caller checks)."""
+        starts = np.flatnonzero(np.diff(session)) + 1
+        offsets = np.concatenate([[0], starts, [len(session)]]).astype(np.int64)
+        if len(session) == 0:
+            offsets = np.zeros(1, dtype=np.int64)
+        return cls(items.astype(np.int64), offsets, times.astype(np.float64))
+
+
+class PreparedData:
+    """A prepared data directory: item map and meta loaded at once, splits on first use (cached)."""
+
+    def __init__(self, root: Path, item_ids: np.ndarray, meta: dict[str, Any]) -> None:
+        self.root = root
+        self.item_ids = item_ids  # (N,) original ids as str
+        self.meta = meta
+        self._splits: dict[str, Split] = {}
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> PreparedData:
+        """Open `root`, checking every file is there and items.parquet / meta.json are well formed."""
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"{root}: prepared data folder not found (run `python -m sessrec prepare`)")
+        for name in [*(f"{s}.parquet" for s in SPLIT_NAMES), "items.parquet", "meta.json"]:
+            if not (root / name).is_file():
+                raise DataError(f"{root / name}: file missing from the prepared data folder")
+        try:
+            meta = json.loads((root / "meta.json").read_text())
+        except (OSError, ValueError) as err:
+            raise DataError(f"{root / 'meta.json'}: cannot read ({err})") from None
+        return cls(root, _load_items(root / "items.parquet"), meta)
+
+    @property
+    def n_items(self) -> int:
+        """Number of items N in the index."""
+        return int(self.item_ids.shape[0])
+
+    def split(self, name: str) -> Split:
+        """The split `name` (one of train_full, train, valid, test), validated and cached."""
+        if name not in SPLIT_NAMES:
+            raise DataError(f"{self.root}: unknown split '{name}' (splits: {', '.join(SPLIT_NAMES)})")
+        if name not in self._splits:
+            self._splits[name] = _load_split(self.root / f"{name}.parquet", self.n_items)
+        return self._splits[name]
+
+    def counts(self, name: str) -> np.ndarray:
+        """Events per item index in split `name`, int64 (N,)."""
+        return self.split(name).counts(self.n_items)
+
+
+def _read_columns(path: Path, columns: tuple[str, ...]) -> pa.Table:
+    """Read `columns` of a parquet file; DataError when unreadable or a column is missing."""
+    try:
+        found = pq.read_schema(path).names
+        missing = [c for c in columns if c not in found]
+        if missing:
+            raise DataError(f"{path}: column '{missing[0]}' not found (columns: {', '.join(found)})")
+        return pq.read_table(path, columns=list(columns))
+    except DataError:
+        raise
+    except Exception as err:  # pyarrow's errors for a corrupt or non-parquet file
+        raise DataError(f"{path}: cannot read as parquet ({str(err).splitlines()[0]})") from None
+
+
+def _integer_column(table: pa.Table, path: Path, col: str) -> np.ndarray:
+    """A column as int64, DataError when it does not hold integers."""
+    array = table.column(col).to_numpy()
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"{path}: column '{col}' must hold integers, found {array.dtype}")
+    return array.astype(np.int64)
+
+
+def _load_items(path: Path) -> np.ndarray:
+    """Original item ids ordered by idx; idx must be exactly 0..N-1."""
+    table = _read_columns(path, ITEM_COLUMNS)
+    idx = _integer_column(table, path, "idx")
+    if not np.array_equal(np.sort(idx), np.arange(len(idx))):
+        raise DataError(f"{path}: column 'idx' must hold each of 0..{len(idx) - 1} exactly once")
+    ids = np.array([str(v) for v in table.column("item_id").to_pylist()], dtype=object)
+    out = np.empty(len(ids), dtype=object)
+    out[idx] = ids
+    return out
+
+
+def _load_split(path: Path, n_items: int) -> Split:
+    """Read one split file and check its item range and session grouping."""
+    table = _read_columns(path, SPLIT_COLUMNS)
+    session = _integer_column(table, path, "session")
+    items = _integer_column(table, path, "item")
+    times = table.column("time").to_numpy().astype(np.float64)
+    if len(items) and (items.min() < 0 or items.max() >= n_items):
+        bad = int(items[(items < 0) | (items >= n_items)][0])
+        raise DataError(
+            f"{path}: column 'item' has index {bad} out of range 0..{n_items - 1} (items.parquet)"
+        )
+    if len(session) and (session[0] != 0 or np.any((np.diff(session) != 0) & (np.diff(session) != 1))):
+        raise DataError(f"{path}: column 'session' must be grouped and numbered 0..S-1 in order")
+    return Split.from_sessions(session, items, times)
+
+
+def write_prepared(
+    out_dir: str | os.PathLike,
+    splits: dict[str, pd.DataFrame],
+    item_ids: np.ndarray,
+    meta: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write the split frames, items.parquet and meta.json into `out_dir` atomically; returns `out_dir`.
+
+    Frames must already follow the design order (see `sessrec.data.preprocess.finalize`). Per-split
+    events/sessions/items are added to meta under "splits".
+    """
+    out_dir = Path(out_dir)
+    missing = [s for s in SPLIT_NAMES if s not in splits]
+    if missing:
+        raise ValueError(f"write_prepared: split '{missing[0]}' not given")
+    meta = {**meta, "n_items": int(len(item_ids)), "splits": {s: split_stats(splits[s]) for s in SPLIT_NAMES}}
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for name in SPLIT_NAMES:
+            frame = splits[name]
+            table = pa.table(
+                {
+                    "session": pa.array(frame["session"].to_numpy(dtype=np.int64), pa.int64()),
+                    "item": pa.array(frame["item"].to_numpy(dtype=np.int32), pa.int32()),
+                    "time": pa.array(frame["time"].to_numpy(dtype=np.float64), pa.float64()),
+                }
+            )
+            pq.write_table(table, tmp / f"{name}.parquet")
+        items = pa.table(
+            {
+                "item_id": pa.array([str(v) for v in item_ids], pa.string()),
+                "idx": pa.array(np.arange(len(item_ids), dtype=np.int32), pa.int32()),
+            }
+        )
+        pq.write_table(items, tmp / "items.parquet")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def split_stats(frame: pd.DataFrame) -> dict[str, int]:
+    """Events, sessions and distinct items of a split frame (columns session, item)."""
+    return {
+        "events": int(len(frame)),
+        "sessions": int(frame["session"].nunique()),
+        "items": int(frame["item"].nunique()),
+    }

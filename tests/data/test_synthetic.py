@@ -1,0 +1,124 @@
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from sessrec.commands import generate as generate_command
+from sessrec.data.synthetic import FILES, SyntheticConfig, generate, write
+from sessrec.errors import ConfigError
+
+SMALL = SyntheticConfig(n_items=600, n_topics=20, n_sessions=3000, vocab_size=400, n_brands=40, seed=7)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return generate(SMALL)
+
+
+def test_same_seed_gives_identical_files(tmp_path: Path) -> None:
+    a, b = write(generate(SMALL), tmp_path / "a"), write(generate(SMALL), tmp_path / "b")
+    assert sorted(p.name for p in a.iterdir()) == sorted(FILES)
+    for name in ("events.tsv", "image.npy", "meta.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    pd.testing.assert_frame_equal(pd.read_parquet(a / "items.parquet"), pd.read_parquet(b / "items.parquet"))
+    ta, tb = sp.load_npz(a / "text.npz"), sp.load_npz(b / "text.npz")
+    assert (ta != tb).nnz == 0
+    other = generate(SyntheticConfig(**{**SMALL.__dict__, "seed": 8}))
+    assert not other.events["ItemId"].equals(generate(SMALL).events["ItemId"])
+
+
+def test_events_format(tmp_path: Path, small) -> None:
+    out = write(small, tmp_path / "syn")
+    events = pd.read_csv(out / "events.tsv", sep="\t")
+    assert list(events.columns) == ["SessionId", "ItemId", "Time"]
+    assert all(np.issubdtype(events[c].dtype, np.integer) for c in events.columns)
+    assert events["ItemId"].between(1, SMALL.n_items).all()
+    assert events["SessionId"].nunique() == SMALL.n_sessions
+    assert (events.groupby("SessionId").size() >= 2).all()
+    assert events["SessionId"].is_monotonic_increasing
+    assert (events.groupby("SessionId")["Time"].diff().dropna() >= 0).all()
+    assert (events.groupby("SessionId")["ItemId"].diff().dropna() != 0).all()  # no consecutive repeats
+    starts = events.groupby("SessionId")["Time"].min()
+    assert starts.is_monotonic_increasing  # session ids follow the time of the first event
+    span_days = (events["Time"].max() - events["Time"].min()) / 86400
+    assert SMALL.days - 1 < span_days < SMALL.days + 1
+
+
+def test_feature_shapes_and_alignment(tmp_path: Path, small) -> None:
+    out = write(small, tmp_path / "syn")
+    items = pd.read_parquet(out / "items.parquet")
+    image, text = np.load(out / "image.npy"), sp.load_npz(out / "text.npz").tocsr()
+    n = SMALL.n_items
+    assert list(items.columns) == ["item_id", "topic", "price", "category", "brand", "text"]
+    assert (items["item_id"].to_numpy() == np.arange(1, n + 1)).all()
+    assert image.shape == (n, SMALL.image_dim) and image.dtype == np.float32
+    assert text.shape == (n, SMALL.vocab_size) and text.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(image, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(sp.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    assert (items["price"] > 0).all()
+    assert items["category"].nunique() == SMALL.n_categories
+    for row in (0, 17, n - 1):  # the raw text names exactly the CSR row's columns
+        words = {f"w{j}" for j in text[row].indices}
+        assert set(items["text"].iloc[row].split()) == words
+
+
+def test_text_is_sparse(small) -> None:
+    per_item = np.diff(small.text.indptr)  # (N,)
+    assert per_item.min() >= 1
+    assert 3.0 < per_item.mean() < SMALL.tokens_per_item + 1
+    assert small.text.nnz / np.prod(small.text.shape) < 0.02
+
+
+def _mean_cosine(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.sum(x[a] * x[b], axis=1)))
+
+
+def test_topic_signal_is_real(small) -> None:
+    items = small.events["ItemId"].to_numpy() - 1
+    same = small.events["SessionId"].to_numpy()[1:] == small.events["SessionId"].to_numpy()[:-1]
+    prev, nxt = items[:-1][same], items[1:][same]
+    rng = np.random.default_rng(0)
+    ra, rb = rng.integers(SMALL.n_items, size=(2, 20000))
+    image = small.image
+    consecutive, random = _mean_cosine(image, prev, nxt), _mean_cosine(image, ra, rb)
+    assert consecutive > 2 * random and consecutive > random + 0.08, (consecutive, random)  # ~0.21 vs ~0.07
+    text = small.text.toarray()
+    assert _mean_cosine(text, prev, nxt) > 2 * _mean_cosine(text, ra, rb)  # ~0.08 vs ~0.02
+    topic = small.items["topic"].to_numpy()
+    assert np.mean(topic[prev] == topic[nxt]) > 0.25  # ~0.34, vs 1 / n_topics = 0.05 for random pairs
+
+
+def test_popularity_has_head_and_tail(small) -> None:
+    counts = np.sort(np.bincount(small.events["ItemId"], minlength=SMALL.n_items + 1)[1:])[::-1]
+    top_share = counts[: SMALL.n_items // 20].sum() / counts.sum()  # top 5% of the items
+    assert 0.15 < top_share < 0.8
+    assert np.mean(counts < 5) < 0.3  # most items survive the reference's >= 5 events filter
+
+
+def test_invalid_config_names_the_option() -> None:
+    with pytest.raises(ConfigError, match="p_id"):
+        generate(SyntheticConfig(p_id=1.5))
+    with pytest.raises(ConfigError, match="n_items"):
+        generate(SyntheticConfig(n_items=10, n_topics=30))
+
+
+def test_command_writes_folder(tmp_path: Path, capsys) -> None:
+    parser = argparse.ArgumentParser()
+    generate_command.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "syn"), "--n-items", "300", "--n-topics", "6",
+                              "--n-sessions", "500", "--seed", "3"])
+    assert generate_command.run(args) == 0
+    assert "500 sessions" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "syn").iterdir()) == sorted(FILES)
+
+
+def test_default_size(record_property) -> None:
+    start = time.perf_counter()
+    data = generate()
+    record_property("generate_default_seconds", round(time.perf_counter() - start, 3))  # ~0.1 s here
+    assert 90_000 < len(data.events) < 110_000
+    assert data.meta["sessions"] == 20_000 and data.image.shape == (3000, 64)
