@@ -144,25 +144,26 @@ class SessionRecModule(L.LightningModule):
         return loss, hidden
 
     # ---- evaluation -------------------------------------------------------------------------
-    def _eval_stepper(self):
-        def step(inputs: Tensor, reset: Tensor) -> Tensor:
-            if self._eval_hidden is None:
-                self._eval_hidden = self.net.init_hidden(inputs.shape[0], self.device)
-            keep = (~reset).unsqueeze(1).float()  # (B, 1)
-            hidden = [h * keep for h in self._eval_hidden]
-            scores, self._eval_hidden = self.net(inputs, hidden)  # (B, N)
-            return scores
+    def score_step(self, inputs: Tensor, reset: Tensor) -> Tensor:
+        """Evaluation step over all items: inputs (B,), reset (B,) -> scores (B, N).
 
-        return step
+        Carries the evaluation hidden state between calls (cleared at each evaluation epoch start).
+        """
+        if self._eval_hidden is None or self._eval_hidden[0].shape[0] != inputs.shape[0]:
+            self._eval_hidden = self.net.init_hidden(inputs.shape[0], self.device)
+        keep = (~reset).unsqueeze(1).to(self._eval_hidden[0].dtype)  # (B, 1)
+        hidden = [h * keep for h in self._eval_hidden]
+        scores, self._eval_hidden = self.net(inputs, hidden)  # (B, N)
+        return scores
 
     def _eval(self, block: Block, metrics: RankingMetrics) -> None:
         cands = self.candidates if self.candidates.numel() else None
-        evaluate_block(self._eval_stepper(), block, metrics, self.hparams.tie_mode, cands)
+        evaluate_block(self.score_step, block, metrics, self.hparams.tie_mode, cands)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_hidden = None
 
-    on_test_epoch_start = on_validation_epoch_start
+    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 
     def validation_step(self, block: Block, batch_idx: int) -> None:
         self._eval(block, self.val_metrics)

@@ -51,21 +51,21 @@ class BaselineModule(L.LightningModule):
             counts = torch.as_tensor(dm.train_counts())
             self.candidates = torch.argsort(counts, descending=True, stable=True)[: self.hparams.eval_top_n]
 
-    def _eval(self, block: Block, metrics: RankingMetrics) -> None:
-        if self._begun is False:
-            self.net.begin(block.inputs.shape[1], self.device)
+    def score_step(self, inputs: Tensor, reset: Tensor) -> Tensor:
+        """inputs (B,), reset (B,) -> scores (B, N); per-slot state is cleared at each epoch start."""
+        if not self._begun:
+            self.net.begin(inputs.shape[0], self.device)
             self._begun = True
+        return self.net(inputs, reset)  # (B, N)
 
-        def step(inputs: Tensor, reset: Tensor) -> Tensor:
-            return self.net(inputs, reset)  # (B, N)
-
+    def _eval(self, block: Block, metrics: RankingMetrics) -> None:
         cands = self.candidates if self.candidates.numel() else None
-        evaluate_block(step, block, metrics, self.hparams.tie_mode, cands)
+        evaluate_block(self.score_step, block, metrics, self.hparams.tie_mode, cands)
 
     def on_validation_epoch_start(self) -> None:
         self._begun = False
 
-    on_test_epoch_start = on_validation_epoch_start
+    on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 
     def validation_step(self, block: Block, batch_idx: int) -> None:
         self._eval(block, self.val_metrics)
