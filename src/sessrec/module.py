@@ -21,13 +21,14 @@ from sessrec.evaluation import evaluate_block
 from sessrec.losses import SampledLoss, log_q_columns
 from sessrec.metrics import RankingMetrics
 from sessrec.optim import AdagradMomentum
+from sessrec.predict import PredictMixin
 
 LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
 OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
 TieMode = Literal["standard", "conservative", "median"]
 
 
-class SessionRecModule(L.LightningModule):
+class SessionRecModule(PredictMixin, L.LightningModule):
     """Trains and evaluates a session model that maps (inputs, hidden, cols) to scores.
 
     Args:

@@ -45,6 +45,23 @@ def sparse_rows_grad(grad: Tensor, rows: Tensor) -> Tensor:
     return torch.sparse_coo_tensor(uniq.unsqueeze(0), values, grad.shape, is_coalesced=True, check_invariants=False)
 
 
+def _coalesced(grad: Tensor) -> Tensor:
+    """`grad.coalesce()`, skipping the sort when the row indices are already strictly increasing.
+
+    `sessrec.models.rows.gather_rows` produces such gradients, but autograd's accumulation drops the
+    coalesced flag. The check is one cheap pass on CPU; on accelerators it would force a host sync, so
+    there the regular coalesce runs.
+    """
+    if grad.is_coalesced() or grad.device.type != "cpu":
+        return grad.coalesce()
+    rows = grad._indices()[0]  # (K,)
+    if rows.numel() < 2 or bool((rows[1:] > rows[:-1]).all()):
+        return torch.sparse_coo_tensor(
+            grad._indices(), grad._values(), grad.shape, is_coalesced=True, check_invariants=False
+        )
+    return grad.coalesce()
+
+
 class AdagradMomentum(Optimizer):
     """Adagrad with (heavy-ball) momentum and row-sparse updates, as in the GRU4Rec reference.
 
@@ -112,7 +129,7 @@ def _sparse_update(
 ) -> None:
     if grad.sparse_dim() != 1:
         raise ValueError(f"sparse gradients must be row-sparse (sparse_dim 1), got {grad.sparse_dim()}")
-    grad = grad.coalesce()  # repeated rows summed; the update is non-linear in g
+    grad = _coalesced(grad)  # repeated rows summed; the update is non-linear in g
     rows = grad.indices()[0]  # (K,) unique
     values = grad.values()  # (K, D)
     acc.index_add_(0, rows, values * values)  # acc[rows] += g^2

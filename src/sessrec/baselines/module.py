@@ -16,9 +16,10 @@ from sessrec.data.batching import Block
 from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
 from sessrec.metrics import RankingMetrics
+from sessrec.predict import PredictMixin
 
 
-class BaselineModule(L.LightningModule):
+class BaselineModule(PredictMixin, L.LightningModule):
     """Args: net: a baseline (`sessrec.baselines.Pop`, `SessionPop`, `ItemKNN`); cutoffs, tie_mode and
     eval_top_n as in `SessionRecModule`."""
 

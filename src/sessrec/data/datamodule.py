@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from sessrec.data.batching import Block, SessionParallelIterator
 from sessrec.data.prepared import PreparedData, Split
 from sessrec.errors import ConfigError
+from sessrec.predict import with_sentinels
 
 SplitName = Literal["train_full", "train", "valid", "test"]
 
@@ -81,11 +82,12 @@ class SessionDataModule(L.LightningDataModule):
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def _loader(self, stage: str, batch_size: int) -> DataLoader:
+    def _loader(self, stage: str, batch_size: int, sentinels: bool = False) -> DataLoader:
         split = self.split(stage)
+        items, offsets = with_sentinels(split) if sentinels else (split.items, split.offsets)
         rank, world = self._rank_world()
         iterator = SessionParallelIterator(
-            split.items, split.offsets, batch_size, self.steps_per_block, rank=rank, world_size=world
+            items, offsets, batch_size, self.steps_per_block, rank=rank, world_size=world
         )
         return DataLoader(_BlockDataset(iterator), batch_size=None, num_workers=0)
 
@@ -97,3 +99,7 @@ class SessionDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size)
+
+    def predict_dataloader(self) -> DataLoader:
+        """`predict_split` with a sentinel after each session (see `sessrec.predict`)."""
+        return self._loader("predict", self.eval_batch_size, sentinels=True)

@@ -102,10 +102,10 @@ class GRU4Rec(nn.Module):
         batch, shared = inputs.shape[0], self.input_mode == "shared"
         if cols is None:
             out_rows = self.item_table  # (N, H+1)
-            in_rows = gather_rows(self.item_table, inputs, self.sparse)[:, :-1] if shared else None
+            in_rows = gather_rows(self.item_table, inputs, self.sparse) if shared else None  # (B, H+1)
         elif shared:  # one lookup for the inputs and the scored columns, as the reference does
             rows = gather_rows(self.item_table, torch.cat([inputs, cols]), self.sparse)  # (B+C, H+1)
-            in_rows, out_rows = rows[:batch, :-1], rows[batch:]  # (B, H), (C, H+1)
+            in_rows, out_rows = rows.split([batch, cols.shape[0]])  # (B, H+1), (C, H+1)
         else:
             in_rows, out_rows = None, gather_rows(self.item_table, cols, self.sparse)  # (C, H+1)
         if self.onehot is not None:
@@ -114,8 +114,9 @@ class GRU4Rec(nn.Module):
             out, rest = self.gru(first, hidden[1:]) if self.gru is not None else (first, [])
             new_hidden = [first, *rest]
         else:
-            x = in_rows if shared else gather_rows(self.embedding, inputs, self.sparse)  # (B, K)
+            x = in_rows[:, :-1] if shared else gather_rows(self.embedding, inputs, self.sparse)  # (B, K)
             x = F.dropout(x, self.dropout_embed, self.training)
             out, new_hidden = self.gru(x, hidden)  # (B, H)
-        scores = torch.addmm(out_rows[:, -1].unsqueeze(0), out, out_rows[:, :-1].t())  # (B, C)
+        out = F.pad(out, (0, 1), value=1.0)  # (B, H+1): the last column multiplies the bias By
+        scores = out @ out_rows.t()  # (B, C)
         return scores, new_hidden

@@ -1,0 +1,324 @@
+"""Item feature sets on disk, aligned to the prepared item map by original item id.
+
+On-disk layout (what `write_*` produce and `load_*` read):
+
+- dense: ``<name>.npy`` (rows, D) float32 and ``<name>.ids.txt``, one item id per line, row order;
+- sparse: ``<name>.npz`` (``scipy.sparse.save_npz`` of a CSR (rows, V) matrix) and ``<name>.ids.txt``;
+- properties: ``<name>.parquet`` with an ``item_id`` column plus numeric and categorical columns;
+- raw text: any parquet with an ``item_id`` column and a string column (see `load_text`).
+
+Without ``<name>.ids.txt``, the row ids come from ``items.parquet`` in the same folder (its ``item_id``
+column in row order): the layout written by `python -m sessrec generate` (image.npy / text.npz).
+
+Loading reorders rows to the catalogue (row i = item index i). Items without a row get zeros and
+``mask[i] = False``; encoders decide what a missing item becomes (a learned vector or zeros). Rows whose
+id is not in the catalogue are ignored. Coverage is logged ("image.npy: 2,589/2,589 items (100.0%)").
+Bad input raises `DataError` naming the file: non-finite values, an ids file whose length differs
+from the rows, duplicate ids, a dimension other than the expected one, or no catalogue item covered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+
+from sessrec.errors import DataError
+from sessrec.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class DenseFeatures:
+    """Dense vectors aligned to the catalogue; rows of missing items are zero."""
+
+    values: Tensor  # (N, D) float32
+    mask: Tensor  # (N,) bool, True where the item has a row
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        return int(self.values.shape[1])
+
+
+@dataclass(frozen=True)
+class SparseFeatures:
+    """Sparse vectors (e.g. TF-IDF) aligned to the catalogue, never densified; missing rows are empty."""
+
+    csr: sp.csr_matrix  # (N, V) float32
+    mask: Tensor  # (N,) bool
+
+
+@dataclass(frozen=True)
+class PropertyFeatures:
+    """Tabular item properties aligned to the catalogue.
+
+    Numeric nulls/NaN are missing values (0 in `numeric`, False in `numeric_present`); categorical
+    values are coded 1..K per column by sorted value, 0 = missing or unknown.
+    """
+
+    numeric: Tensor  # (N, k) float32
+    numeric_present: Tensor  # (N, k) bool
+    categorical: Tensor  # (N, c) int64
+    cardinalities: tuple[int, ...]  # (c,) K + 1 per column (code 0 included)
+    vocabularies: tuple[tuple[str, ...], ...]  # (c,) values of codes 1..K per column
+    mask: Tensor  # (N,) bool, True where the item has a row
+
+
+@dataclass(frozen=True)
+class TextFeatures:
+    """Raw item texts aligned to the catalogue; missing items get ""."""
+
+    texts: list[str]  # (N,)
+    mask: Tensor  # (N,) bool
+
+
+def ids_path(path: PathLike) -> Path:
+    """The ids file that goes with a feature matrix: ``<name>.ids.txt`` beside ``<name>.npy|.npz``."""
+    path = Path(path)
+    return path.with_name(path.name.rsplit(".", 1)[0] + ".ids.txt")
+
+
+def _read_ids(path: Path, n_rows: int) -> np.ndarray:
+    """Row ids of a matrix file: its ids file, else the sibling items.parquet (generator layout)."""
+    ids_file = ids_path(path)
+    if ids_file.is_file():
+        ids = np.array(ids_file.read_text(encoding="utf-8").splitlines(), dtype=object)
+        source = ids_file
+    elif (path.parent / "items.parquet").is_file():
+        source = path.parent / "items.parquet"
+        ids = _parquet_ids(source)
+    else:
+        raise DataError(f"{path}: no ids file ({ids_file.name}) and no items.parquet beside it")
+    if len(ids) != n_rows:
+        raise DataError(f"{path}: {n_rows:,} rows but {source.name} lists {len(ids):,} item ids")
+    return ids
+
+
+def _parquet_ids(path: Path) -> np.ndarray:
+    """The item_id column of a parquet file as strings, row order."""
+    table = _read_parquet(path, ["item_id"])
+    return np.array([str(v) for v in table["item_id"].tolist()], dtype=object)
+
+
+def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """Read `columns` of a parquet file; DataError naming the file and the missing column."""
+    if not path.is_file():
+        raise DataError(f"{path}: feature file not found")
+    try:
+        names = pq.read_schema(path).names
+    except Exception as err:  # pyarrow's errors for a corrupt or non-parquet file
+        raise DataError(f"{path}: cannot read as parquet ({str(err).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataError(f"{path}: column '{missing[0]}' not found (columns: {', '.join(names)})")
+    return pq.read_table(path, columns=list(dict.fromkeys(columns))).to_pandas()
+
+
+def _align(path: Path, file_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    """Row of each catalogue item in the file, -1 where absent; logs coverage, checks ids."""
+    index = pd.Index(np.asarray([str(v) for v in file_ids], dtype=object))
+    if index.has_duplicates:
+        dup = index[index.duplicated()]
+        raise DataError(f"{path}: {len(dup):,} duplicate item ids (first: '{dup[0]}')")
+    rows = index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))  # (N,)
+    found, total = int((rows >= 0).sum()), len(item_ids)
+    if total and found == 0:
+        sample = index[0] if len(index) else "none"
+        raise DataError(
+            f"{path}: covers none of the {total:,} catalogue items "
+            f"(file ids like '{sample}', catalogue ids like '{item_ids[0]}')"
+        )
+    log.info("%s: %s/%s items (%.1f%%)", path.name, f"{found:,}", f"{total:,}", 100.0 * found / max(total, 1))
+    return rows
+
+
+def _check_finite(path: Path, values: np.ndarray, row_of: np.ndarray | None = None) -> None:
+    """DataError when any value is NaN or inf, saying how many rows hold one."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    if row_of is None:
+        n_bad = int(bad.reshape(len(values), -1).any(axis=1).sum())
+    else:
+        n_bad = len(np.unique(row_of[bad]))
+    raise DataError(f"{path}: {n_bad:,} rows hold NaN or inf values")
+
+
+def _mask(rows: np.ndarray) -> Tensor:
+    return torch.from_numpy(rows >= 0)  # (N,) bool
+
+
+def load_dense(path: PathLike, item_ids: np.ndarray, dim: int | None = None) -> DenseFeatures:
+    """Read ``<name>.npy`` (rows, D) and align it to `item_ids` (N,); `dim` is the expected D."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: feature file not found")
+    try:
+        matrix = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read as .npy ({str(err).splitlines()[0]})") from None
+    if matrix.ndim != 2:
+        raise DataError(f"{path}: expected a 2-d (rows, D) array, found shape {tuple(matrix.shape)}")
+    if dim is not None and matrix.shape[1] != dim:
+        raise DataError(f"{path}: dimension {matrix.shape[1]} but {dim} expected")
+    if not np.issubdtype(matrix.dtype, np.number):
+        raise DataError(f"{path}: expected numeric values, found {matrix.dtype}")
+    rows = _align(path, _read_ids(path, matrix.shape[0]), item_ids)  # (N,)
+    present = rows >= 0
+    values = np.zeros((len(item_ids), matrix.shape[1]), dtype=np.float32)  # (N, D)
+    values[present] = matrix[rows[present]]
+    _check_finite(path, values)
+    return DenseFeatures(torch.from_numpy(values), _mask(rows))
+
+
+def load_sparse(path: PathLike, item_ids: np.ndarray, dim: int | None = None) -> SparseFeatures:
+    """Read ``<name>.npz`` (CSR (rows, V)) and align it to `item_ids` (N,); `dim` is the expected V."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: feature file not found")
+    try:
+        matrix = sp.load_npz(path).tocsr()
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path}: cannot read as a scipy sparse .npz ({str(err).splitlines()[0]})") from None
+    if dim is not None and matrix.shape[1] != dim:
+        raise DataError(f"{path}: dimension {matrix.shape[1]:,} but {dim:,} expected")
+    rows = _align(path, _read_ids(path, matrix.shape[0]), item_ids)  # (N,)
+    present = np.flatnonzero(rows >= 0)
+    picked = matrix[rows[present]].astype(np.float32)  # (P, V), rows of the present items
+    _check_finite(path, picked.data, np.repeat(np.arange(picked.shape[0]), np.diff(picked.indptr)))
+    scatter = sp.csr_matrix(
+        (np.ones(len(present), dtype=np.float32), (present, np.arange(len(present)))),
+        shape=(len(item_ids), len(present)),
+    )  # (N, P) places row p at item present[p]
+    csr = (scatter @ picked).tocsr()  # (N, V)
+    csr.sort_indices()
+    return SparseFeatures(csr, _mask(rows))
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes 1..K by sorted string value, 0 for nulls; returns (codes (N,), vocabulary (K,))."""
+    present = values.notna().to_numpy()
+    strings = values[present].astype(str).to_numpy()
+    vocab, inverse = np.unique(strings, return_inverse=True)
+    codes = np.zeros(len(values), dtype=np.int64)
+    codes[present] = inverse + 1
+    return codes, tuple(str(v) for v in vocab)
+
+
+def _numeric(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """Numeric columns as float64 (rows, k), NaN for nulls; DataError for strings or inf."""
+    out = np.zeros((len(frame), len(columns)), dtype=np.float64)
+    for j, col in enumerate(columns):
+        try:
+            out[:, j] = pd.to_numeric(frame[col], errors="raise").astype(np.float64).to_numpy()
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: column '{col}' must be numeric, found {frame[col].dtype}") from None
+    n_inf = int(np.isinf(out).any(axis=1).sum())
+    if n_inf:
+        raise DataError(f"{path}: {n_inf:,} rows hold inf values")
+    return out
+
+
+def load_properties(
+    path: PathLike,
+    item_ids: np.ndarray,
+    numeric: Sequence[str] = (),
+    categorical: Sequence[str] = (),
+) -> PropertyFeatures:
+    """Read ``numeric`` and ``categorical`` columns of a parquet with ``item_id`` aligned to `item_ids`."""
+    path = Path(path)
+    frame = _read_parquet(path, ["item_id", *numeric, *categorical])
+    rows = _align(path, frame["item_id"].astype(str).to_numpy(dtype=object), item_ids)  # (N,)
+    present = rows >= 0
+    num_file = _numeric(path, frame, numeric)  # (rows, k)
+    num = np.full((len(item_ids), len(numeric)), np.nan)  # (N, k)
+    num[present] = num_file[rows[present]]
+    cats, cards, vocabs = np.zeros((len(item_ids), len(categorical)), dtype=np.int64), [], []
+    for j, col in enumerate(categorical):
+        aligned = pd.Series([None] * len(item_ids), dtype=object)
+        aligned[present] = frame[col].to_numpy(dtype=object)[rows[present]]
+        cats[:, j], vocab = _codes(aligned)
+        cards.append(len(vocab) + 1)
+        vocabs.append(vocab)
+    has = ~np.isnan(num)
+    return PropertyFeatures(
+        numeric=torch.from_numpy(np.where(has, num, 0.0).astype(np.float32)),
+        numeric_present=torch.from_numpy(has),
+        categorical=torch.from_numpy(cats),
+        cardinalities=tuple(cards),
+        vocabularies=tuple(vocabs),
+        mask=_mask(rows),
+    )
+
+
+def load_text(path: PathLike, item_ids: np.ndarray, column: str = "text") -> TextFeatures:
+    """Read the string column `column` of a parquet with ``item_id``, aligned to `item_ids`."""
+    path = Path(path)
+    frame = _read_parquet(path, ["item_id", column])
+    rows = _align(path, frame["item_id"].astype(str).to_numpy(dtype=object), item_ids)  # (N,)
+    raw = frame[column].to_numpy(dtype=object)
+    texts = ["" if r < 0 or raw[r] is None or raw[r] != raw[r] else str(raw[r]) for r in rows]
+    return TextFeatures(texts, _mask(rows))
+
+
+def _write_ids(path: Path, item_ids: Sequence[object], n_rows: int) -> None:
+    ids = [str(v) for v in item_ids]
+    if len(ids) != n_rows:
+        raise DataError(f"{path}: {n_rows:,} rows but {len(ids):,} item ids given")
+    if any("\n" in v or "\r" in v for v in ids):
+        raise DataError(f"{ids_path(path)}: item ids must not contain line breaks")
+    with atomic_write(ids_path(path)) as tmp:
+        tmp.write_text("".join(f"{v}\n" for v in ids), encoding="utf-8")
+
+
+def write_dense(path: PathLike, values: np.ndarray, item_ids: Sequence[object]) -> Path:
+    """Write ``values`` (rows, D) as float32 ``<name>.npy`` plus ``<name>.ids.txt``, atomically."""
+    path = Path(path)
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        raise DataError(f"{path}: expected a 2-d (rows, D) array, got shape {values.shape}")
+    _check_finite(path, values)
+    _write_ids(path, item_ids, values.shape[0])
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, values)
+    return path
+
+
+def write_sparse(path: PathLike, matrix: sp.spmatrix, item_ids: Sequence[object]) -> Path:
+    """Write ``matrix`` (rows, V) as a float32 CSR ``<name>.npz`` plus ``<name>.ids.txt``, atomically."""
+    path = Path(path)
+    csr = sp.csr_matrix(matrix, dtype=np.float32)
+    _check_finite(path, csr.data, np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)))
+    _write_ids(path, item_ids, csr.shape[0])
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as fh:
+            sp.save_npz(fh, csr)
+    return path
+
+
+def write_properties(path: PathLike, frame: pd.DataFrame) -> Path:
+    """Write a properties table (an ``item_id`` column, stored as strings) as parquet, atomically."""
+    path = Path(path)
+    if "item_id" not in frame.columns:
+        raise DataError(f"{path}: properties need an 'item_id' column (columns: {', '.join(frame.columns)})")
+    out = frame.copy()
+    out["item_id"] = out["item_id"].astype(str)
+    if out["item_id"].duplicated().any():
+        raise DataError(f"{path}: duplicate item ids (first: '{out['item_id'][out['item_id'].duplicated()].iloc[0]}')")
+    with atomic_write(path) as tmp:
+        out.to_parquet(tmp, index=False)
+    return path
