@@ -18,6 +18,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
     "prepare": "sessrec.commands.prepare",
     "generate": "sessrec.commands.generate",
+    "encoders": "sessrec.commands.encoders",
 }
 
 log = logging.getLogger("sessrec")
@@ -43,7 +44,10 @@ def _run_command(name: str, argv: Sequence[str]) -> int:
 
 
 def _run_lightning(argv: Sequence[str] | None) -> int:
+    from sessrec.encoders.registry import discover
     from sessrec.lightning_cli import SessrecCLI  # imports lightning: slow, only when needed
+
+    discover()  # plug-in encoders (project encoders/ folder, entry points) become nameable in configs
 
     SessrecCLI(args=None if argv is None else list(argv))
     return 0
@@ -52,7 +56,12 @@ def _run_lightning(argv: Sequence[str] | None) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=os.environ.get("SESSREC_LOG_LEVEL", "INFO"), format="%(message)s")
+    if not log.handlers:  # our own messages only: Lightning configures its own loggers
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(os.environ.get("SESSREC_LOG_LEVEL", "INFO"))
+        log.propagate = False
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         raise SystemExit(0 if argv else 2)

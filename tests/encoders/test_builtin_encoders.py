@@ -152,8 +152,14 @@ def test_config_names_built_ins_by_class_name_or_import_path(catalogue: Catalogu
         {
             "model": {
                 "encoders": {
-                    "image": {"class_path": "DenseEncoder", "init_args": {"path": "image.npy", "projection": 3}},
-                    "text": {"class_path": "sessrec.encoders.SparseTextEncoder", "init_args": {"path": "text.npz"}},
+                    "image": {
+                        "class_path": "DenseEncoder",
+                        "init_args": {"path": "image.npy", "projection": 3},
+                    },
+                    "text": {
+                        "class_path": "sessrec.encoders.SparseTextEncoder",
+                        "init_args": {"path": "text.npz"},
+                    },
                     "id": {"class_path": "sessrec.encoders.item_id.ItemIdEncoder"},
                 }
             }

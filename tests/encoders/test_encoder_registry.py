@@ -76,7 +76,8 @@ def test_duplicate_names_are_refused_naming_both_sources() -> None:
     class OtherDense(FeatureEncoder):
         """Another dense."""
 
-    with pytest.raises(ConfigError, match=r"'dense' registered twice: sessrec.encoders.dense.DenseEncoder \(built-in\)"):
+    match = r"'dense' registered twice: sessrec.encoders.dense.DenseEncoder \(built-in\)"
+    with pytest.raises(ConfigError, match=match):
         reg.register("dense", OtherDense, "mine")
     reg.register("dense", DenseEncoder, "again")  # the same class again is not a conflict
     with pytest.raises(ConfigError, match="not a FeatureEncoder"):
@@ -123,14 +124,16 @@ def test_plugin_folder_discovery_and_config(tmp_path: Path, isolated) -> None:
 
 def test_plugin_name_clash_with_builtin(tmp_path: Path, isolated) -> None:
     _write_plugin(tmp_path, "reg_plugin_b", "ClashEncoder", extra="ClashEncoder.name = 'dense'\n")
-    with pytest.raises(ConfigError, match=r"'dense' registered twice: .*\(built-in\) and .*ClashEncoder \(encoders folder"):
+    match = r"'dense' registered twice: .*\(built-in\) and .*ClashEncoder \(encoders folder"
+    with pytest.raises(ConfigError, match=match):
         Registry().discover(tmp_path, entry_points=False)
 
 
 def test_broken_plugin_names_the_file(tmp_path: Path, isolated) -> None:
     (tmp_path / "encoders").mkdir()
     (tmp_path / "encoders" / "reg_plugin_broken.py").write_text("raise RuntimeError('boom')\n")
-    with pytest.raises(ConfigError, match=r"reg_plugin_broken.py: cannot import encoder plug-in \(RuntimeError: boom\)"):
+    match = r"reg_plugin_broken.py: cannot import encoder plug-in \(RuntimeError: boom\)"
+    with pytest.raises(ConfigError, match=match):
         Registry().discover(tmp_path, entry_points=False)
 
 
@@ -138,16 +141,22 @@ def test_entry_point_discovery(tmp_path: Path, monkeypatch, isolated) -> None:
     (tmp_path / "ep_plugin_mod.py").write_text(PLUGIN.format(cls="EpVecEncoder"))
     monkeypatch.syspath_prepend(str(tmp_path))
     eps = [importlib.metadata.EntryPoint("ep_vec", "ep_plugin_mod:EpVecEncoder", ENTRY_POINT_GROUP)]
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: eps if group == ENTRY_POINT_GROUP else [])
+    def entry_points(group: str) -> list:
+        return eps if group == ENTRY_POINT_GROUP else []
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     reg = Registry()
     assert reg.discover(tmp_path / "no_project") == ["ep_vec"]
     cls, source = reg.available()["ep_vec"]
-    assert cls.__name__ == "EpVecEncoder" and source.startswith("entry point ep_vec = ep_plugin_mod:EpVecEncoder")
+    assert cls.__name__ == "EpVecEncoder"
+    assert source.startswith("entry point ep_vec = ep_plugin_mod:EpVecEncoder")
     eps.append(importlib.metadata.EntryPoint("id", "ep_plugin_mod:EpVecEncoder", ENTRY_POINT_GROUP))
-    with pytest.raises(ConfigError, match=r"'id' registered twice: .*ItemIdEncoder \(built-in\) and .*EpVecEncoder \(entry point id"):
+    match = r"'id' registered twice: .*ItemIdEncoder \(built-in\) and .*EpVecEncoder \(entry point id"
+    with pytest.raises(ConfigError, match=match):
         Registry().discover_entry_points()
     eps[:] = [importlib.metadata.EntryPoint("bad", "ep_plugin_missing:X", ENTRY_POINT_GROUP)]
-    with pytest.raises(ConfigError, match=r"entry point bad = ep_plugin_missing:X: cannot load \(ModuleNotFoundError"):
+    match = r"entry point bad = ep_plugin_missing:X: cannot load \(ModuleNotFoundError"
+    with pytest.raises(ConfigError, match=match):
         Registry().discover_entry_points()
 
 

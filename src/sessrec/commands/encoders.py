@@ -10,7 +10,7 @@ from sessrec.encoders.registry import REGISTRY, class_path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--root", type=Path, default=None, help="project folder holding encoders/ (default: the working directory)"
+        "--root", type=Path, default=None, help="project folder with encoders/ (default: working directory)"
     )
 
 
@@ -26,5 +26,5 @@ def run(args: argparse.Namespace) -> int:
     for name, (cls, source) in entries.items():
         print(f"{name:<{width}}  {class_path(cls)}  [{source}]")
         print(f"{'':<{width}}  {_doc(cls)}")
-    print("\nIn a config: class_path: <class name or import path>, init_args: {...} (see the class's signature)")
+    print("\nIn a config: class_path: <class name or import path>, init_args: {<constructor arguments>}")
     return 0

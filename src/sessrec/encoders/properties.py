@@ -84,7 +84,8 @@ class PropertyEncoder(FeatureEncoder):
         self.proj: nn.Linear | None = None
 
     def build(self, catalogue: Catalogue) -> int:
-        feats = load_properties(catalogue.resolve(self.path), catalogue.item_ids, self.numeric, self.categorical)
+        path = catalogue.resolve(self.path)
+        feats = load_properties(path, catalogue.item_ids, self.numeric, self.categorical)
         size = self._build_numeric(feats)
         self.register_buffer("categorical_codes", feats.categorical, persistent=False)  # (N, c)
         for card in feats.cardinalities:

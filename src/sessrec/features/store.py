@@ -317,8 +317,9 @@ def write_properties(path: PathLike, frame: pd.DataFrame) -> Path:
         raise DataError(f"{path}: properties need an 'item_id' column (columns: {', '.join(frame.columns)})")
     out = frame.copy()
     out["item_id"] = out["item_id"].astype(str)
-    if out["item_id"].duplicated().any():
-        raise DataError(f"{path}: duplicate item ids (first: '{out['item_id'][out['item_id'].duplicated()].iloc[0]}')")
+    dup = out["item_id"][out["item_id"].duplicated()]
+    if len(dup):
+        raise DataError(f"{path}: {len(dup):,} duplicate item ids (first: '{dup.iloc[0]}')")
     with atomic_write(path) as tmp:
         out.to_parquet(tmp, index=False)
     return path

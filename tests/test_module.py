@@ -1,0 +1,88 @@
+"""SessionRecModule: a tiny model overfits a tiny fixture; optimiser options; checkpoint round trip."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from sessrec.data.batching import SessionParallelIterator
+from sessrec.data.datamodule import SessionDataModule
+from sessrec.errors import ConfigError
+from sessrec.losses import SampledLoss
+from sessrec.models.gru4rec import GRU4Rec
+from sessrec.module import SessionRecModule
+from sessrec.optim import AdagradMomentum
+
+
+def _fixture():
+    # 5 sessions whose next item is fully determined by the current one (and 2 -> 3 or 4 by context)
+    sessions = [[0, 1, 2, 3], [5, 6, 7], [0, 1, 2, 3], [8, 9, 2, 4], [5, 6, 7]]
+    items = np.array([i for s in sessions for i in s], dtype=np.int64)
+    offsets = np.cumsum([0] + [len(s) for s in sessions]).astype(np.int64)
+    return items, offsets
+
+
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max", "top1-max"])
+def test_tiny_model_overfits_tiny_fixture(loss):
+    torch.manual_seed(0)
+    items, offsets = _fixture()
+    net = GRU4Rec(n_items=10, layers=[16])
+    opt = AdagradMomentum(net.parameters(), lr=0.2, momentum=0.3)
+    loss_fn = SampledLoss(loss, elu_param=0.5 if loss == "bpr-max" else 0.5)
+    iterator = SessionParallelIterator(items, offsets, batch_size=2, steps_per_block=4)
+    for _ in range(150):
+        hidden = net.init_hidden(2)
+        for block in iterator:
+            for t in range(block.inputs.shape[0]):
+                hidden = [h * (~block.reset[t]).unsqueeze(1) for h in hidden]
+                cols = torch.cat([block.targets[t], torch.arange(10)])
+                scores, hidden = net(block.inputs[t], hidden, cols)
+                value = loss_fn(scores, active=block.active[t])
+                opt.zero_grad()
+                value.backward()
+                opt.step()
+                hidden = [h.detach() for h in hidden]
+    net.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for s in range(len(offsets) - 1):
+            hidden = net.init_hidden(1)
+            seq = items[offsets[s] : offsets[s + 1]]
+            for cur, nxt in zip(seq[:-1], seq[1:]):
+                scores, hidden = net(torch.tensor([cur]), hidden)
+                correct += int(scores[0].argmax() == nxt)
+                total += 1
+    assert correct == total, f"{correct}/{total} next items ranked first"
+
+
+def test_adam_needs_dense_gradients():
+    with pytest.raises(ConfigError, match="sparse_grad"):
+        SessionRecModule(GRU4Rec(10, [4]), optimizer="adam")
+    with pytest.raises(ConfigError, match="momentum"):
+        SessionRecModule(GRU4Rec(10, [4], sparse_grad=False), optimizer="adam", momentum=0.5)
+
+
+@pytest.mark.parametrize("optimizer,sparse", [("adagrad_momentum", True), ("adamw", False)])
+def test_fit_then_checkpoint_round_trip(tiny_prepared, tmp_path, optimizer, sparse):
+    L.seed_everything(0)
+    dm = SessionDataModule(str(tiny_prepared), batch_size=16, eval_batch_size=64, steps_per_block=8,
+                           train_split="train_full", val_split="test")
+    net = GRU4Rec(dm.n_items, [16], sparse_grad=sparse)
+    module = SessionRecModule(net, n_sample=64, optimizer=optimizer, lr=0.05, logq=1.0)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        default_root_dir=tmp_path, num_sanity_val_steps=0)
+    before = net.item_table.detach().clone()
+    trainer.fit(module, dm)
+    assert not torch.equal(before, net.item_table.detach())
+    first = trainer.validate(module, dm, verbose=False)[0]
+    assert 0.0 < first["val_recall@20"] <= 1.0
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)
+    restored = SessionRecModule(GRU4Rec(dm.n_items, [16], sparse_grad=sparse), n_sample=64, optimizer=optimizer)
+    restored.load_state_dict(state["state_dict"])
+    again = L.Trainer(logger=False, enable_progress_bar=False).validate(restored, dm, verbose=False)[0]
+    assert again["val_recall@20"] == pytest.approx(first["val_recall@20"])
+    assert again["val_mrr@20"] == pytest.approx(first["val_mrr@20"])
