@@ -81,12 +81,16 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self._hidden: list[Tensor] | None = None
         self._sampler_state: dict | None = None
         self._eval_hidden: list[Tensor] | None = None
+        self.global_substep = 0  # session-parallel sub-steps trained so far (saved in checkpoints)
+        self._saved_hidden: list[Tensor] | None = None  # (W, B, H_l) per layer, from a checkpoint
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         counts = torch.as_tensor(self.trainer.datamodule.train_counts(), dtype=torch.float64)  # (N,)
         if counts.numel() != self.net.n_items:
             raise ConfigError(f"data has {counts.numel()} items but the model was built for {self.net.n_items}")
+        if self.trainer.world_size > 1 and getattr(self.net, "sparse", False):  # see docs/distributed.md
+            raise ConfigError("DDP cannot all-reduce the item tables' sparse gradients: set net sparse_grad: false")
         hp = self.hparams
         if hp.eval_top_n:
             top = torch.argsort(counts, descending=True, stable=True)[: hp.eval_top_n]
@@ -98,8 +102,21 @@ class SessionRecModule(PredictMixin, L.LightningModule):
                     counts.numpy(), hp.sample_alpha, hp.n_sample, hp.sample_cache_size,
                     seed=torch.initial_seed() % 2**31 + self.global_rank, device=self.device,
                 )
-                if self._sampler_state is not None:
-                    self.sampler.load_state_dict(self._sampler_state)
+                self._restore_sampler()
+
+    def configure_model(self) -> None:
+        """Bind a net that reads item features (ParallelRNN) to the data module's catalogue.
+
+        Lightning calls this before the optimiser, the strategy wrap and checkpoint loading, so every
+        parameter exists when the weights are restored.
+        """
+        if getattr(self.net, "is_bound", True) or self._trainer is None:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "catalogue"):
+            name = type(self.net).__name__
+            raise ConfigError(f"{name} needs item features: use a data module with catalogue()")
+        self.net.bind(datamodule.catalogue())
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -114,6 +131,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
 
     def training_step(self, block: Block, batch_idx: int) -> None:
         opt = self.optimizers()
+        hooks = [cb.on_before_substep_step for cb in self.trainer.callbacks
+                 if hasattr(cb, "on_before_substep_step")]
         steps, batch = block.inputs.shape
         hidden = self._hidden if self._hidden is not None else self.net.init_hidden(batch, self.device)
         full = block.n_events == steps * batch
@@ -124,7 +143,10 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, None if full else block.active[t])
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
+            for hook in hooks:  # e.g. TrainingSchedule drops the frozen subnets' gradients here
+                hook(self.trainer, self, self.global_substep)
             opt.step()
+            self.global_substep += 1
             hidden = [h.detach() for h in hidden]
             total += loss.detach()
         self._hidden = hidden
@@ -181,9 +203,30 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self.test_metrics.reset()
 
     # ---- checkpoints ------------------------------------------------------------------------
+    # Mid-epoch resume is exact: with the data loader's position (`SessionDataModule`), the sub-step
+    # counter, the sampler stream and every rank's training hidden state are saved.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.sampler is not None:
             checkpoint["sessrec_sampler"] = self.sampler.state_dict()
+        checkpoint["sessrec_substep"] = self.global_substep
+        if self._hidden is not None:  # every rank calls this hook: gather the per-rank states
+            gathered = [self.all_gather(h) if self.trainer.world_size > 1 else h[None] for h in self._hidden]
+            checkpoint["sessrec_hidden"] = [h.cpu() for h in gathered]  # (W, B, H_l) per layer
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._sampler_state = checkpoint.get("sessrec_sampler")
+        self.global_substep = checkpoint.get("sessrec_substep", 0)
+        self._saved_hidden = checkpoint.get("sessrec_hidden")
+        self._restore_sampler()
+
+    def _restore_sampler(self) -> None:
+        if self.sampler is None or self._sampler_state is None:
+            return
+        state = dict(self._sampler_state)  # saved by rank 0: every rank draws from its own seed
+        state["seed"] = int(state["seed"]) + self.global_rank
+        self.sampler.load_state_dict(state)
+
+    def on_train_start(self) -> None:
+        saved, self._saved_hidden = self._saved_hidden, None
+        if saved is not None and saved[0].shape[0] == self.trainer.world_size:
+            self._hidden = [h[self.global_rank].to(self.device) for h in saved]  # (B, H_l)

@@ -66,7 +66,7 @@ def test_builtins_by_short_name() -> None:
 def test_unknown_name_lists_available(tmp_path: Path, monkeypatch, isolated) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
-    with pytest.raises(ConfigError, match=r"unknown encoder 'nope' \(available: dense, id"):
+    with pytest.raises(ConfigError, match=r"unknown encoder 'nope' \(available: concat, dense, id"):
         Registry().get("nope")
 
 

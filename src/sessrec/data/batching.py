@@ -201,11 +201,19 @@ class SessionParallelIterator:
         return -(-self.total_steps // self.steps_per_block)
 
     def __iter__(self) -> Iterator[Block]:
+        return self.blocks()
+
+    def blocks(self, start: int = 0) -> Iterator[Block]:
+        """The epoch's blocks from block ``start`` on (a mid-epoch resume): the earlier blocks' slot
+        assignments are replayed but their tensors are not built."""
         schedule = _Schedule(self._steps, self.batch_size)
         total = self.total_steps
-        for t0 in range(0, total, self.steps_per_block):
+        for i, t0 in enumerate(range(0, total, self.steps_per_block)):
             t1 = min(t0 + self.steps_per_block, total)
-            block = self._fill(t0, t1, *schedule.advance(t1))
+            segments = schedule.advance(t1)
+            if i < start:
+                continue
+            block = self._fill(t0, t1, *segments)
             if t0 == 0:
                 block.reset[0] = True
             yield block

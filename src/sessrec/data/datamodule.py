@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -13,22 +13,48 @@ from torch.utils.data import DataLoader, IterableDataset
 from sessrec.data.batching import Block, SessionParallelIterator
 from sessrec.data.prepared import PreparedData, Split
 from sessrec.errors import ConfigError
+from sessrec.features.catalogue import Catalogue
 from sessrec.predict import with_sentinels
 
 SplitName = Literal["train_full", "train", "valid", "test"]
 
 
 class _BlockDataset(IterableDataset):
-    """Wraps a SessionParallelIterator so a DataLoader (batch_size=None) passes blocks through."""
+    """Wraps a SessionParallelIterator so a DataLoader (batch_size=None) passes blocks through.
+
+    Counts the blocks it has yielded in the current epoch, so a checkpoint taken mid-epoch resumes at
+    the next block (Lightning fetches no block ahead from a loader with a length).
+    """
 
     def __init__(self, iterator: SessionParallelIterator) -> None:
         self.iterator = iterator
+        self.position = 0  # blocks yielded in the current epoch
+        self.start = 0  # block the next epoch iteration starts at (set by a resume)
 
     def __iter__(self) -> Iterator[Block]:
-        return iter(self.iterator)
+        start, self.start = self.start, 0
+        self.position = start
+        for block in self.iterator.blocks(start):
+            self.position += 1
+            yield block
 
     def __len__(self) -> int:
         return len(self.iterator)
+
+
+class _BlockLoader(DataLoader):
+    """A DataLoader whose position Lightning saves in checkpoints (its `_Stateful` protocol)."""
+
+    epoch_blocks: Callable[[], float] | None = None  # blocks the trainer runs per epoch (limit_train_batches)
+
+    def state_dict(self) -> dict[str, int]:
+        position, n = self.dataset.position, len(self.dataset)
+        if self.epoch_blocks is not None:
+            n = min(n, self.epoch_blocks())
+        return {"blocks": position if position < n else 0}  # epoch finished: resume at the next one
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.dataset.start = int(state.get("blocks", 0))
 
 
 class SessionDataModule(L.LightningDataModule):
@@ -71,6 +97,10 @@ class SessionDataModule(L.LightningDataModule):
     def item_ids(self) -> np.ndarray:
         return self.data.item_ids
 
+    def catalogue(self) -> Catalogue:
+        """The item catalogue feature encoders bind to (feature paths resolve against `data_dir`)."""
+        return Catalogue(self.data.item_ids, self.data_dir, self.train_counts())
+
     def split(self, stage: str) -> Split:
         return self.data.split(self.splits[stage])
 
@@ -89,10 +119,13 @@ class SessionDataModule(L.LightningDataModule):
         iterator = SessionParallelIterator(
             items, offsets, batch_size, self.steps_per_block, rank=rank, world_size=world
         )
-        return DataLoader(_BlockDataset(iterator), batch_size=None, num_workers=0)
+        return _BlockLoader(_BlockDataset(iterator), batch_size=None, num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size)
+        loader = self._loader("train", self.batch_size)
+        if self.trainer is not None:
+            loader.epoch_blocks = lambda: self.trainer.num_training_batches
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.eval_batch_size)

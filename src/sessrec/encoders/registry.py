@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from sessrec.encoders.base import FeatureEncoder
+from sessrec.encoders.concat import ConcatEncoder
 from sessrec.encoders.dense import DenseEncoder
 from sessrec.encoders.item_id import ItemIdEncoder
 from sessrec.encoders.properties import PropertyEncoder
@@ -40,7 +41,9 @@ from sessrec.errors import ConfigError
 ENTRY_POINT_GROUP = "sessrec.encoders"
 PLUGIN_PACKAGE = "encoders"
 BUILTIN = "built-in"
-BUILTINS: tuple[type[FeatureEncoder], ...] = (ItemIdEncoder, DenseEncoder, SparseTextEncoder, PropertyEncoder)
+BUILTINS: tuple[type[FeatureEncoder], ...] = (
+    ItemIdEncoder, DenseEncoder, SparseTextEncoder, PropertyEncoder, ConcatEncoder
+)
 
 
 def default_name(cls: type) -> str:

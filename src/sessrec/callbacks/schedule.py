@@ -1,0 +1,184 @@
+"""Training schedules for parallel RNNs: train one subnet at a time while the others stay fixed.
+
+The p-RNN paper's alternative training methods (inspired by ALS and ensembles, to make the subnets learn
+complementary aspects of the sessions):
+
+- "simultaneous": every subnet trains at every step (backpropagate through the network in one go);
+- "residual": each subnet in `order` trains for `epochs_per_phase` epochs in turn, then stays fixed
+  (train fully, then the next subnet learns what is left); after the last phase the last subnet keeps
+  training;
+- "alternating": as residual, but cycling through `order` again and again (per epoch);
+- "interleaved": the active subnet changes at every mini-batch (every session-parallel sub-step).
+
+Mechanism: frozen subnets still run forward (their hidden states evolve as usual) and backward, so DDP
+sees a gradient for every parameter (no `find_unused_parameters`); after backward, when DDP has already
+all-reduced the gradients, `on_before_substep_step` sets `.grad = None` on the frozen parameters just
+before `optimizer.step()`. Optimisers skip parameters without a gradient (AdagradMomentum, Adam, AdamW),
+so the frozen parameters AND their optimiser state (accumulators, momentum, step counts) stay bitwise
+unchanged. The cost: frozen subnets still pay their backward pass.
+
+Shared parameters are every parameter of the net outside `net.subnets` (ParallelRNN's
+`shared_parameters()`: concat fusion's output table, learned subnet scales). `train_shared` decides
+when they train: "always" (default; the paper trains the output layer on top of the concatenated hidden
+state in every phase), "with_last" (only while the last subnet of `order` trains, e.g. residual: the
+output layer is fitted with the last phase) or "never" (kept fixed).
+
+The phase is a function of the epoch and of the module's global sub-step counter, both restored from
+checkpoints, so a run resumed mid-schedule continues in the right phase at the right step.
+
+Sessrec-specific hook: `SessionRecModule` calls `on_before_substep_step(trainer, module, substep)` on
+every callback that defines it, after each sub-step's backward and before its `optimizer.step()`;
+`substep` is the module's global sub-step counter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+
+from sessrec.errors import ConfigError
+
+Mode = Literal["simultaneous", "residual", "alternating", "interleaved"]
+SharedMode = Literal["always", "with_last", "never"]
+
+
+class TrainingSchedule(L.Callback):
+    """Which subnets of a `ParallelRNN` train at each epoch / sub-step (see the module docstring).
+
+    Args:
+        mode: "simultaneous", "residual", "alternating" (per epoch) or "interleaved" (per sub-step).
+        order: subnet names in training order (default: the net's order); every subnet exactly once.
+        epochs_per_phase: epochs each subnet trains per phase (residual / alternating): one int for all,
+            or one int per subnet of `order`. Must be 1 with simultaneous and interleaved.
+        train_shared: when the shared parameters train: "always", "with_last" or "never".
+    """
+
+    def __init__(
+        self,
+        mode: Mode = "simultaneous",
+        order: list[str] | None = None,
+        epochs_per_phase: int | list[int] = 1,
+        train_shared: SharedMode = "always",
+    ) -> None:
+        if mode not in ("simultaneous", "residual", "alternating", "interleaved"):
+            raise ConfigError(f"mode must be simultaneous, residual, alternating or interleaved, got {mode!r}")
+        if train_shared not in ("always", "with_last", "never"):
+            raise ConfigError(f"train_shared must be always, with_last or never, got {train_shared!r}")
+        if order is not None and len(set(order)) != len(order):
+            raise ConfigError(f"order: subnet names must be distinct, got {order}")
+        lengths = [epochs_per_phase] if isinstance(epochs_per_phase, int) else list(epochs_per_phase)
+        if not lengths or any(n < 1 for n in lengths):
+            raise ConfigError(f"epochs_per_phase must be positive, got {epochs_per_phase}")
+        if mode in ("simultaneous", "interleaved") and lengths != [1]:
+            raise ConfigError(f"epochs_per_phase is only used by residual and alternating (mode={mode!r})")
+        if order is not None and len(lengths) not in (1, len(order)):
+            raise ConfigError(f"epochs_per_phase: give one value or one per subnet of order ({len(order)})")
+        self.mode, self.train_shared = mode, train_shared
+        self.order = list(order) if order is not None else None
+        self.epochs_per_phase = epochs_per_phase
+        self._lengths = lengths
+        self._frozen: list[list[nn.Parameter]] = []  # per phase: parameters whose gradient is dropped
+        self._phase = -1  # phase of the last training_step (for the log message)
+        self._epoch, self._epoch_phase = -1, 0  # cached phase of the epoch-based modes
+
+    # ---- the schedule ----------------------------------------------------------------------
+    @property
+    def n_phases(self) -> int:
+        return 1 if self.mode == "simultaneous" else len(self.order or [])
+
+    def phase_at(self, epoch: int, substep: int) -> int:
+        """Index into `order` of the subnet training at (epoch, global sub-step); 0 when simultaneous."""
+        if self.mode == "simultaneous":
+            return 0
+        n = len(self.order)
+        if self.mode == "interleaved":
+            return substep % n
+        lengths = self._lengths * n if len(self._lengths) == 1 else self._lengths
+        if self.mode == "alternating":
+            epoch %= sum(lengths)
+        for i, length in enumerate(lengths):
+            if epoch < length:
+                return i
+            epoch -= length
+        return n - 1  # residual: the last subnet keeps training after its phase
+
+    def active_subnets(self, phase: int) -> list[str]:
+        """Names of the subnets trained in `phase`."""
+        return list(self.order) if self.mode == "simultaneous" else [self.order[phase]]
+
+    def trains_shared(self, phase: int) -> bool:
+        if self.train_shared == "always":
+            return True
+        return self.train_shared == "with_last" and (self.mode == "simultaneous" or phase == self.n_phases - 1)
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        net = pl_module.net
+        subnets = getattr(net, "subnets", None)
+        if not isinstance(subnets, nn.ModuleDict):
+            if self.mode != "simultaneous" or self.train_shared != "always":
+                raise ConfigError(f"TrainingSchedule(mode={self.mode!r}) needs a net with named subnets "
+                                  f"(e.g. ParallelRNN), got {type(net).__name__}")
+            subnets = nn.ModuleDict()
+        names = list(subnets)
+        order = self.order if self.order is not None else names
+        if sorted(order) != sorted(names):
+            raise ConfigError(f"order: give every subnet exactly once ({', '.join(names)}), got {order}")
+        if len(self._lengths) not in (1, len(order)):
+            raise ConfigError(f"epochs_per_phase: give one value or one per subnet ({len(order)})")
+        self.order = list(order)
+        owned = {id(p) for s in subnets.values() for p in s.parameters()}
+        shared = [p for p in net.parameters() if id(p) not in owned]
+        self._frozen = []
+        for phase in range(self.n_phases):
+            active = set(self.active_subnets(phase))
+            frozen = [p for name in order if name not in active for p in subnets[name].parameters()]
+            self._frozen.append(frozen + ([] if self.trains_shared(phase) else shared))
+        self._epoch = -1
+        max_epochs = trainer.max_epochs
+        if self.mode == "residual" and max_epochs not in (None, -1):
+            total = sum(self._lengths * len(order) if len(self._lengths) == 1 else self._lengths)
+            if max_epochs != total:
+                rank_zero_warn(f"TrainingSchedule(residual): the phases take {total} epochs but max_epochs "
+                               f"is {max_epochs} (after the last phase, {order[-1]!r} keeps training)")
+
+    # ---- per step ------------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
+        phase = self.phase_at(trainer.current_epoch, pl_module.global_substep)
+        if phase != self._phase:
+            self._phase = phase
+            shared = " + shared" if self.trains_shared(phase) else ""
+            rank_zero_info(f"TrainingSchedule({self.mode}): epoch {trainer.current_epoch}, sub-step "
+                           f"{pl_module.global_substep}: training {', '.join(self.active_subnets(phase))}{shared}")
+        pl_module.log("schedule/phase_index", float(phase), on_step=True, on_epoch=False, batch_size=1)
+
+    def on_before_substep_step(self, trainer: L.Trainer, pl_module: L.LightningModule, substep: int) -> None:
+        """Drop the frozen parameters' gradients (already all-reduced under DDP) before the step."""
+        if self.mode == "interleaved":
+            phase = substep % len(self.order)
+        elif self.mode == "simultaneous":
+            phase = 0
+        else:
+            if trainer.current_epoch != self._epoch:
+                self._epoch = trainer.current_epoch
+                self._epoch_phase = self.phase_at(self._epoch, substep)
+            phase = self._epoch_phase
+        for p in self._frozen[phase]:
+            p.grad = None
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule the saved run used (its phase follows from the restored epoch and sub-step)."""
+        return {"mode": self.mode, "order": self.order, "epochs_per_phase": self.epochs_per_phase,
+                "train_shared": self.train_shared}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        mine = {"mode": self.mode, "epochs_per_phase": self.epochs_per_phase, "train_shared": self.train_shared}
+        saved = {k: state_dict.get(k) for k in mine}
+        if saved != mine:
+            rank_zero_warn(f"TrainingSchedule: resuming with {mine}, the checkpoint was trained with {saved}")
+        if self.order is None:
+            self.order = state_dict.get("order")

@@ -1,0 +1,221 @@
+"""ParallelRNN (p-RNN, Hidasi et al. RecSys 2016): one GRU subnet per item feature, fused into item scores.
+
+Each subnet k is an encoder (`sessrec.encoders.FeatureEncoder`: item ids -> (B, D_k)) feeding its own
+`GRUStack`. Subnets are named by the keys of `encoders` and kept in `self.subnets` (an `nn.ModuleDict`);
+each subnet module owns ALL its parameters (encoder, GRU and, with weighted fusion, its output table), so a
+training schedule can freeze a subnet by name. Parameters shared by the subnets (concat's output table,
+learned scales) live in `self.shared` and are listed by `shared_parameters()`.
+
+Fusion of the last-layer hidden states h_k (B, H_k):
+- "concat": scores = [s_1 h_1 | ... | s_K h_K | 1] @ [W | b]^T, one item table of width sum(H_k) + 1;
+- "weighted": scores = sum_k s_k ([h_k | 1] @ [W_k | b_k]^T), one item table per subnet.
+The scales s_k are fixed (`subnet_scale`, default 1) or learned (`learn_scale`, initialised there).
+
+The paper's other architectures are configurations, not classes: ID-only = one subnet with an `id`
+encoder; feature-only = one subnet with a feature encoder; "concat input" (one GRU fed [ID; features]) =
+one subnet with a `sessrec.encoders.ConcatEncoder`.
+
+Deliberate differences from the paper: the ID subnet's input is a learned embedding (an `id` encoder)
+rather than a one-hot vector, and the item tables are read with `gather_rows` (row-sparse gradients,
+one lookup of the scored columns per table) as in `GRU4Rec`.
+
+Encoders read their feature files at `bind(catalogue)`, which creates every parameter: pass `catalogue`
+to the constructor, or call `bind` before the optimiser is built (`SessionRecModule.configure_model`
+does it from the data module, before checkpoint weights are loaded).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sessrec.encoders.base import FeatureEncoder
+from sessrec.features.catalogue import Catalogue
+from sessrec.models.gru import GRUStack, uniform_init_
+from sessrec.models.rows import gather_rows
+
+Fusion = Literal["concat", "weighted"]
+
+
+def new_item_table(n_items: int, hidden: int) -> nn.Parameter:
+    """[W | b] (N, H+1): W uniform as the reference, b zero."""
+    table = nn.Parameter(torch.zeros(n_items, hidden + 1))  # (N, H+1)
+    uniform_init_(table.data[:, :-1], n_items, hidden)
+    return table
+
+
+def score_rows(out: Tensor, rows: Tensor) -> Tensor:
+    """out (B, H), rows [W | b] (C, H+1) -> scores (B, C)."""
+    return F.pad(out, (0, 1), value=1.0) @ rows.t()  # (B, C)
+
+
+class Subnet(nn.Module):
+    """Encoder -> input dropout -> GRUStack; with weighted fusion also its own item table [W_k | b_k]."""
+
+    def __init__(
+        self, encoder: FeatureEncoder, layers: list[int], dropout_embed: float, dropout_hidden: float
+    ) -> None:
+        super().__init__()
+        if not layers or any(h <= 0 for h in layers):
+            raise ValueError(f"layers must be a non-empty list of positive sizes, got {layers}")
+        self.encoder, self.layers = encoder, list(layers)
+        self.dropout_embed, self.dropout_hidden = dropout_embed, dropout_hidden
+        self.gru: GRUStack | None = None
+        self.item_table: nn.Parameter | None = None
+
+    def build(self, n_items: int, own_table: bool) -> None:
+        """Create the GRU (and the item table) once the encoder is bound."""
+        self.gru = GRUStack(self.encoder.output_size, self.layers, self.dropout_hidden)
+        if own_table:
+            self.item_table = new_item_table(n_items, self.layers[-1])  # (N, H_k+1)
+
+    def forward(self, items: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """items (B,), hidden [(B, H_l)] -> last layer output (B, H_k), new hidden."""
+        x = F.dropout(self.encoder(items), self.dropout_embed, self.training)  # (B, D_k)
+        return self.gru(x, hidden)
+
+
+class ParallelRNN(nn.Module):
+    """p-RNN with named subnets; same interface as `GRU4Rec` (see the module docstring).
+
+    Args:
+        n_items: catalogue size N (linked from the data module).
+        encoders: subnet name -> encoder, e.g. ``{"id": ItemIdEncoder(100), "image": DenseEncoder(...)}``.
+        layers: GRU layer sizes, one list for every subnet or a dict subnet name -> list.
+        fusion: "concat" (one output table over the concatenated hidden states) or "weighted" (one
+            table per subnet, scores summed with the subnet scales).
+        subnet_scale: subnet name -> scale s_k (default 1 for every subnet).
+        learn_scale: learn the scales (initialised at `subnet_scale`).
+        dropout_embed: dropout on each encoder's output; dropout_hidden: after each GRU layer.
+        sparse_grad: row-sparse gradients for the item tables (False for Adam/AdamW; encoders have
+            their own `sparse_grad`).
+        catalogue: bind the encoders now; None leaves it to `bind` (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        encoders: dict[str, FeatureEncoder],
+        layers: list[int] | dict[str, list[int]] = [100],  # noqa: B006 - jsonargparse needs a literal
+        fusion: Fusion = "concat",
+        subnet_scale: dict[str, float] | None = None,
+        learn_scale: bool = False,
+        dropout_embed: float = 0.0,
+        dropout_hidden: float = 0.0,
+        sparse_grad: bool = True,
+        catalogue: Catalogue | None = None,
+    ) -> None:
+        super().__init__()
+        if n_items <= 0:
+            raise ValueError(f"n_items must be positive, got {n_items}")
+        if not encoders:
+            raise ValueError("encoders: give at least one subnet (name -> FeatureEncoder)")
+        names = list(encoders)
+        self._check_names("layers", layers, names)
+        self._check_names("subnet_scale", subnet_scale, names)
+        if fusion not in ("concat", "weighted"):
+            raise ValueError(f"fusion must be 'concat' or 'weighted', got {fusion!r}")
+        if not 0.0 <= dropout_embed < 1.0:
+            raise ValueError(f"dropout_embed must be in [0, 1), got {dropout_embed}")
+        self.n_items, self.fusion, self.sparse_table = n_items, fusion, sparse_grad
+        self.sparse = sparse_grad or any(getattr(e, "sparse_grad", False) for e in encoders.values())
+        self.subnets = nn.ModuleDict(
+            {k: Subnet(enc, layers[k] if isinstance(layers, dict) else layers, dropout_embed, dropout_hidden)
+             for k, enc in encoders.items()}
+        )
+        self.shared = nn.Module()
+        scale = torch.tensor([float((subnet_scale or {}).get(k, 1.0)) for k in names])  # (K,)
+        if learn_scale:
+            self.shared.scale = nn.Parameter(scale)
+        else:
+            self.shared.register_buffer("scale", scale)
+        self._bound = False
+        if catalogue is not None:
+            self.bind(catalogue)
+
+    @staticmethod
+    def _check_names(option: str, value: object, names: list[str]) -> None:
+        if isinstance(value, dict) and set(value) - set(names):
+            unknown = ", ".join(sorted(set(value) - set(names)))
+            raise ValueError(f"{option}: unknown subnet(s) {unknown} (subnets: {', '.join(names)})")
+        if option == "layers" and isinstance(value, dict) and set(value) != set(names):
+            raise ValueError(f"layers: give sizes for every subnet ({', '.join(names)}) or one list for all")
+
+    # ---- binding ----------------------------------------------------------------------------
+    @property
+    def is_bound(self) -> bool:
+        return self._bound
+
+    def bind(self, catalogue: Catalogue) -> None:
+        """Bind every encoder to `catalogue` and create the GRUs and item tables (once)."""
+        if self._bound:
+            raise RuntimeError("ParallelRNN: bind() was already called")
+        if catalogue.n_items != self.n_items:
+            raise ValueError(f"catalogue has {catalogue.n_items} items but n_items is {self.n_items}")
+        weighted = self.fusion == "weighted"
+        for subnet in self.subnets.values():
+            if not subnet.encoder.is_bound:
+                subnet.encoder.bind(catalogue)
+            subnet.build(self.n_items, own_table=weighted)
+        if not weighted:
+            self.shared.item_table = new_item_table(self.n_items, sum(self.subnet_sizes))  # (N, sum H+1)
+        self._bound = True
+
+    # ---- parameters and state ---------------------------------------------------------------
+    @property
+    def subnet_sizes(self) -> list[int]:
+        """Last-layer size H_k of every subnet, in subnet order."""
+        return [s.layers[-1] for s in self.subnets.values()]
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        """Sizes of the flat hidden state: every layer of every subnet, in subnet order."""
+        return [h for s in self.subnets.values() for h in s.layers]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters owned by no subnet (concat's output table, learned scales)."""
+        return list(self.shared.parameters())
+
+    def init_hidden(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
+        return [torch.zeros(batch_size, h, device=device) for h in self.hidden_sizes]
+
+    def split_hidden(self, hidden: list[Tensor]) -> dict[str, list[Tensor]]:
+        """The flat hidden state as subnet name -> its layers."""
+        out, i = {}, 0
+        for name, subnet in self.subnets.items():
+            out[name], i = hidden[i : i + len(subnet.layers)], i + len(subnet.layers)
+        return out
+
+    # ---- forward ----------------------------------------------------------------------------
+    def _rows(self, table: Tensor, cols: Tensor | None) -> Tensor:
+        """The scored rows of an item table: (C, H+1), or the whole table (N, H+1)."""
+        return table if cols is None else gather_rows(table, cols, self.sparse_table)
+
+    def forward(
+        self, inputs: Tensor, hidden: list[Tensor], cols: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """One session-parallel step.
+
+        inputs (B,) item ids, hidden (flat over subnets, see `hidden_sizes`), cols (C,) item ids to score
+        (None: all N items). Returns scores (B, C) or (B, N) and the new hidden state.
+        """
+        if not self._bound:
+            raise RuntimeError("ParallelRNN: call bind(catalogue) (or pass catalogue=) before forward")
+        outs, new_hidden = [], []
+        for (name, subnet), h in zip(self.subnets.items(), self.split_hidden(hidden).values()):
+            out, h = subnet(inputs, h)  # (B, H_k)
+            outs.append(out)
+            new_hidden += h
+        scale = self.shared.scale  # (K,)
+        if self.fusion == "concat":
+            fused = torch.cat([o * scale[k] for k, o in enumerate(outs)], dim=1)  # (B, sum H)
+            scores = score_rows(fused, self._rows(self.shared.item_table, cols))  # (B, C)
+        else:
+            scores = sum(
+                scale[k] * score_rows(o, self._rows(s.item_table, cols))  # (B, C)
+                for k, (o, s) in enumerate(zip(outs, self.subnets.values()))
+            )
+        return scores, new_hidden
