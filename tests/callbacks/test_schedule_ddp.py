@@ -40,7 +40,6 @@ def ddp_run(tmp_path_factory):
 
 
 @pytest.mark.ddp
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_ranks_agree_and_frozen_subnets_stay_fixed(ddp_run, mode):
     results = [json.loads((ddp_run / f"{mode}-rank{r}.json").read_text()) for r in range(2)]
@@ -54,7 +53,6 @@ def test_ranks_agree_and_frozen_subnets_stay_fixed(ddp_run, mode):
 
 
 @pytest.mark.ddp
-@pytest.mark.slow
 def test_two_process_metrics_equal_single_process(ddp_run):
     """RankingMetrics sums across ranks: the 2-process test metrics equal a 1-process run's."""
     ddp = json.loads((ddp_run / "alternating-rank0.json").read_text())["test"]
