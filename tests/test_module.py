@@ -86,3 +86,20 @@ def test_fit_then_checkpoint_round_trip(tiny_prepared, tmp_path, optimizer, spar
     again = L.Trainer(logger=False, enable_progress_bar=False).validate(restored, dm, verbose=False)[0]
     assert again["val_recall@20"] == pytest.approx(first["val_recall@20"])
     assert again["val_mrr@20"] == pytest.approx(first["val_mrr@20"])
+
+
+def _fit_and_validate(data_dir, seed: int) -> dict:
+    L.seed_everything(seed)
+    dm = SessionDataModule(str(data_dir), batch_size=16, eval_batch_size=64, steps_per_block=8,
+                           train_split="train_full", val_split="test")
+    module = SessionRecModule(GRU4Rec(dm.n_items, [8], dropout_hidden=0.3), n_sample=32, lr=0.05, momentum=0.1)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        limit_train_batches=10, num_sanity_val_steps=0)
+    trainer.fit(module, dm)
+    return trainer.validate(module, dm, verbose=False)[0]
+
+
+def test_same_seed_same_metrics_on_cpu(tiny_prepared):
+    first, second = _fit_and_validate(tiny_prepared, 7), _fit_and_validate(tiny_prepared, 7)
+    assert first == second
+    assert _fit_and_validate(tiny_prepared, 8) != first  # the seed really matters (dropout, init, samples)
