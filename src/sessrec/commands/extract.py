@@ -34,7 +34,18 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="kind", required=True, metavar="{image,text,properties,shards}")
+    sub = parser.add_subparsers(
+        dest="kind", required=True, metavar="{image,text,text-embed,properties,shards}"
+    )
+
+    e = sub.add_parser("text-embed", help="transformers embeddings of text columns -> dense <out>.npy + .ids.txt")
+    e.add_argument("items", type=Path, help="items table (.parquet, .csv, .tsv)")
+    e.add_argument("--out", type=Path, required=True, help="output .npy")
+    e.add_argument("--id-col", default="item_id", help="item id column (default: item_id)")
+    e.add_argument("--text-cols", nargs="+", required=True, help="text columns, joined with spaces")
+    e.add_argument("--model", default="minilm", help="local model folder, or 'minilm' (offline wheel)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--numeric-ids", action="store_true", help="strip leading zeros from numeric ids")
 
     t = sub.add_parser("text", help="TF-IDF of text columns -> sparse <out>.npz + .ids.txt + .vocab.txt")
     t.add_argument("items", type=Path, help="items table (.parquet, .csv, .tsv)")
@@ -128,6 +139,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.kind == "text":
         return _text(args)
+    if args.kind == "text-embed":
+        from sessrec.extract.text_embed import extract_text_embeddings
+
+        vectors = extract_text_embeddings(args.items, args.out, args.id_col, args.text_cols, args.model,
+                                          args.numeric_ids, args.batch_size)
+        print(f"{args.out}: {vectors.shape[0]:,} items x {vectors.shape[1]} dims")
+        return 0
     if args.kind == "properties":
         from sessrec.extract.properties import extract_properties
 
