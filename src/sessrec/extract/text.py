@@ -55,6 +55,19 @@ def tfidf(
     return sp.csr_matrix(matrix, dtype=np.float32), [str(t) for t in vec.get_feature_names_out()]
 
 
+def read_item_texts(
+    items: str | os.PathLike, id_col: str, text_cols: Sequence[str], numeric_ids: bool = False
+) -> tuple[list[str], list[str]]:
+    """Item ids (n,) and each item's `text_cols` joined with spaces (n,); duplicate ids are a DataError."""
+    frame = read_items(items, [id_col, *text_cols])
+    ids = normalise_ids(frame[id_col].tolist(), numeric_ids)
+    if len(set(ids)) != len(ids):
+        dup = frame[id_col][frame[id_col].duplicated()].iloc[0]
+        raise DataError(f"{items}: column '{id_col}' holds duplicate item ids (first: '{dup}')")
+    parts = [frame[c].astype("string").fillna("").to_numpy(dtype=object) for c in text_cols]  # c x (n,)
+    return ids, [" ".join(p for p in row if p).strip() for row in zip(*parts)]
+
+
 def extract_text(
     items: str | os.PathLike,
     out: str | os.PathLike,
@@ -67,13 +80,7 @@ def extract_text(
     out = Path(out)
     if out.suffix != ".npz":
         raise ConfigError(f"--out {out}: text features are written as .npz")
-    frame = read_items(items, [id_col, *text_cols])
-    ids = normalise_ids(frame[id_col].tolist(), numeric_ids)
-    if len(set(ids)) != len(ids):
-        dup = frame[id_col][frame[id_col].duplicated()].iloc[0]
-        raise DataError(f"{items}: column '{id_col}' holds duplicate item ids (first: '{dup}')")
-    parts = [frame[c].astype("string").fillna("").to_numpy(dtype=object) for c in text_cols]  # c x (n,)
-    texts = [" ".join(p for p in row if p).strip() for row in zip(*parts)]
+    ids, texts = read_item_texts(items, id_col, text_cols, numeric_ids)
     matrix, vocab = tfidf(texts, **tfidf_kwargs)
     write_sparse(out, matrix, ids)
     with atomic_write(out.with_name(out.name[: -len(".npz")] + ".vocab.txt")) as tmp:

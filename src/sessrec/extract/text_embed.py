@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sessrec.errors import ConfigError, DataError
-from sessrec.extract import normalise_ids, read_items
+from sessrec.errors import ConfigError
+from sessrec.extract.text import read_item_texts
 from sessrec.features.store import write_dense
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,7 @@ def extract_text_embeddings(
     out = Path(out)
     if out.suffix != ".npy":
         raise ConfigError(f"--out {out}: text embeddings are written as .npy")
-    frame = read_items(items, [id_col, *text_cols])
-    ids = normalise_ids(frame[id_col].tolist(), numeric_ids)
-    if len(set(ids)) != len(ids):
-        raise DataError(f"{items}: column '{id_col}' holds duplicate item ids")
-    parts = [frame[c].astype("string").fillna("").to_numpy(dtype=object) for c in text_cols]  # c x (n,)
-    texts = [" ".join(p for p in row if p).strip() for row in zip(*parts)]
+    ids, texts = read_item_texts(items, id_col, text_cols, numeric_ids)
     vectors = embed_texts(texts, model, batch_size)  # (n, D)
     write_dense(out, vectors, ids)
     log.info("%s: %s items x %d dims", out.name, f"{len(ids):,}", vectors.shape[1])
