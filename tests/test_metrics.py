@@ -122,3 +122,12 @@ def test_empty_and_invalid_cutoffs() -> None:
     assert RankingMetrics((20,)).compute()["recall@20"].item() == 0.0
     with pytest.raises(ConfigError, match="cutoffs"):
         RankingMetrics((0, 5))
+
+
+def test_top_n_items_ties_by_id():
+    import numpy as np
+
+    from sessrec.metrics import top_n_items
+
+    counts = np.array([3, 7, 7, 0, 5])
+    assert top_n_items(counts, 3).tolist() == [1, 2, 4]  # 7, 7 (smaller id first), then 5

@@ -41,6 +41,11 @@ def _count(
     return total
 
 
+def top_n_items(counts: torch.Tensor, n: int) -> torch.Tensor:
+    """Ids (n,) of the n most popular items (ties by id): the p-RNN paper's candidate set."""
+    return torch.argsort(torch.as_tensor(counts), descending=True, stable=True)[:n]
+
+
 def target_ranks(
     scores: torch.Tensor,
     targets: torch.Tensor,

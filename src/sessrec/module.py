@@ -19,7 +19,7 @@ from sessrec.data.sampler import PopularitySampler
 from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
 from sessrec.losses import SampledLoss, log_q_columns
-from sessrec.metrics import RankingMetrics
+from sessrec.metrics import RankingMetrics, top_n_items
 from sessrec.optim import AdagradMomentum
 from sessrec.predict import PredictMixin
 
@@ -93,8 +93,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             raise ConfigError("DDP cannot all-reduce the item tables' sparse gradients: set net sparse_grad: false")
         hp = self.hparams
         if hp.eval_top_n:
-            top = torch.argsort(counts, descending=True, stable=True)[: hp.eval_top_n]
-            self.candidates = top.to(self.device)
+            self.candidates = top_n_items(counts, hp.eval_top_n).to(self.device)
         if stage == "fit":
             self.log_pop = counts.clamp_min(1).log().float().to(self.device)  # (N,)
             if hp.n_sample > 0:

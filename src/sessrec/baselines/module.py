@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from sessrec.data.batching import Block
 from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
-from sessrec.metrics import RankingMetrics
+from sessrec.metrics import RankingMetrics, top_n_items
 from sessrec.predict import PredictMixin
 
 
@@ -49,8 +49,7 @@ class BaselineModule(PredictMixin, L.LightningModule):
             self.net.fit(split.items, split.offsets, dm.n_items)
             self._fitted = True
         if self.hparams.eval_top_n:
-            counts = torch.as_tensor(dm.train_counts())
-            self.candidates = torch.argsort(counts, descending=True, stable=True)[: self.hparams.eval_top_n]
+            self.candidates = top_n_items(dm.train_counts(), self.hparams.eval_top_n)
 
     def score_step(self, inputs: Tensor, reset: Tensor) -> Tensor:
         """inputs (B,), reset (B,) -> scores (B, N); per-slot state is cleared at each epoch start."""
