@@ -16,10 +16,12 @@ from torch import Tensor, nn
 
 from sessrec.data.batching import Block
 from sessrec.data.sampler import PopularitySampler
+from sessrec.distributed import all_reduce_row_sparse, broadcast_parameters, ignore_in_ddp
 from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
 from sessrec.losses import SampledLoss, log_q_columns
 from sessrec.metrics import RankingMetrics, top_n_items
+from sessrec.models.rows import row_sparse_parameters
 from sessrec.optim import AdagradMomentum
 from sessrec.predict import PredictMixin
 
@@ -83,14 +85,13 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self._eval_hidden: list[Tensor] | None = None
         self.global_substep = 0  # session-parallel sub-steps trained so far (saved in checkpoints)
         self._saved_hidden: list[Tensor] | None = None  # (W, B, H_l) per layer, from a checkpoint
+        self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.distributed)
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         counts = torch.as_tensor(self.trainer.datamodule.train_counts(), dtype=torch.float64)  # (N,)
         if counts.numel() != self.net.n_items:
             raise ConfigError(f"data has {counts.numel()} items but the model was built for {self.net.n_items}")
-        if self.trainer.world_size > 1 and getattr(self.net, "sparse", False):  # see docs/distributed.md
-            raise ConfigError("DDP cannot all-reduce the item tables' sparse gradients: set net sparse_grad: false")
         hp = self.hparams
         if hp.eval_top_n:
             self.candidates = top_n_items(counts, hp.eval_top_n).to(self.device)
@@ -109,13 +110,23 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         Lightning calls this before the optimiser, the strategy wrap and checkpoint loading, so every
         parameter exists when the weights are restored.
         """
-        if getattr(self.net, "is_bound", True) or self._trainer is None:
+        if self._trainer is None:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "catalogue"):
-            name = type(self.net).__name__
-            raise ConfigError(f"{name} needs item features: use a data module with catalogue()")
-        self.net.bind(datamodule.catalogue())
+        if not getattr(self.net, "is_bound", True):
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "catalogue"):
+                name = type(self.net).__name__
+                raise ConfigError(f"{name} needs item features: use a data module with catalogue()")
+            self.net.bind(datamodule.catalogue())
+        if self.trainer.world_size > 1:  # DDP cannot bucket sparse gradients: we average them ourselves
+            names = row_sparse_parameters(self)
+            params = dict(self.named_parameters())
+            self._row_sparse = [params[n] for n in names]
+            ignore_in_ddp(self, names)
+
+    def on_fit_start(self) -> None:
+        if self._row_sparse:  # DDP broadcasts only the parameters it owns
+            broadcast_parameters(self._row_sparse)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -142,6 +153,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, None if full else block.active[t])
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
+            if self._row_sparse:
+                all_reduce_row_sparse(self._row_sparse, self.trainer.world_size)
             for hook in hooks:  # e.g. TrainingSchedule drops the frozen subnets' gradients here
                 hook(self.trainer, self, self.global_substep)
             opt.step()
@@ -149,7 +162,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             hidden = [h.detach() for h in hidden]
             total += loss.detach()
         self._hidden = hidden
-        self.log("train_loss", total / steps, prog_bar=True, batch_size=block.n_events)
+        self.log("train_loss", total / steps, prog_bar=True, on_epoch=True, batch_size=block.n_events)
 
     def _train_step(
         self, inputs: Tensor, targets: Tensor, hidden: list[Tensor], active: Tensor | None

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["AdagradMomentum", "sparse_rows_grad"]
+__all__ = ["AdagradMomentum", "coalesced_rows", "sparse_rows_grad"]
 
 
 def sparse_rows_grad(grad: Tensor, rows: Tensor) -> Tensor:
@@ -45,7 +45,7 @@ def sparse_rows_grad(grad: Tensor, rows: Tensor) -> Tensor:
     return torch.sparse_coo_tensor(uniq.unsqueeze(0), values, grad.shape, is_coalesced=True, check_invariants=False)
 
 
-def _coalesced(grad: Tensor) -> Tensor:
+def coalesced_rows(grad: Tensor) -> Tensor:
     """`grad.coalesce()`, skipping the sort when the row indices are already strictly increasing.
 
     `sessrec.models.rows.gather_rows` produces such gradients, but autograd's accumulation drops the
@@ -129,7 +129,7 @@ def _sparse_update(
 ) -> None:
     if grad.sparse_dim() != 1:
         raise ValueError(f"sparse gradients must be row-sparse (sparse_dim 1), got {grad.sparse_dim()}")
-    grad = _coalesced(grad)  # repeated rows summed; the update is non-linear in g
+    grad = coalesced_rows(grad)  # repeated rows summed; the update is non-linear in g
     rows = grad.indices()[0]  # (K,) unique
     values = grad.values()  # (K, D)
     acc.index_add_(0, rows, values * values)  # acc[rows] += g^2

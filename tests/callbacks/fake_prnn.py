@@ -8,18 +8,19 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sessrec.models.gru import GRUStack, uniform_init_
-from sessrec.models.rows import gather_rows
+from sessrec.models.rows import gather_rows, mark_row_sparse
 
 
 class FakeSubnet(nn.Module):
     def __init__(self, n_items: int, hidden: int, own_table: bool, sparse: bool) -> None:
         super().__init__()
         self.sparse = sparse
-        self.embedding = nn.Parameter(uniform_init_(torch.empty(n_items, hidden), n_items, hidden))  # (N, H)
+        embedding = nn.Parameter(uniform_init_(torch.empty(n_items, hidden), n_items, hidden))  # (N, H)
+        self.embedding = mark_row_sparse(embedding, sparse)
         self.gru = GRUStack(hidden, [hidden])
         self.item_table = None
         if own_table:
-            self.item_table = nn.Parameter(torch.zeros(n_items, hidden + 1))  # [W | b] (N, H+1)
+            self.item_table = mark_row_sparse(nn.Parameter(torch.zeros(n_items, hidden + 1)), sparse)  # (N, H+1)
             uniform_init_(self.item_table.data[:, :-1], n_items, hidden)
 
     def forward(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -40,7 +41,7 @@ class FakeParallelRNN(nn.Module):
         self.shared.scale = nn.Parameter(torch.ones(len(names)))  # (K,)
         if not weighted:
             width = hidden * len(names)
-            self.shared.item_table = nn.Parameter(torch.zeros(n_items, width + 1))  # (N, KH+1)
+            self.shared.item_table = mark_row_sparse(nn.Parameter(torch.zeros(n_items, width + 1)), sparse_grad)
             uniform_init_(self.shared.item_table.data[:, :-1], n_items, width)
 
     def shared_parameters(self) -> list[nn.Parameter]:

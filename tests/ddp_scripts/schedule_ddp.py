@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--sparse", type=int, default=0)
+    parser.add_argument("--momentum", type=float, default=0.5)
+    parser.add_argument("--tag", default="", help="prefix of the output files")
     parser.add_argument("--modes", default="simultaneous,residual,alternating,interleaved")
     args = parser.parse_args()
     out = Path(args.out)
@@ -51,8 +53,8 @@ def main() -> None:
         L.seed_everything(0)
         dm = SessionDataModule(args.data, batch_size=8, eval_batch_size=64, steps_per_block=4,
                                train_split="train_full", val_split="test", test_split="test")
-        net = FakeParallelRNN(dm.n_items, hidden=8, sparse_grad=bool(args.sparse))  # DDP: dense (see docs)
-        module = SessionRecModule(net, n_sample=16, lr=0.05, momentum=0.5)
+        net = FakeParallelRNN(dm.n_items, hidden=8, sparse_grad=bool(args.sparse))
+        module = SessionRecModule(net, n_sample=16, lr=0.05, momentum=args.momentum)
         check = FrozenCheck()
         schedule = TrainingSchedule(mode, order=["image", "id"])
         trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,
@@ -62,13 +64,13 @@ def main() -> None:
         trainer.fit(module, dm)
         rank = trainer.global_rank
         torch.save({k: v.detach().clone() for k, v in module.net.state_dict().items()},
-                   out / f"{mode}-rank{rank}.pt")
+                   out / f"{args.tag}{mode}-rank{rank}.pt")
         result = {"changed": check.changed, "substeps": module.global_substep}
-        if mode == "alternating":
+        if mode == "alternating" and not args.tag:
             trainer.save_checkpoint(out / "alternating.ckpt")  # collective: every rank calls it
             metrics = trainer.test(module, dm, verbose=False)[0]
             result["test"] = {k: float(v) for k, v in metrics.items()}
-        (out / f"{mode}-rank{rank}.json").write_text(json.dumps(result))
+        (out / f"{args.tag}{mode}-rank{rank}.json").write_text(json.dumps(result))
     torch.distributed.destroy_process_group()
 
 

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from sessrec.encoders.base import FeatureEncoder
 from sessrec.features.catalogue import Catalogue
 from sessrec.models.gru import uniform_init_
-from sessrec.models.rows import gather_rows
+from sessrec.models.rows import gather_rows, mark_row_sparse
 
 
 class ItemIdEncoder(FeatureEncoder):
@@ -29,7 +29,8 @@ class ItemIdEncoder(FeatureEncoder):
         self.weight: nn.Parameter | None = None
 
     def build(self, catalogue: Catalogue) -> int:
-        self.weight = nn.Parameter(torch.empty(catalogue.n_items, self.dim))  # (N, dim)
+        weight = nn.Parameter(torch.empty(catalogue.n_items, self.dim))  # (N, dim)
+        self.weight = mark_row_sparse(weight, self.sparse_grad)
         uniform_init_(self.weight, catalogue.n_items, self.dim)
         return self.dim
 

@@ -15,7 +15,7 @@ from sessrec.encoders.base import FeatureEncoder, MissingFill
 from sessrec.encoders.dense import MissingMode
 from sessrec.features.catalogue import Catalogue
 from sessrec.features.store import load_sparse
-from sessrec.models.rows import gather_rows
+from sessrec.models.rows import gather_rows, mark_row_sparse
 
 
 def bag_terms(indptr: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
@@ -58,7 +58,8 @@ class SparseTextEncoder(FeatureEncoder):
         self.register_buffer("term_weights", torch.from_numpy(csr.data.astype(np.float32)), persistent=False)
         present = feats.mask & torch.from_numpy(np.diff(csr.indptr) > 0)  # (N,) rows with terms
         self.register_buffer("present", present, persistent=False)
-        self.weight = nn.Parameter(torch.randn(csr.shape[1], self.dim) * self.dim**-0.5)  # (V, dim)
+        weight = nn.Parameter(torch.randn(csr.shape[1], self.dim) * self.dim**-0.5)  # (V, dim)
+        self.weight = mark_row_sparse(weight, self.sparse_grad)
         self.fill = MissingFill(self.dim, self.missing_mode == "learned")
         return self.dim
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sessrec.models.rows import gather_rows
+from sessrec.models.rows import gather_rows, mark_row_sparse
 
 
 def uniform_init_(tensor: Tensor, fan_in: int, fan_out: int) -> Tensor:
@@ -73,7 +73,8 @@ class OneHotGRULayer(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.sparse = sparse
-        self.weight_x = nn.Parameter(torch.empty(n_items, 3 * hidden))  # (N, 3H): [candidate, r, z]
+        weight_x = nn.Parameter(torch.empty(n_items, 3 * hidden))  # (N, 3H): [candidate, r, z]
+        self.weight_x = mark_row_sparse(weight_x, sparse)
         self.weight_h = nn.Parameter(torch.empty(hidden, 3 * hidden))  # (H, 3H)
         self.bias = nn.Parameter(torch.zeros(3 * hidden))  # (3H,)
         self.reset_parameters()

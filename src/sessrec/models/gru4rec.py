@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sessrec.models.gru import GRUStack, OneHotGRULayer, uniform_init_
-from sessrec.models.rows import gather_rows
+from sessrec.models.rows import gather_rows, mark_row_sparse
 
 InputMode = Literal["shared", "embedding", "onehot"]
 
@@ -56,13 +56,15 @@ class GRU4Rec(nn.Module):
         self.layers = list(layers)
         hidden_out = self.layers[-1]
         # Output weights Wy and bias By in one table, so one lookup and one row-wise update serve both.
-        self.item_table = nn.Parameter(torch.empty(n_items, hidden_out + 1))  # [Wy | By] (N, H+1)
+        item_table = nn.Parameter(torch.empty(n_items, hidden_out + 1))  # [Wy | By] (N, H+1)
+        self.item_table = mark_row_sparse(item_table, sparse_grad)
         self.embedding: nn.Parameter | None = None
         self.onehot: OneHotGRULayer | None = None
         if input_mode == "shared":
             self.gru = GRUStack(hidden_out, self.layers, dropout_hidden)
         elif input_mode == "embedding":
-            self.embedding = nn.Parameter(torch.empty(n_items, embedding_size))  # E (N, K)
+            embedding = nn.Parameter(torch.empty(n_items, embedding_size))  # E (N, K)
+            self.embedding = mark_row_sparse(embedding, sparse_grad)
             self.gru = GRUStack(embedding_size, self.layers, dropout_hidden)
         else:
             self.onehot = OneHotGRULayer(n_items, self.layers[0], sparse=sparse_grad)

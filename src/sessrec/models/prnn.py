@@ -35,14 +35,14 @@ from torch.nn import functional as F
 from sessrec.encoders.base import FeatureEncoder
 from sessrec.features.catalogue import Catalogue
 from sessrec.models.gru import GRUStack, uniform_init_
-from sessrec.models.rows import gather_rows
+from sessrec.models.rows import gather_rows, mark_row_sparse
 
 Fusion = Literal["concat", "weighted"]
 
 
-def new_item_table(n_items: int, hidden: int) -> nn.Parameter:
+def new_item_table(n_items: int, hidden: int, sparse: bool) -> nn.Parameter:
     """[W | b] (N, H+1): W uniform as the reference, b zero."""
-    table = nn.Parameter(torch.zeros(n_items, hidden + 1))  # (N, H+1)
+    table = mark_row_sparse(nn.Parameter(torch.zeros(n_items, hidden + 1)), sparse)  # (N, H+1)
     uniform_init_(table.data[:, :-1], n_items, hidden)
     return table
 
@@ -66,11 +66,11 @@ class Subnet(nn.Module):
         self.gru: GRUStack | None = None
         self.item_table: nn.Parameter | None = None
 
-    def build(self, n_items: int, own_table: bool) -> None:
-        """Create the GRU (and the item table) once the encoder is bound."""
+    def build(self, n_items: int, own_table: bool, sparse: bool) -> None:
+        """Create the GRU (and the item table, row-sparse if `sparse`) once the encoder is bound."""
         self.gru = GRUStack(self.encoder.output_size, self.layers, self.dropout_hidden)
         if own_table:
-            self.item_table = new_item_table(n_items, self.layers[-1])  # (N, H_k+1)
+            self.item_table = new_item_table(n_items, self.layers[-1], sparse)  # (N, H_k+1)
 
     def forward(self, items: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """items (B,), hidden [(B, H_l)] -> last layer output (B, H_k), new hidden."""
@@ -159,9 +159,10 @@ class ParallelRNN(nn.Module):
         for subnet in self.subnets.values():
             if not subnet.encoder.is_bound:
                 subnet.encoder.bind(catalogue)
-            subnet.build(self.n_items, own_table=weighted)
+            subnet.build(self.n_items, own_table=weighted, sparse=self.sparse_table)
         if not weighted:
-            self.shared.item_table = new_item_table(self.n_items, sum(self.subnet_sizes))  # (N, sum H+1)
+            width = sum(self.subnet_sizes)
+            self.shared.item_table = new_item_table(self.n_items, width, self.sparse_table)  # (N, width+1)
         self._bound = True
 
     # ---- parameters and state ---------------------------------------------------------------

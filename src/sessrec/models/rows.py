@@ -3,13 +3,38 @@
 `gather_rows(table, idx)` is `table[idx]` whose gradient w.r.t. `table` is a sparse COO tensor over the
 unique rows of `idx`, flagged coalesced: the optimiser's row-wise update needs no sort of its own and
 duplicates are summed once (index_add into the unique rows) instead of by a sparse coalesce.
+
+Tables read this way are marked with `mark_row_sparse`: DDP cannot bucket sparse gradients, so under
+DDP the module leaves the marked tables out of DDP and averages their rows itself
+(`sessrec.distributed.all_reduce_row_sparse`). A plug-in encoder with its own sparse table marks it too.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
+
+_MARK = "_sessrec_row_sparse"
+
+
+def mark_row_sparse(param: nn.Parameter, sparse: bool = True) -> nn.Parameter:
+    """Flag `param` as a table with row-sparse gradients (when `sparse`); returns it."""
+    if sparse:
+        setattr(param, _MARK, True)
+    return param
+
+
+def row_sparse_parameters(module: nn.Module) -> list[str]:
+    """Qualified names of the parameters with row-sparse gradients: marked tables and the weights of
+    `nn.Embedding` / `nn.EmbeddingBag` built with `sparse=True`."""
+    names = []
+    for prefix, mod in module.named_modules():
+        sparse_embedding = isinstance(mod, (nn.Embedding, nn.EmbeddingBag)) and mod.sparse
+        for name, param in mod.named_parameters(recurse=False):
+            if getattr(param, _MARK, False) or (sparse_embedding and name == "weight"):
+                names.append(f"{prefix}.{name}" if prefix else name)
+    return names
 
 
 class _GatherUniqueRows(torch.autograd.Function):
