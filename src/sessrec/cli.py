@@ -11,8 +11,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
-from sessrec.errors import SessrecError
+from sessrec.errors import ConfigError, SessrecError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
@@ -20,6 +21,7 @@ COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
     "generate": "sessrec.commands.generate",
     "encoders": "sessrec.commands.encoders",
     "extract": "sessrec.commands.extract",
+    "experiment": "sessrec.commands.experiment",
 }
 
 log = logging.getLogger("sessrec")
@@ -35,10 +37,17 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse errors as one `sessrec: error:` line (no usage block), like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog.removeprefix('sessrec ')}: {message} (see `{self.prog} --help`)")
+
+
 def _run_command(name: str, argv: Sequence[str]) -> int:
     module = importlib.import_module(COMMANDS[name])
     doc = (module.__doc__ or "").strip()
-    parser = argparse.ArgumentParser(prog=f"sessrec {name}", description=doc)
+    parser = _ArgumentParser(prog=f"sessrec {name}", description=doc)
     module.add_arguments(parser)
     args = parser.parse_args(list(argv))
     return int(module.run(args) or 0)
@@ -75,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             code = _run_lightning(None if from_sys else argv)
     except SessrecError as err:
-        print(f"sessrec: error: {err}", file=sys.stderr)
+        message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(err))  # one line, no controls
+        print(f"sessrec: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     raise SystemExit(code)

@@ -27,7 +27,12 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path next to `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     _check_parent_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise DataError(f"{path.parent}: cannot write in the output folder ({err.strerror or err})") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -45,7 +50,12 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     _check_parent_writable(path)
     if path.exists() and not overwrite:
         raise DataError(f"{path}: output exists (pass --overwrite to replace it)")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: is a file, not an output folder (not replaced)")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as err:
+        raise DataError(f"{path.parent}: cannot write in the output folder ({err.strerror or err})") from None
     try:
         yield tmp
         if path.exists():

@@ -3,13 +3,65 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from typing import NoReturn
 
 import torch
-from lightning.pytorch import LightningModule
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from sessrec.checkpoints import check_ckpt_path, check_fits
 from sessrec.data.datamodule import SessionDataModule
+from sessrec.errors import ConfigError, SessrecError, one_line_parser_error
+
+
+class SessrecArgumentParser(LightningArgumentParser):
+    """Parse errors as one `ConfigError` line (`sessrec: error: model.net: ...`), not usage + a report."""
+
+    config_files: tuple[str, ...] = ()
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse's internal parsers: it catches these itself
+            super().error(message, ex)
+        line = one_line_parser_error(message)
+        if self.config_files and message.startswith("Parser key") and not line.startswith("config:"):
+            line += f" (config: {', '.join(self.config_files)})"
+        raise ConfigError(line)
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Writes config.yaml to the log folder (as Lightning's) and gives every logger the full config.
+
+    Once the run starts (`on_*_start`), not at `setup`: a run that stops at bad data or features (read
+    at `setup` / `configure_model`) leaves nothing behind.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        pass
+
+    def _start(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # a no-op once saved (fit's validation loops)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer, pl_module, "fit")
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer, pl_module, "validate")
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer, pl_module, "test")
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start(trainer, pl_module, "predict")
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not trainer.loggers:
+            return
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))  # plain types only
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
 
 
 class SessrecCLI(LightningCLI):
@@ -27,10 +79,78 @@ class SessrecCLI(LightningCLI):
         # Our block datasets are iterable AND sized on purpose (same length on every DDP rank).
         warnings.filterwarnings("ignore", message=".*IterableDataset.*has `__len__` defined.*")
         warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+        # ModelCheckpoint(every_n_train_steps) warns that a manual-optimisation checkpoint holds the
+        # weights after the step: ours should, it goes with the loader position (resume is exact).
+        warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        kwargs.setdefault("save_config_callback", LoggerSaveConfigCallback)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"default_env": False})
+        kwargs.setdefault("parser_class", SessrecArgumentParser)
+        argv = kwargs.get("args", args[0] if args else None)
+        self._config_files = _config_files(sys.argv[1:] if argv is None else argv)
+        self._ckpt_shapes: dict[str, tuple[int, ...]] | None = None
         super().__init__(LightningModule, SessionDataModule, *args, subclass_mode_model=True, **kwargs)
+
+    def init_parser(self, **kwargs) -> LightningArgumentParser:
+        parser = super().init_parser(**kwargs)
+        parser.config_files = self._config_files
+        return parser
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse, then check `--ckpt_path` loads (one-line DataError for a missing or corrupt file)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:
+            self._ckpt_shapes = check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+
+    def instantiate_classes(self) -> None:
+        """Build the objects; a constructor rejecting its options becomes a one-line ConfigError.
+
+        jsonargparse wraps such an error (ValueError or TypeError) in its own ValueError; the cause
+        is the constructor's message, e.g. "layers must be a non-empty list of positive sizes".
+        """
+        try:
+            super().instantiate_classes()
+        except SessrecError:
+            raise
+        except (ValueError, TypeError) as err:
+            cause = err
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, SessrecError):
+                raise cause from None
+            if cause is err:
+                raise ConfigError(one_line_parser_error(str(err))) from err
+            message = " ".join(str(cause).split())
+            owner = _raised_by(cause)
+            raise ConfigError(message if message.startswith(owner) else owner + message) from err
+        if self._ckpt_shapes is not None and self.model is not None:
+            check_fits(self.config[self.subcommand]["ckpt_path"], self._ckpt_shapes, self.model)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.n_items", "model.init_args.net.init_args.n_items", apply_on="instantiate")
         parser.set_defaults({"trainer.num_sanity_val_steps": 0, "trainer.enable_model_summary": False})
+
+
+def _config_files(argv: object) -> tuple[str, ...]:
+    """The files given with -c/--config on a command line (named in parse errors)."""
+    if not isinstance(argv, (list, tuple)):
+        return ()  # args given as a dict (sessrec.analysis)
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            files.append(str(argv[i + 1]))
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return tuple(files)
+
+
+def _raised_by(err: BaseException) -> str:
+    """'ClassName: ' of the innermost constructor in `err`'s traceback, or ''."""
+    tb, name = err.__traceback__, ""
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "__init__" and "self" in frame.f_locals:
+            name = f"{type(frame.f_locals['self']).__name__}: "
+        tb = tb.tb_next
+    return name

@@ -72,6 +72,10 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             raise ConfigError(f"optimizer={optimizer!r} needs dense gradients: set net sparse_grad: false")
         if n_sample < 0:
             raise ConfigError(f"n_sample must be >= 0, got {n_sample}")
+        if lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {lr}")
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
         self.net = net
         self.automatic_optimization = False
         self.loss_fn = SampledLoss(loss, bpreg=bpreg, elu_param=elu_param, logq=logq)
@@ -85,6 +89,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self._eval_hidden: list[Tensor] | None = None
         self.global_substep = 0  # session-parallel sub-steps trained so far (saved in checkpoints)
         self._saved_hidden: list[Tensor] | None = None  # (W, B, H_l) per layer, from a checkpoint
+        self._saved_rng: dict[str, Tensor] | None = None  # global RNG states, from a checkpoint
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.distributed)
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -224,11 +229,13 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         if self._hidden is not None:  # every rank calls this hook: gather the per-rank states
             gathered = [self.all_gather(h) if self.trainer.world_size > 1 else h[None] for h in self._hidden]
             checkpoint["sessrec_hidden"] = [h.cpu() for h in gathered]  # (W, B, H_l) per layer
+        checkpoint["sessrec_rng"] = _rng_state(self.device)  # dropout's stream (rank 0's; ranks agree)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._sampler_state = checkpoint.get("sessrec_sampler")
         self.global_substep = checkpoint.get("sessrec_substep", 0)
         self._saved_hidden = checkpoint.get("sessrec_hidden")
+        self._saved_rng = checkpoint.get("sessrec_rng")
         self._restore_sampler()
 
     def _restore_sampler(self) -> None:
@@ -242,3 +249,20 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         saved, self._saved_hidden = self._saved_hidden, None
         if saved is not None and saved[0].shape[0] == self.trainer.world_size:
             self._hidden = [h[self.global_rank].to(self.device) for h in saved]  # (B, H_l)
+        rng, self._saved_rng = self._saved_rng, None
+        if rng is not None:  # nothing draws from the global RNG between here and the first batch
+            _set_rng_state(rng, self.device)
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    """The global RNG states that dropout draws from: CPU, and the CUDA device's when training there."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

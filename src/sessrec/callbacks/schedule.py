@@ -153,7 +153,7 @@ class TrainingSchedule(L.Callback):
             shared = " + shared" if self.trains_shared(phase) else ""
             rank_zero_info(f"TrainingSchedule({self.mode}): epoch {trainer.current_epoch}, sub-step "
                            f"{pl_module.global_substep}: training {', '.join(self.active_subnets(phase))}{shared}")
-        pl_module.log("schedule/phase_index", float(phase), on_step=True, on_epoch=False, batch_size=1)
+        pl_module.log("schedule/phase_index", float(phase), on_step=True, on_epoch=True, batch_size=1)
 
     def on_before_substep_step(self, trainer: L.Trainer, pl_module: L.LightningModule, substep: int) -> None:
         """Drop the frozen parameters' gradients (already all-reduced under DDP) before the step."""

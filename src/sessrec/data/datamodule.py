@@ -8,6 +8,7 @@ from typing import Literal
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from sessrec.data.batching import Block, SessionParallelIterator
@@ -119,7 +120,10 @@ class SessionDataModule(L.LightningDataModule):
         iterator = SessionParallelIterator(
             items, offsets, batch_size, self.steps_per_block, rank=rank, world_size=world
         )
-        return _BlockLoader(_BlockDataset(iterator), batch_size=None, num_workers=0)
+        # A private generator: a DataLoader draws its base seed from the global RNG at every epoch start
+        # otherwise, and a mid-epoch resume would then see another dropout stream than a run never stopped.
+        generator = torch.Generator()
+        return _BlockLoader(_BlockDataset(iterator), batch_size=None, num_workers=0, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader("train", self.batch_size)

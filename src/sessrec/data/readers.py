@@ -185,7 +185,10 @@ def _read_table(
         else:
             sep = sep if sep is not None else ("\t" if kind == "tsv" else ",")
             header = None if names is not None else "infer"
-            opts: dict[str, Any] = dict(sep=sep, header=header, names=names, dtype=str)
+            # only an empty field is missing: ids such as "NA", "null" or "None" are ids, not gaps
+            opts: dict[str, Any] = dict(
+                sep=sep, header=header, names=names, dtype=str, keep_default_na=False, na_values=[""]
+            )
             found = list(names) if names is not None else list(pd.read_csv(path, nrows=0, **opts).columns)
             _check_columns(path, columns, found)
             frame = pd.read_csv(path, usecols=columns, **opts)

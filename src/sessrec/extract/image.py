@@ -75,7 +75,8 @@ def tar_refs(path: Path) -> list[Ref]:
                     continue
                 refs.setdefault(stem, Ref(stem, str(path), m.offset_data, m.size))
     except (tarfile.TarError, OSError) as err:
-        raise DataError(f"{path}: cannot read as a tar shard ({err})") from None
+        reason = " ".join(str(err).split()) or type(err).__name__  # tarfile's messages span lines
+        raise DataError(f"{path}: cannot read as a tar shard ({reason})") from None
     return list(refs.values())
 
 
@@ -306,14 +307,18 @@ def extract_images(
     if restart and parts.exists():
         shutil.rmtree(parts)
     if progress_file.is_file():
-        previous = json.loads(progress_file.read_text(encoding="utf-8"))
+        try:
+            previous = json.loads(progress_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise DataError(f"{progress_file}: unreadable ({err}); pass --restart to discard it") from None
+        if not isinstance(previous, dict) or not isinstance(previous.get("done"), dict):
+            raise DataError(f"{progress_file}: not a progress file; pass --restart to discard it")
         if previous.get("fingerprint") != fingerprint:
             raise ConfigError(
                 f"{parts}: left by a run with other options or inputs ({previous.get('fingerprint')}); "
                 "pass --restart to discard it"
             )
         state = previous
-    parts.mkdir(parents=True, exist_ok=True)
 
     stats = ImageStats(skipped_shards=sum(s.name in state["done"] for s in shards))
     pending = [s for s in shards if s.name not in state["done"]]
@@ -325,14 +330,22 @@ def extract_images(
                 torch.manual_seed(0)  # random weights (no --weights) are the same in every run: resumable
                 model = build_backbone(backbone, weights)
         net = model.to(device).eval()
+        try:  # after the checks: bad weights leave no folder behind
+            parts.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise DataError(f"{parts}: cannot create the progress folder ({err.strerror or err})") from None
         refs = [r for s in pending for r in s.refs]
         owner = np.repeat(np.arange(len(pending)), [len(s.refs) for s in pending])  # (n,) shard of each ref
         remaining = np.array([len(s.refs) for s in pending])
+        # Batches never span two shards: an image's batch (and so its vector, bit for bit) is the same
+        # whichever shards are pending, so a resumed run writes what an uninterrupted one would have.
+        ends = np.cumsum(remaining).tolist()  # (P,) end of each pending shard in `refs`
+        batches = [list(range(i, min(i + batch_size, hi))) for lo, hi in zip([0, *ends[:-1]], ends)
+                   for i in range(lo, hi, batch_size)]
         loader = DataLoader(
             ImageDataset(refs, size=size),
-            batch_size=batch_size,
+            batch_sampler=batches,
             num_workers=num_workers,
-            shuffle=False,
             pin_memory=device != "cpu",
             persistent_workers=False,
         )
@@ -391,7 +404,12 @@ def extract_images(
             len(shards),
         )
         return stats
-    _merge(out, shards, state)
+    try:
+        _merge(out, shards, state, source)
+    except DataError:
+        if not keep_parts:  # every shard is done: nothing to resume, nothing worth keeping
+            shutil.rmtree(parts, ignore_errors=True)
+        raise
     stats.merged, stats.path = True, out
     stats.rows = sum(state["done"][s.name]["rows"] for s in shards)
     if stats.failed:
@@ -417,7 +435,7 @@ def _flush(
     state["done"][shard.name] = {"file": name if order else None, "rows": len(order), "failed": list(failed)}
 
 
-def _merge(out: Path, shards: Sequence[Shard], state: dict) -> None:
+def _merge(out: Path, shards: Sequence[Shard], state: dict, source: str | os.PathLike) -> None:
     """Concatenate the parts in shard order into ``out`` (atomic), checking ids are unique."""
     from sessrec.features.store import ids_path
 
@@ -427,10 +445,11 @@ def _merge(out: Path, shards: Sequence[Shard], state: dict) -> None:
         entry = state["done"][s.name]
         if entry["file"] is None:
             continue
-        mats.append(np.load(parts / entry["file"]))
+        mats.append(np.load(parts / entry["file"], allow_pickle=False))
         ids += ids_path(parts / entry["file"]).read_text(encoding="utf-8").splitlines()
     if not mats:
-        raise DataError(f"{out}: no image could be decoded; nothing to write")
+        tried = sum(len(state["done"][s.name]["failed"]) for s in shards)
+        raise DataError(f"{source}: none of the {tried:,} images could be decoded; {out} not written")
     if len(set(ids)) != len(ids):
         seen, dup = set(), None
         for v in ids:

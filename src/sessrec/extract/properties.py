@@ -130,9 +130,12 @@ def extract_properties(
             )
         except (TypeError, ValueError):
             raise DataError(f"{items}: column '{price_col}' must be numeric") from None
-    table = build_properties(
-        frame, id_col, numeric, categorical, price, price_mode, price_buckets, numeric_ids
-    )
+    try:
+        table = build_properties(
+            frame, id_col, numeric, categorical, price, price_mode, price_buckets, numeric_ids
+        )
+    except DataError as err:  # build_properties works on a frame: name the file here
+        raise DataError(f"{items}: {err}") from None
     write_properties(out, table)
     log.info("%s: %s items, columns %s", out.name, f"{len(table):,}", ", ".join(table.columns[1:]))
     return table

@@ -19,9 +19,10 @@ from the rows, duplicate ids, a dimension other than the expected one, or no cat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def load_sparse(path: PathLike, item_ids: np.ndarray, dim: int | None = None) ->
     if not path.is_file():
         raise DataError(f"{path}: feature file not found")
     try:
-        matrix = sp.load_npz(path).tocsr()
+        matrix = sp.load_npz(path).tocsr()  # np.load(allow_pickle=False) inside: arrays only
     except (OSError, ValueError, KeyError) as err:
         raise DataError(f"{path}: cannot read as a scipy sparse .npz ({str(err).splitlines()[0]})") from None
     if dim is not None and matrix.shape[1] != dim:
@@ -274,14 +275,25 @@ def load_text(path: PathLike, item_ids: np.ndarray, column: str = "text") -> Tex
     return TextFeatures(texts, _mask(rows))
 
 
-def _write_ids(path: Path, item_ids: Sequence[object], n_rows: int) -> None:
+def _ids_text(path: Path, item_ids: Sequence[object], n_rows: int) -> str:
+    """The ids file's content, one id a line; DataError for a wrong count or a line break in an id."""
     ids = [str(v) for v in item_ids]
     if len(ids) != n_rows:
         raise DataError(f"{path}: {n_rows:,} rows but {len(ids):,} item ids given")
     if any("\n" in v or "\r" in v for v in ids):
         raise DataError(f"{ids_path(path)}: item ids must not contain line breaks")
-    with atomic_write(ids_path(path)) as tmp:
-        tmp.write_text("".join(f"{v}\n" for v in ids), encoding="utf-8")
+    return "".join(f"{v}\n" for v in ids)
+
+
+@contextlib.contextmanager
+def _atomic_pair(path: Path, ids_text: str) -> Iterator[Path]:
+    """Yield a temporary file for the matrix; on success the matrix and its ids file are renamed into
+    place together (two renames, after both files are complete), on error neither is touched."""
+    with contextlib.ExitStack() as stack:
+        tmp_ids = stack.enter_context(atomic_write(ids_path(path)))
+        tmp = stack.enter_context(atomic_write(path))
+        tmp_ids.write_text(ids_text, encoding="utf-8")
+        yield tmp
 
 
 def write_dense(path: PathLike, values: np.ndarray, item_ids: Sequence[object]) -> Path:
@@ -291,8 +303,7 @@ def write_dense(path: PathLike, values: np.ndarray, item_ids: Sequence[object]) 
     if values.ndim != 2:
         raise DataError(f"{path}: expected a 2-d (rows, D) array, got shape {values.shape}")
     _check_finite(path, values)
-    _write_ids(path, item_ids, values.shape[0])
-    with atomic_write(path) as tmp:
+    with _atomic_pair(path, _ids_text(path, item_ids, values.shape[0])) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, values)
     return path
@@ -303,8 +314,7 @@ def write_sparse(path: PathLike, matrix: sp.spmatrix, item_ids: Sequence[object]
     path = Path(path)
     csr = sp.csr_matrix(matrix, dtype=np.float32)
     _check_finite(path, csr.data, np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)))
-    _write_ids(path, item_ids, csr.shape[0])
-    with atomic_write(path) as tmp:
+    with _atomic_pair(path, _ids_text(path, item_ids, csr.shape[0])) as tmp:
         with open(tmp, "wb") as fh:
             sp.save_npz(fh, csr)
     return path

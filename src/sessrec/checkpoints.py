@@ -1,0 +1,68 @@
+"""Loading checkpoints without running their pickles, and one-line errors for a bad `--ckpt_path`.
+
+`torch.load(weights_only=True)` unpickles only tensors and plain containers (dict, list, str, numbers):
+a checkpoint cannot make sessrec import or run code. What a checkpoint holds is data; what a config
+holds is not: its `class_path` entries import modules (see docs/design.md, "Safe loading").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sessrec.errors import DataError
+
+LIGHTNING_KEYWORDS = ("best", "last", "hpc")  # `--ckpt_path` values Lightning resolves itself
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """A Lightning checkpoint as a dict, loaded with weights_only=True; DataError naming the file.
+
+    `mmap` maps the tensors instead of reading them (cheap when only shapes are needed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except Exception:
+            if not mmap:
+                raise
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)  # e.g. legacy format
+    except Exception as err:  # zip errors (truncated), UnpicklingError (not plain data), EOFError...
+        first = " ".join((str(err).strip() or type(err).__name__).splitlines()[0].split()).split(". ")[0]
+        raise DataError(f"{path}: cannot load as a checkpoint ({first})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise DataError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    return checkpoint
+
+
+def check_ckpt_path(ckpt_path: str | os.PathLike | None) -> dict[str, tuple[int, ...]] | None:
+    """The parameter shapes of `--ckpt_path`, after checking it loads; None for no path or a keyword."""
+    if ckpt_path is None or str(ckpt_path) in LIGHTNING_KEYWORDS or str(ckpt_path).startswith("registry"):
+        return None
+    if "://" in str(ckpt_path):
+        return None  # remote: Lightning fetches it
+    state = load_checkpoint(ckpt_path, mmap=True)["state_dict"]
+    return {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def check_fits(
+    ckpt_path: str | os.PathLike, shapes: dict[str, tuple[int, ...]], model: torch.nn.Module
+) -> None:
+    """DataError when a parameter the model already has differs in shape from the checkpoint's.
+
+    Catches a checkpoint trained on other data (another item count) before Lightning's size-mismatch
+    traceback. Parameters built later (a ParallelRNN's encoders, at `configure_model`) are not compared.
+    """
+    for name, tensor in model.state_dict().items():
+        want = shapes.get(name)
+        if want is not None and want != tuple(tensor.shape):
+            raise DataError(
+                f"{ckpt_path}: '{name}' has shape {list(want)} in the checkpoint but {list(tensor.shape)} "
+                "in the model (a checkpoint of other data or another config?)"
+            )
