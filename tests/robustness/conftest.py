@@ -13,7 +13,7 @@ from sessrec.cli import main
 def small(tmp_path_factory) -> Path:
     """Generated raw data (events.tsv, image.npy, text.npz, items.parquet) and its prepared folder.
 
-    82 items, ~1,400 training events: a 1-epoch fit takes about a second.
+    About 80 items and 1,400 training events: a 1-epoch fit takes about a second.
     """
     root = tmp_path_factory.mktemp("small")
     for args in (

@@ -10,6 +10,8 @@ run after a checkpoint and resumes from it.
 
 from __future__ import annotations
 
+import json
+
 import re
 from pathlib import Path
 
@@ -156,4 +158,5 @@ def test_every_file_write_in_the_library_goes_through_a_temporary_file() -> None
 
 def test_generated_and_prepared_folders_have_no_leftovers(small: Path) -> None:
     assert not _leftovers(small)
-    assert pq.read_table(small / "prepared" / "items.parquet").num_rows == 82
+    meta = json.loads((small / "prepared" / "meta.json").read_text())
+    assert pq.read_table(small / "prepared" / "items.parquet").num_rows == meta["n_items"] > 0
