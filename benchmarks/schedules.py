@@ -4,11 +4,14 @@ alternating and interleaved, against ID-only 100 and 200, plus a few cheap varia
     OMP_NUM_THREADS=1 python benchmarks/schedules.py --data /tmp/sch/prepared --feature image \
         --epochs 4 --out schedules.json [--runs id100 id200 sim res alt int] [--variants]
 
-Every run is generated from configs/prnn/residual.yaml (2-subnet p-RNN, concat fusion, lr 0.1,
+Every run is generated from configs/prnn/residual.yaml (2-subnet p-RNN, concat fusion, lr 0.05,
 dropout_hidden 0.2, cross-entropy, n_sample 2048, batch 64, seed 42) with the schedule / net / model
-settings of RUNS below, written to `--workdir` and fitted and tested with `benchmarks/prnn_experiments.py`
-(`fit` through `python -m sessrec fit`, then test metrics: conservative ties, all items, tail = targets with
-< `--tail-threshold` training events). Feature paths stay relative to `--data` (../raw/image.npy, ...).
+settings of RUNS below (learning rate: 0.1 x 100 / the width of the output layer's input, i.e. 0.1 for
+ID only 100, 0.05 for ID only 200 and for every 100+100 p-RNN; see docs/benchmarks.md, issue 4),
+written to `--workdir` and fitted and tested with `benchmarks/prnn_experiments.py` (`fit` through
+`python -m sessrec fit`, then test metrics: conservative ties, all items, head = the most popular items
+covering `--head-share` of the training events, tail = the other targets). Feature paths stay relative
+to `--data` (../raw/image.npy, ...).
 Every run trains `--epochs` epochs; residual splits them evenly between the subnets (2+2 for 4), except
 res31 (3+1: meant for --epochs 4).
 """
@@ -38,8 +41,8 @@ ID = {"class_path": "ItemIdEncoder", "init_args": {"dim": 100}}
 
 # name -> (label, subnets, schedule init_args or None, net overrides, model overrides); "F" = the feature.
 RUNS: dict[str, tuple] = {
-    "id100": ("ID only, 100", ["id"], None, {}, {}),
-    "id200": ("ID only, 200 (embedding 100)", ["id"], None, {"layers": [200]}, {}),
+    "id100": ("ID only, 100", ["id"], None, {}, {"lr": 0.1}),
+    "id200": ("ID only, 200 (embedding 100)", ["id"], None, {"layers": [200]}, {"lr": 0.05}),
     "sim": ("p-RNN simultaneous (naive)", ["id", "F"], {"mode": "simultaneous"}, {}, {}),
     "res": ("p-RNN residual (id then F)", ["id", "F"], {"mode": "residual", "epochs_per_phase": "half"},
             {}, {}),
@@ -61,8 +64,10 @@ RUNS: dict[str, tuple] = {
                      {"subnet_scale": {"F": 0.5}}, {}),
     "sim_learnscale": ("simultaneous, learned scales", ["id", "F"], {"mode": "simultaneous"},
                        {"learn_scale": True}, {}),
-    "sim_lr005": ("simultaneous, lr 0.05", ["id", "F"], {"mode": "simultaneous"}, {}, {"lr": 0.05}),
-    "sim_lr02": ("simultaneous, lr 0.2", ["id", "F"], {"mode": "simultaneous"}, {}, {"lr": 0.2}),
+    "sim_lr01": ("simultaneous, lr 0.1", ["id", "F"], {"mode": "simultaneous"}, {}, {"lr": 0.1}),
+    "res_lr01": ("residual, lr 0.1", ["id", "F"], {"mode": "residual", "epochs_per_phase": "half"}, {},
+                 {"lr": 0.1}),
+    "id200_lr01": ("ID only, 200, lr 0.1", ["id"], None, {"layers": [200]}, {"lr": 0.1}),
     "int_weighted": ("interleaved, weighted fusion", ["id", "F"], {"mode": "interleaved"},
                      {"fusion": "weighted"}, {}),
 }
@@ -113,7 +118,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42, help="seed_everything (keys get @seed unless 42)")
     parser.add_argument("--runs", nargs="*", default=None, help=f"default: {' '.join(MAIN)}")
     parser.add_argument("--variants", action="store_true", help="also run every variant after the main table")
-    parser.add_argument("--tail-threshold", type=int, default=20)
+    parser.add_argument("--head-share", type=float, default=0.8)
+    parser.add_argument("--tail-threshold", type=int, default=None, help="tail = fewer training events")
     parser.add_argument("--workdir", default="runs/schedules")
     parser.add_argument("--out", default="schedules.json")
     args = parser.parse_args()
@@ -131,7 +137,7 @@ def main() -> None:
             "" if args.seed == 42 else f"@{args.seed}")
         results[key] = {"label": RUNS[name][0], "feature": args.feature, "epochs": args.epochs,
                         "seed": args.seed, "fit_s": round(seconds, 1),
-                        **evaluate(config, [], args.tail_threshold)}
+                        **evaluate(config, [], args.head_share, args.tail_threshold)}
         r = results[key]
         print(f"{key:24s} MRR@20 {r['all_mrr@20']:.4f}  Recall@20 {r['all_recall@20']:.4f}  "
               f"({r['fit_s']} s)", flush=True)

@@ -10,9 +10,9 @@ normalisation by the batch size.
 Facts taken from the reference implementations (hidasib/GRU4Rec_PyTorch_Official ``gru4rec_pytorch.py``
 and the Theano hidasib/GRU4Rec ``gru4rec.py``, read for facts only):
 
-- cross-entropy: softmax over the full row, ``-log(p_target + 1e-24)``. Computed here from
-  ``log_softmax`` as ``-log(exp(logp) + 1e-24)`` (exact, and stable), so the loss is capped at
-  ``-log(1e-24) ~ 55.3`` and its gradient vanishes as p -> 0, exactly like the reference.
+- cross-entropy: softmax over the full row, ``-log(p_target + 1e-24)``. Computed here as
+  ``-log(1e-24) - softplus(log p - log(1e-24))`` (the same value, finite as p -> 0), so the loss is capped
+  at ``-log(1e-24) ~ 55.3`` and its gradient vanishes as p -> 0, exactly like the reference.
 - logQ (cross-entropy only, training only): ``scores - logq * log(Q)`` where Q is the RAW training count
   of the item for the B in-batch target columns and the raw count raised to ``sample_alpha`` for the S
   extra samples (see :func:`log_q_columns`). Accidental hits are not masked.
@@ -117,6 +117,45 @@ def _reduce(per_row: Tensor, active: Tensor | None) -> Tensor:
     return kept.sum() / active.sum().clamp_min(1)
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """The reduced cross-entropy of :func:`cross_entropy` with a hand-written backward.
+
+    Forward: z = scores + offset, p = softmax(z), per row -log(p_target + 1e-24), reduced as
+    :func:`_reduce`. Backward: d loss / d z_ij = w_i * (p_ij - [i == j]) with
+    w_i = p_ii / (p_ii + 1e-24) / n_active (0 on inactive rows): one pass over the saved (B, B+S)
+    probabilities instead of autograd's dozen nodes (one-hot, log_softmax backward, ...).
+    """
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, offset: Tensor | None, active: Tensor | None) -> Tensor:
+        z = scores if offset is None else scores + offset  # (B, B+S)
+        p = torch.softmax(z, dim=1)  # (B, B+S)
+        x = p.diagonal().log() - _LOG_EPS  # (B,) log p_target - log eps (-inf when p underflows)
+        # -log(p + eps) = -log(eps) - softplus(log p - log eps), exact and finite for p -> 0.
+        per_row = -_LOG_EPS - F.softplus(x)  # (B,)
+        weight = torch.sigmoid(x)  # (B,) p / (p + eps) = -d per_row / d log p_target
+        if active is None:
+            n = per_row.shape[0]
+        else:
+            n = active.sum().clamp_min(1)
+            per_row = torch.where(active, per_row, per_row.new_zeros(()))  # (B,)
+            weight = torch.where(active, weight, weight.new_zeros(()))  # (B,)
+        ctx.save_for_backward(p, weight / n)
+        ctx.has_active = active is not None
+        return per_row.sum() / n
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        p, weight = ctx.saved_tensors
+        weight = weight * grad  # (B,)
+        grad_z = p * weight.unsqueeze(1)  # (B, B+S) w_i p_ij
+        if ctx.has_active:  # an inactive row may be all -inf (NaN probabilities): its gradient is 0
+            grad_z.masked_fill_(weight.unsqueeze(1) == 0, 0.0)
+        grad_z.diagonal().sub_(weight)
+        grad_offset = grad_z.sum(0) if ctx.needs_input_grad[1] else None  # (B+S,)
+        return grad_z, grad_offset, None
+
+
 def cross_entropy(
     scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None, logq: float = 0.0
 ) -> Tensor:
@@ -127,12 +166,7 @@ def cross_entropy(
     """
     _check(scores, active)
     offset = _column_offset(active, scores.shape[1], log_q, logq)
-    z = scores if offset is None else scores + offset  # (B, B+S)
-    targets = torch.arange(z.shape[0], device=z.device)  # (B,) the diagonal
-    nll = F.cross_entropy(z, targets, reduction="none")  # (B,) -log p_target, fused log_softmax + gather
-    # -log(p + eps) = -log(eps) - softplus(log p - log eps), exact and finite for p -> 0.
-    per_row = -_LOG_EPS - F.softplus(-nll - _LOG_EPS)  # (B,)
-    return _reduce(per_row, active)
+    return _CrossEntropy.apply(scores, offset, active)
 
 
 def _negative_softmax(r: Tensor, active: Tensor | None) -> Tensor:

@@ -53,7 +53,8 @@ def test_feature_shapes_and_alignment(tmp_path: Path, small) -> None:
     items = pd.read_parquet(out / "items.parquet")
     image, text = np.load(out / "image.npy"), sp.load_npz(out / "text.npz").tocsr()
     n = SMALL.n_items
-    assert list(items.columns) == ["item_id", "topic", "price", "category", "brand", "text"]
+    columns = ["item_id", "topic", "subtopic", "release_time", "price", "category", "brand", "text"]
+    assert list(items.columns) == columns
     assert (items["item_id"].to_numpy() == np.arange(1, n + 1)).all()
     assert image.shape == (n, SMALL.image_dim) and image.dtype == np.float32
     assert text.shape == (n, SMALL.vocab_size) and text.dtype == np.float32
@@ -77,19 +78,79 @@ def _mean_cosine(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.sum(x[a] * x[b], axis=1)))
 
 
+def _consecutive(data) -> tuple[np.ndarray, np.ndarray]:
+    items = data.events["ItemId"].to_numpy() - 1
+    same = data.events["SessionId"].to_numpy()[1:] == data.events["SessionId"].to_numpy()[:-1]
+    return items[:-1][same], items[1:][same]
+
+
 def test_topic_signal_is_real(small) -> None:
-    items = small.events["ItemId"].to_numpy() - 1
-    same = small.events["SessionId"].to_numpy()[1:] == small.events["SessionId"].to_numpy()[:-1]
-    prev, nxt = items[:-1][same], items[1:][same]
+    prev, nxt = _consecutive(small)
     rng = np.random.default_rng(0)
     ra, rb = rng.integers(SMALL.n_items, size=(2, 20000))
     image = small.image
     consecutive, random = _mean_cosine(image, prev, nxt), _mean_cosine(image, ra, rb)
-    assert consecutive > 2 * random and consecutive > random + 0.08, (consecutive, random)  # ~0.21 vs ~0.07
+    assert consecutive > 4 * random and consecutive > random + 0.3, (consecutive, random)  # ~0.64 vs ~0.05
     text = small.text.toarray()
-    assert _mean_cosine(text, prev, nxt) > 2 * _mean_cosine(text, ra, rb)  # ~0.08 vs ~0.02
-    topic = small.items["topic"].to_numpy()
-    assert np.mean(topic[prev] == topic[nxt]) > 0.25  # ~0.34, vs 1 / n_topics = 0.05 for random pairs
+    assert _mean_cosine(text, prev, nxt) > 4 * _mean_cosine(text, ra, rb)  # ~0.23 vs ~0.02
+    topic, sub = small.items["topic"].to_numpy(), small.items["subtopic"].to_numpy()
+    # topic-scoped successors: only topic drift (p_drift) leaves the topic; random pairs: 1 / n_topics = 0.05
+    assert np.mean(topic[prev] == topic[nxt]) > 0.9  # ~0.97
+    # ~0.62: p_subtopic = 0.4 of the steps, plus successors and topic draws landing there; random: 1 / 60
+    assert 0.5 < np.mean(sub[prev] == sub[nxt]) < 0.75
+
+
+def test_successor_scope_all_leaves_the_topic() -> None:
+    data = generate(SyntheticConfig(**{**SMALL.__dict__, "successor_scope": "all"}))
+    prev, nxt = _consecutive(data)
+    topic = data.items["topic"].to_numpy()
+    assert 0.5 < np.mean(topic[prev] == topic[nxt]) < 0.75  # ~0.62: successors (p_id = 0.3) go anywhere
+
+
+def test_subtopics_are_small_clusters_in_feature_space(small) -> None:
+    topic, sub = small.items["topic"].to_numpy(), small.items["subtopic"].to_numpy()
+    sizes = np.bincount(sub)
+    assert sizes.min() >= SMALL.subtopic_size - 1 and sizes.max() <= SMALL.subtopic_size + 1  # 600 / 20 / 10
+    assert (topic[np.argsort(sub, kind="stable")] == np.repeat(np.arange(SMALL.n_topics), 3 * 10)).all()
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(SMALL.n_items, size=(2, 200_000))
+    a, b = a[a != b], b[a != b]
+    same_sub, same_topic = sub[a] == sub[b], (topic[a] == topic[b]) & (sub[a] != sub[b])
+    other = topic[a] != topic[b]
+    text = small.text.toarray()
+    for x, margin in ((small.image, 0.2), (text, 0.1)):  # image ~0.80 / 0.41 / 0.02, text ~0.32 / 0.11 / 0.01
+        cos = np.sum(x[a] * x[b], axis=1)
+        in_sub, in_topic, apart = cos[same_sub].mean(), cos[same_topic].mean(), cos[other].mean()
+        assert in_sub > in_topic + margin and in_topic > apart, (in_sub, in_topic, apart)
+    # the nearest image neighbour of most items is in their sub-topic
+    img = small.image
+    sim = img @ img.T
+    np.fill_diagonal(sim, -np.inf)
+    assert np.mean(sub[sim.argmax(axis=1)] == sub) > 0.8  # 1.0 at image_noise 0.5
+    # brands and prices follow the sub-topic
+    brand = small.items["brand"].to_numpy()
+    same_brand = brand[a] == brand[b]
+    assert same_brand[same_sub].mean() > 0.5 > 2 * same_brand[other].mean()  # ~0.67 vs ~0.02
+    price = np.log(small.items["price"].to_numpy())
+    gap = np.abs(price[a] - price[b])
+    assert gap[same_sub].mean() < 0.5 * gap[other].mean()  # ~0.17 vs ~1.1
+
+
+def test_new_items_appear_only_after_release(small) -> None:
+    items = small.items
+    release = items["release_time"].to_numpy()
+    new = release > 0
+    assert 0.1 < new.mean() < 0.25  # new_items = 0.2 of the non-best-sellers (2/3 of them here)
+    events = small.events
+    start = events.groupby("SessionId")["Time"].transform("min").to_numpy()
+    assert (release[events["ItemId"].to_numpy() - 1] <= start).all()
+    # the most popular item of every sub-topic is available from the start
+    counts = np.bincount(events["ItemId"].to_numpy() - 1, minlength=SMALL.n_items)
+    best = pd.Series(counts).groupby(items["subtopic"]).idxmax().to_numpy()
+    assert np.mean(~new[best]) > 0.95
+    # late releases have fewer events: the ones released in the last third, vs items there from the start
+    late = release > release[new].min() + 2 / 3 * (release.max() - release[new].min())
+    assert counts[late].mean() < 0.5 * counts[~new].mean()
 
 
 def test_popularity_has_head_and_tail(small) -> None:
@@ -102,6 +163,10 @@ def test_popularity_has_head_and_tail(small) -> None:
 def test_invalid_config_names_the_option() -> None:
     with pytest.raises(ConfigError, match="p_id"):
         generate(SyntheticConfig(p_id=1.5))
+    with pytest.raises(ConfigError, match="p_subtopic"):
+        generate(SyntheticConfig(p_id=0.7, p_subtopic=0.4))
+    with pytest.raises(ConfigError, match="successor_scope"):
+        generate(SyntheticConfig(successor_scope="session"))
     with pytest.raises(ConfigError, match="n_items"):
         generate(SyntheticConfig(n_items=10, n_topics=30))
 

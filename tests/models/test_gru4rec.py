@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sessrec.models.gru import GRUStack, OneHotGRULayer
+from sessrec.models.gru import GRUStack, OneHotGRULayer, dropout
 from sessrec.models.gru4rec import GRU4Rec
 
 
@@ -76,6 +76,16 @@ def test_dropout_output_is_carried_state():
     out, hidden = stack(torch.randn(8, 4), stack.init_hidden(8))
     assert out is hidden[0]
     assert (out == 0).any()  # dropped units are zero in the carried state
+
+
+def test_dropout_keeps_with_probability_1_minus_p_and_rescales():
+    torch.manual_seed(0)
+    x = torch.rand(200, 500) + 0.5  # no zeros of its own
+    out = dropout(x, 0.4, training=True)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.6) < 0.008  # 100,000 draws: 5 standard deviations
+    assert torch.allclose(out[kept], x[kept] / 0.6)
+    assert dropout(x, 0.4, training=False) is x and dropout(x, 0.0, training=True) is x
 
 
 @pytest.mark.parametrize("kwargs", [

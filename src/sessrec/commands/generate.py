@@ -11,6 +11,7 @@ from sessrec.data.synthetic import SyntheticConfig, generate, write
 HELP = {
     "n_items": "number of items",
     "n_topics": "number of latent topics (drive both transitions and features)",
+    "subtopic_size": "items per sub-topic (a product line inside a topic; drives transitions and features)",
     "n_sessions": "number of sessions",
     "mean_session_length": "mean events per session (lengths are >= 2)",
     "days": "days spanned by the session start times",
@@ -21,11 +22,15 @@ HELP = {
     "n_categories": "number of coarse categories (groups of neighbouring topics)",
     "n_brands": "number of brands",
     "p_id": "probability that the next item is one of the current item's fixed successors (ID signal)",
+    "p_subtopic": "probability that the next item is another item of the current item's sub-topic",
     "p_drift": "per-step probability that the session topic moves to a neighbouring topic",
     "n_successors": "fixed successors per item",
+    "successor_scope": "where the successors come from: 'topic' (the item's topic) or 'all' (any item)",
     "zipf_exponent": "exponent of the Zipf popularity within a topic",
-    "topic_flatten": "exponent applied to popularity for within-topic transitions (< 1 is flatter)",
-    "image_noise": "item noise relative to the topic centroid in the image vectors",
+    "topic_flatten": "exponent applied to popularity for (sub-)topic transitions (< 1 is flatter)",
+    "new_items": "share of the items (never a sub-topic's best seller) released during the period",
+    "image_noise": "item noise relative to the sub-topic centroid in the image vectors",
+    "subtopic_spread": "distance of the sub-topic centroids from their topic centroid in the image vectors",
 }
 
 

@@ -1,28 +1,40 @@
-"""Bundled synthetic data set: sessions driven by latent topics, items with topic-derived features.
+"""Bundled synthetic data set: sessions over a topic / sub-topic catalogue, items with features from both.
 
 Generative story (deterministic for a given `SyntheticConfig`, numpy `Generator` seeded once):
 
-- Every item belongs to one of `n_topics` topics (balanced sizes). Topics sit on a ring: topic t is
-  related to t-1 and t+1 (their feature centroids are correlated, they share a coarse `category`).
-- Popularity: a topic weight (Dirichlet) times a Zipf weight `rank ** -zipf_exponent` of the item's
-  random rank within its topic, which gives every topic a head and a long tail.
-- A session starts at an item drawn by global popularity; its topic becomes the session topic. Each next
-  item is, with probability `p_id`, one of the current item's `n_successors` fixed "successors" (drawn
-  once per item from all items, by popularity ** 0.5): a pure ID signal that features cannot explain.
-  Otherwise the session topic drifts to a ring neighbour with probability `p_drift`, and the next item
-  is drawn from the session topic by popularity ** `topic_flatten` (flatter than the start
-  distribution): a signal that features explain and that matters most for tail items, which have too
-  few events to learn an ID embedding. Consecutive repeats are redrawn.
+- Catalogue: every item belongs to one of `n_topics` topics (balanced sizes) and, within it, to one
+  sub-topic of about `subtopic_size` items (a product line: variants of one product). Topics sit on a
+  ring: topic t is related to t-1 and t+1 (correlated feature centroids, a shared coarse `category`).
+- Popularity: topic weight (Dirichlet(2)) x sub-topic weight within the topic (Dirichlet(1)) x a Zipf
+  weight `rank ** -zipf_exponent` of the item's random rank within its sub-topic: every sub-topic has a
+  best seller (rank 1) and a tail of rarer variants.
+- New items: a share `new_items` of the items that are not a sub-topic's best seller is released at a
+  uniform time in the `days`; sessions starting earlier never show them. Late releases have few events
+  before the test period, the cold-ish items that only features can place.
+- A session starts at an item drawn by popularity; its topic becomes the session topic. Each next item is
+  - with probability `p_id`, one of the current item's `n_successors` fixed "successors" (complements,
+    "bought together"; drawn once per item by popularity ** 0.5 from the items of its topic, or of all
+    topics with `successor_scope` "all", available from the start; the first is the most likely): an ID
+    signal that features explain only up to the topic and that only items with many events can learn;
+  - with probability `p_subtopic`, another item of the current item's sub-topic (an item-to-item
+    transition between variants), drawn by popularity ** `topic_flatten`: a fine-grained signal the
+    features explain, which an ID model must learn item by item;
+  - otherwise an item of the session topic (drawn by popularity ** `topic_flatten`), after the session
+    topic drifts to a ring neighbour with probability `p_drift`.
+  Consecutive repeats and not-yet-released items are redrawn (last resort: the first successor).
 - Session lengths are 1 + Geometric(1 / (mean_session_length - 1)) (>= 2); sessions start uniformly in
   `days` days, consecutive events are 1 + Exponential(60 s) apart.
 
-Item features, all derived from the topic plus noise:
-- image: (N, image_dim) float32, L2-normalised `centroid[topic] + image_noise * z / sqrt(D)`;
-- text: about `tokens_per_item` distinct words out of `vocab_size` (mostly words of the item's topic,
-  some generic words), as a CSR matrix with L2-normalised TF-IDF weights (column j is word `wj`) and as
-  raw space-separated text;
-- price: log-normal around a per-topic mean; `category`: a coarse group of neighbouring topics;
-  `brand`: one of the topic's own brands with probability 0.7, otherwise any brand.
+Item features, derived from the topic and the sub-topic plus noise:
+- image: (N, image_dim) float32, L2-normalised `sub[s] + image_noise * z / sqrt(D)`, where the sub-topic
+  centroid `sub[s]` = normalised `topic_centroid[t] + subtopic_spread * u_s` (u_s a random direction);
+- text: about `tokens_per_item` distinct words out of `vocab_size`: words of the item's sub-topic (3 per
+  sub-topic), of its topic, and generic words, as a CSR matrix with L2-normalised TF-IDF weights (column j
+  is word `wj`) and as raw space-separated text;
+- price: log-normal around a per-sub-topic mean (itself around a per-topic mean); `category`: a coarse
+  group of neighbouring topics; `brand`: the sub-topic's brand (one of its topic's 3 brands) with
+  probability 0.8, otherwise any brand.
+items.parquet also lists the latent `topic`, `subtopic` and `release_time` (0 = available from the start).
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -42,6 +55,7 @@ from sessrec.io import atomic_dir
 
 BASE_TIME = 1_704_067_200  # 2024-01-01 00:00:00 UTC, the first possible session start
 FILES = ("events.tsv", "items.parquet", "image.npy", "text.npz", "meta.json")
+SUBTOPIC_WORDS = 3  # words specific to each sub-topic
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class SyntheticConfig:
 
     n_items: int = 3000
     n_topics: int = 30
+    subtopic_size: int = 10
     n_sessions: int = 20000
     mean_session_length: float = 5.0
     days: int = 30
@@ -59,32 +74,48 @@ class SyntheticConfig:
     tokens_per_item: float = 5.0
     n_categories: int = 6
     n_brands: int = 150
-    p_id: float = 0.5
+    p_id: float = 0.3
+    p_subtopic: float = 0.4
     p_drift: float = 0.05
     n_successors: int = 3
+    successor_scope: Literal["topic", "all"] = "topic"
     zipf_exponent: float = 1.0
     topic_flatten: float = 0.5
-    image_noise: float = 1.0
+    new_items: float = 0.2
+    image_noise: float = 0.5
+    subtopic_spread: float = 1.0
+
+    @property
+    def subtopics_per_topic(self) -> int:
+        return max(1, round(self.n_items / self.n_topics / self.subtopic_size))
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid option."""
+        # generic words, then SUBTOPIC_WORDS per sub-topic and at least as many per topic
+        n_words = SUBTOPIC_WORDS * self.n_topics * (self.subtopics_per_topic + 1)
+        words = max(10, self.vocab_size // 10) + n_words
         checks = [
             (self.n_topics >= 1, "n_topics must be >= 1"),
             (self.n_items >= 2 * self.n_topics, "n_items must be >= 2 * n_topics"),
+            (self.subtopic_size >= 2, "subtopic_size must be >= 2"),
             (self.n_sessions >= 1, "n_sessions must be >= 1"),
             (self.mean_session_length > 2.0, "mean_session_length must be > 2"),
             (self.days >= 1, "days must be >= 1"),
             (self.image_dim >= 1, "image_dim must be >= 1"),
-            (self.vocab_size >= 3 * self.n_topics + 10, "vocab_size must be >= 3 * n_topics + 10"),
+            (self.vocab_size >= words, f"vocab_size must be >= {words} (generic + topic + sub-topic words)"),
             (self.tokens_per_item >= 1.0, "tokens_per_item must be >= 1"),
             (1 <= self.n_categories <= self.n_topics, "n_categories must be in 1..n_topics"),
             (self.n_brands >= 1, "n_brands must be >= 1"),
             (0.0 <= self.p_id <= 1.0, "p_id must be in [0, 1]"),
+            (0.0 <= self.p_subtopic <= 1.0 - self.p_id, "p_subtopic must be in [0, 1 - p_id]"),
             (0.0 <= self.p_drift <= 1.0, "p_drift must be in [0, 1]"),
             (self.n_successors >= 1, "n_successors must be >= 1"),
+            (self.successor_scope in ("topic", "all"), "successor_scope must be 'topic' or 'all'"),
             (self.zipf_exponent >= 0.0, "zipf_exponent must be >= 0"),
             (self.topic_flatten >= 0.0, "topic_flatten must be >= 0"),
+            (0.0 <= self.new_items < 1.0, "new_items must be in [0, 1)"),
             (self.image_noise >= 0.0, "image_noise must be >= 0"),
+            (self.subtopic_spread >= 0.0, "subtopic_spread must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -96,60 +127,88 @@ class SyntheticData:
     """A generated data set; item rows (items, image, text) are in item_id order 1..N."""
 
     events: pd.DataFrame  # SessionId int64, ItemId int64, Time int64 (seconds)
-    items: pd.DataFrame  # item_id, topic, price, category, brand, text
+    items: pd.DataFrame  # item_id, topic, subtopic, release_time, price, category, brand, text
     image: np.ndarray  # (N, image_dim) float32, unit rows
     text: sp.csr_matrix  # (N, vocab_size) float32, unit rows
     meta: dict
 
 
 @dataclass
+class _Sampler:
+    """Draws items of given groups with fixed weights: `order` sorts the items by group, `cdf` is the
+    group id plus the within-group cdf (in `order`), so an item of group g is at searchsorted(g + u)."""
+
+    order: np.ndarray  # (N,) int64
+    cdf: np.ndarray  # (N,) float64
+
+    @classmethod
+    def build(cls, group: np.ndarray, weight: np.ndarray) -> _Sampler:
+        order = np.argsort(group, kind="stable")  # (N,)
+        g, w = group[order], weight[order]
+        cum = np.cumsum(w)
+        first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])  # (G,) start of every group
+        before = np.repeat(np.r_[0.0, cum[first[1:] - 1]], np.diff(np.r_[first, len(g)]))
+        total = np.repeat(np.add.reduceat(w, first), np.diff(np.r_[first, len(g)]))
+        within = (cum - before) / total
+        within[np.r_[first[1:] - 1, len(g) - 1]] = 1.0
+        return cls(order, g + within)
+
+    def draw(self, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        pos = np.searchsorted(self.cdf, groups + rng.random(len(groups)), side="right")  # (A,)
+        return self.order[np.minimum(pos, len(self.order) - 1)]
+
+
+@dataclass
 class _Catalogue:
     topic: np.ndarray  # (N,) int64, topic of item index i (item_id = i + 1)
+    subtopic: np.ndarray  # (N,) int64, global sub-topic id (topics own consecutive ids)
     pop: np.ndarray  # (N,) float64, start-item probabilities (sum 1)
-    rank: np.ndarray  # (N,) int64, 1-based popularity rank within the topic
-    by_topic: np.ndarray  # (N,) int64, item indices sorted by topic
-    topic_cdf: np.ndarray  # (N,) float64, topic + within-topic cdf of pop ** topic_flatten (by_topic order)
-    successors: np.ndarray  # (N, n_successors) int64
-
-
-def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
-    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent  # (n,)
-    cdf = np.cumsum(weights) / weights.sum()
-    cdf[-1] = 1.0
-    return cdf
+    release: np.ndarray  # (N,) float64, seconds after BASE_TIME from which the item can be shown
+    by_topic: _Sampler  # pop ** topic_flatten within the topic
+    by_subtopic: _Sampler  # pop ** topic_flatten within the sub-topic
+    successors: np.ndarray  # (N, n_successors) int64, never new items
 
 
 def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> _Catalogue:
-    n, t = cfg.n_items, cfg.n_topics
+    n, t, k = cfg.n_items, cfg.n_topics, cfg.subtopics_per_topic
     topic = rng.permutation(np.arange(n) % t)  # (N,) balanced topic sizes
-    by_topic = np.lexsort((rng.random(n), topic))  # (N,) random order within each topic
+    order = np.lexsort((rng.random(n), topic))  # (N,) random order within each topic
     sizes = np.bincount(topic, minlength=t)  # (T,)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])  # (T,)
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_topic] = np.arange(n) - starts[topic[by_topic]] + 1
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n) - np.r_[0, np.cumsum(sizes)[:-1]][topic[order]]  # (N,) place in the topic
+    subtopic = topic * k + pos * k // sizes[topic]  # (N,) balanced sub-topics
+    first = np.r_[True, subtopic[order][1:] != subtopic[order][:-1]]
+    rank = np.empty(n, dtype=np.int64)  # (N,) 1-based rank within the sub-topic
+    rank[order] = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0)) + 1
     within = rank.astype(np.float64) ** -cfg.zipf_exponent  # (N,)
-    topic_weight = rng.dirichlet(np.full(t, 2.0))  # (T,)
-    pop = topic_weight[topic] * within / np.bincount(topic, weights=within, minlength=t)[topic]
+    sub_weight = rng.dirichlet(np.ones(k), size=t).ravel()  # (T*K,) sub-topic share within its topic
+    pop = rng.dirichlet(np.full(t, 2.0))[topic] * sub_weight[subtopic] * within
+    pop /= np.bincount(subtopic, weights=within, minlength=t * k)[subtopic]
     pop /= pop.sum()
-    flat = (within ** cfg.topic_flatten)[by_topic]  # (N,) in by_topic order
-    sorted_topic = topic[by_topic]
-    cum = np.cumsum(flat)
-    before = np.concatenate([[0.0], cum[:-1]])[starts][sorted_topic]  # sum of earlier topics
-    total = np.bincount(sorted_topic, weights=flat, minlength=t)[sorted_topic]
-    within_cdf = (cum - before) / total
-    within_cdf[np.concatenate([starts[1:] - 1, [n - 1]])] = 1.0
-    succ_p = np.sqrt(pop)
-    succ_cdf = np.cumsum(succ_p) / succ_p.sum()
-    succ = np.searchsorted(succ_cdf, rng.random((n, cfg.n_successors)), side="right")  # (N, K)
-    succ = np.minimum(succ, n - 1)
-    self_loop = succ == np.arange(n)[:, None]
-    succ[self_loop] = (succ[self_loop] + 1) % n
-    return _Catalogue(topic, pop, rank, by_topic, sorted_topic + within_cdf, succ)
+    new = (rank > 1) & (rng.random(n) < cfg.new_items)  # (N,) a best seller is never new
+    release = np.where(new, rng.random(n) * cfg.days * 86400.0, 0.0)
+    succ = _successors(cfg, topic, np.where(new, 0.0, np.sqrt(pop)), rng)  # (N, K)
+    flat = pop**cfg.topic_flatten
+    by_topic, by_subtopic = _Sampler.build(topic, flat), _Sampler.build(subtopic, flat)
+    return _Catalogue(topic, subtopic, pop, release, by_topic, by_subtopic, succ)
 
 
-def _draw_from_topic(cat: _Catalogue, topics: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    pos = np.searchsorted(cat.topic_cdf, topics + rng.random(len(topics)), side="right")  # (A,)
-    return cat.by_topic[np.minimum(pos, len(cat.by_topic) - 1)]
+def _successors(cfg: SyntheticConfig, topic: np.ndarray, weight: np.ndarray, rng: np.random.Generator
+                ) -> np.ndarray:
+    """(N, K) fixed successors of every item, drawn by `weight` (zero for new items) in the item's topic
+    (`successor_scope` "topic") or among all items ("all"); never the item itself, never a new item."""
+    n, k = len(topic), cfg.n_successors
+    if cfg.successor_scope == "topic":
+        succ = _Sampler.build(topic, weight).draw(np.repeat(topic, k), rng).reshape(n, k)  # (N, K)
+    else:
+        cdf = np.cumsum(weight) / weight.sum()
+        succ = np.minimum(np.searchsorted(cdf, rng.random((n, k)), side="right"), n - 1)  # (N, K)
+    old = np.flatnonzero(weight > 0)  # (O,) the items available from the start
+    bad = (succ == np.arange(n)[:, None]) | (weight[succ] == 0)  # (N, K) the item itself (or a new one)
+    succ[bad] = old[(np.searchsorted(old, succ[bad]) + 1) % len(old)]  # the next old item instead
+    bad = succ == np.arange(n)[:, None]
+    succ[bad] = old[(np.searchsorted(old, succ[bad]) + 1) % len(old)]
+    return succ
 
 
 def _successor_weights(k: int) -> np.ndarray:
@@ -159,28 +218,41 @@ def _successor_weights(k: int) -> np.ndarray:
     return cdf
 
 
-def _walk(cfg: SyntheticConfig, cat: _Catalogue, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _walk(
+    cfg: SyntheticConfig, cat: _Catalogue, lengths: np.ndarray, start: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Item indices of every session as a (S, max_len) matrix, -1 past each session's end."""
     s, n, t = len(lengths), cfg.n_items, cfg.n_topics
     start_cdf = np.cumsum(cat.pop)
     start_cdf[-1] = 1.0
     out = np.full((s, lengths.max()), -1, dtype=np.int64)  # (S, L)
-    out[:, 0] = np.minimum(np.searchsorted(start_cdf, rng.random(s), side="right"), n - 1)
-    topic = cat.topic[out[:, 0]]  # (S,) session topic
+    first = np.minimum(np.searchsorted(start_cdf, rng.random(s), side="right"), n - 1)  # (S,)
+    for _ in range(4):  # redraw starts at items not released yet
+        late = np.flatnonzero(cat.release[first] > start)
+        first[late] = np.minimum(np.searchsorted(start_cdf, rng.random(len(late)), side="right"), n - 1)
+    late = cat.release[first] > start
+    first[late] = cat.successors[first[late], 0]
+    out[:, 0] = first
+    topic = cat.topic[first]  # (S,) session topic
     succ_cdf = _successor_weights(cfg.n_successors)
     for step in range(1, out.shape[1]):
         act = np.flatnonzero(lengths > step)  # (A,) sessions still running
-        cur = out[act, step - 1]
-        by_id = rng.random(len(act)) < cfg.p_id
-        drift = (rng.random(len(act)) < cfg.p_drift) & ~by_id
+        cur, now = out[act, step - 1], start[act]
+        u = rng.random(len(act))
+        by_id, by_topic = u < cfg.p_id, u >= cfg.p_id + cfg.p_subtopic  # the rest: by sub-topic
+        drift = (rng.random(len(act)) < cfg.p_drift) & by_topic
         topic[act[drift]] = (topic[act[drift]] + rng.choice([-1, 1], size=int(drift.sum()))) % t
         k = np.searchsorted(succ_cdf, rng.random(len(act)), side="right")
-        nxt = np.where(by_id, cat.successors[cur, np.minimum(k, cfg.n_successors - 1)], -1)  # (A,)
-        for _ in range(4):  # topic draws, redrawing consecutive repeats a few times
-            redo = np.flatnonzero((nxt == -1) | (nxt == cur))
+        nxt = np.where(by_id, cat.successors[cur, np.minimum(k, cfg.n_successors - 1)], cur)  # (A,)
+        for _ in range(6):  # draws, redrawing repeats and unreleased items a few times
+            redo = np.flatnonzero((nxt == cur) | (cat.release[nxt] > now))
             if len(redo) == 0:
                 break
-            nxt[redo] = _draw_from_topic(cat, topic[act[redo]], rng)
+            sub, top = redo[~by_topic[redo]], redo[by_topic[redo]]
+            nxt[sub] = cat.by_subtopic.draw(cat.subtopic[cur[sub]], rng)
+            nxt[top] = cat.by_topic.draw(topic[act[top]], rng)
+        bad = (nxt == cur) | (cat.release[nxt] > now)
+        nxt[bad] = cat.successors[cur[bad], 0]  # never new, never the item itself
         out[act, step] = nxt
     return out
 
@@ -189,8 +261,8 @@ def _events(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> 
     p = 1.0 / (cfg.mean_session_length - 1.0)
     cap = max(4, int(10 * cfg.mean_session_length))
     lengths = np.minimum(1 + rng.geometric(p, size=cfg.n_sessions), cap)  # (S,) >= 2
-    walk = _walk(cfg, cat, lengths, rng)  # (S, L)
     start = np.sort(rng.random(cfg.n_sessions) * cfg.days * 86400.0)  # (S,) ordered: id = time order
+    walk = _walk(cfg, cat, lengths, start, rng)  # (S, L)
     session = np.repeat(np.arange(cfg.n_sessions), lengths)  # (E,)
     gaps = 1.0 + rng.exponential(60.0, size=len(session))  # (E,)
     offsets = np.concatenate([[0], np.cumsum(lengths)])  # (S+1,)
@@ -202,30 +274,36 @@ def _events(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> 
     return pd.DataFrame({"SessionId": session + 1, "ItemId": items + 1, "Time": time})
 
 
-def _image(cfg: SyntheticConfig, topic: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    g = rng.standard_normal((cfg.n_topics, cfg.image_dim))  # (T, D)
+def _image(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> np.ndarray:
+    t, k, d = cfg.n_topics, cfg.subtopics_per_topic, cfg.image_dim
+    g = rng.standard_normal((t, d))  # (T, D)
     centroid = g + 0.5 * (np.roll(g, 1, axis=0) + np.roll(g, -1, axis=0))  # ring neighbours correlate
     centroid /= np.linalg.norm(centroid, axis=1, keepdims=True)
-    noise = rng.standard_normal((len(topic), cfg.image_dim)) / np.sqrt(cfg.image_dim)  # (N, D)
-    image = centroid[topic] + cfg.image_noise * noise
+    sub = np.repeat(centroid, k, axis=0) + cfg.subtopic_spread * rng.standard_normal((t * k, d)) / np.sqrt(d)
+    sub /= np.linalg.norm(sub, axis=1, keepdims=True)  # (T*K, D) sub-topic centroids
+    noise = rng.standard_normal((len(cat.topic), d)) / np.sqrt(d)  # (N, D)
+    image = sub[cat.subtopic] + cfg.image_noise * noise
     image /= np.linalg.norm(image, axis=1, keepdims=True)
     return image.astype(np.float32)
 
 
-def _text(
-    cfg: SyntheticConfig, topic: np.ndarray, rng: np.random.Generator
-) -> tuple[sp.csr_matrix, list[str]]:
-    n, v = len(topic), cfg.vocab_size
+def _text(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> tuple[sp.csr_matrix, list[str]]:
+    n, v = len(cat.topic), cfg.vocab_size
     n_generic = max(10, v // 10)
-    block = (v - n_generic) // cfg.n_topics  # topic-specific words per topic
+    n_sub = SUBTOPIC_WORDS * cfg.n_topics * cfg.subtopics_per_topic  # sub-topic words after the generic
+    block = (v - n_generic - n_sub) // cfg.n_topics  # topic-specific words per topic
     n_tok = 1 + rng.poisson(cfg.tokens_per_item - 1.0, size=n)  # (N,)
     owner = np.repeat(np.arange(n), n_tok)  # (M,) item of each drawn token
-    generic = rng.random(len(owner)) < 0.2
-    topic_word = n_generic + topic[owner] * block + np.searchsorted(
+    kind = rng.random(len(owner))  # < 0.2 generic, < 0.6 sub-topic, else topic
+    generic_word = np.searchsorted(_zipf_cdf(n_generic, 1.0), rng.random(len(owner)), side="right")
+    sub_word = n_generic + cat.subtopic[owner] * SUBTOPIC_WORDS + rng.integers(
+        SUBTOPIC_WORDS, size=len(owner)
+    )
+    topic_word = n_generic + n_sub + cat.topic[owner] * block + np.searchsorted(
         _zipf_cdf(block, 1.0), rng.random(len(owner)), side="right"
     )
-    generic_word = np.searchsorted(_zipf_cdf(n_generic, 1.0), rng.random(len(owner)), side="right")
-    word = rng.permutation(v)[np.where(generic, generic_word, topic_word)]  # (M,) shuffled word ids
+    word = np.where(kind < 0.2, generic_word, np.where(kind < 0.6, sub_word, topic_word))
+    word = rng.permutation(v)[word]  # (M,) shuffled word ids
     pairs = np.unique(owner * v + word)  # distinct (item, word), sorted by item then word
     rows, cols = pairs // v, pairs % v
     df = np.bincount(cols, minlength=v)  # (V,) items containing each word
@@ -239,19 +317,28 @@ def _text(
     return matrix, text
 
 
-def _properties(cfg: SyntheticConfig, topic: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
-    n = len(topic)
-    mu = rng.normal(3.0, 0.8, size=cfg.n_topics)  # (T,) mean log price per topic
-    price = np.round(np.exp(mu[topic] + 0.35 * rng.standard_normal(n)), 2)
-    category = topic * cfg.n_categories // cfg.n_topics
-    own = rng.integers(cfg.n_brands, size=(cfg.n_topics, 3))  # (T, 3) each topic's own brands
-    brand = np.where(
-        rng.random(n) < 0.7, own[topic, rng.integers(3, size=n)], rng.integers(cfg.n_brands, size=n)
-    )
+def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent  # (n,)
+    cdf = np.cumsum(weights) / weights.sum()
+    cdf[-1] = 1.0
+    return cdf
+
+
+def _properties(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> pd.DataFrame:
+    n, t, s = len(cat.topic), cfg.n_topics, cfg.n_topics * cfg.subtopics_per_topic
+    mu = rng.normal(3.0, 0.8, size=t)[np.arange(s) // cfg.subtopics_per_topic]  # (S,) per topic
+    mu += 0.3 * rng.standard_normal(s)  # (S,) mean log price per sub-topic
+    price = np.round(np.exp(mu[cat.subtopic] + 0.15 * rng.standard_normal(n)), 2)
+    category = cat.topic * cfg.n_categories // t
+    own = rng.integers(cfg.n_brands, size=(t, 3))  # (T, 3) each topic's own brands
+    sub_brand = own[np.arange(s) // cfg.subtopics_per_topic, rng.integers(3, size=s)]  # (S,)
+    brand = np.where(rng.random(n) < 0.8, sub_brand[cat.subtopic], rng.integers(cfg.n_brands, size=n))
     return pd.DataFrame(
         {
             "item_id": np.arange(1, n + 1, dtype=np.int64),
-            "topic": topic.astype(np.int32),
+            "topic": cat.topic.astype(np.int32),
+            "subtopic": cat.subtopic.astype(np.int32),
+            "release_time": np.where(cat.release > 0, BASE_TIME + np.floor(cat.release), 0).astype(np.int64),
             "price": price,
             "category": [f"cat{c:02d}" for c in category],
             "brand": [f"brand{b:03d}" for b in brand],
@@ -266,9 +353,9 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticData:
     rng = np.random.default_rng(cfg.seed)
     cat = _catalogue(cfg, rng)
     events = _events(cfg, cat, rng)
-    image = _image(cfg, cat.topic, rng)
-    text, raw_text = _text(cfg, cat.topic, rng)
-    items = _properties(cfg, cat.topic, rng)
+    image = _image(cfg, cat, rng)
+    text, raw_text = _text(cfg, cat, rng)
+    items = _properties(cfg, cat, rng)
     items["text"] = raw_text
     meta = {
         "generator": "sessrec.data.synthetic",
@@ -277,10 +364,13 @@ def generate(config: SyntheticConfig | None = None) -> SyntheticData:
         "sessions": int(events["SessionId"].nunique()),
         "items": cfg.n_items,
         "items_with_events": int(events["ItemId"].nunique()),
+        "subtopics": cfg.n_topics * cfg.subtopics_per_topic,
+        "new_items": int((cat.release > 0).sum()),
         "time_range": [int(events["Time"].min()), int(events["Time"].max())],
         "files": {
             "events.tsv": "SessionId, ItemId, Time (seconds), tab-separated, with a header",
-            "items.parquet": "item_id (1..N), topic, price, category, brand, text",
+            "items.parquet": "item_id (1..N), topic, subtopic, release_time (0: from the start), price, "
+            "category, brand, text",
             "image.npy": "(N, image_dim) float32, L2-normalised, rows in items.parquet order",
             "text.npz": "(N, vocab_size) CSR float32 TF-IDF (column j = word wj), rows as items.parquet",
         },

@@ -10,7 +10,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
 from sessrec.models.rows import gather_rows, mark_row_sparse
 
@@ -26,6 +25,18 @@ def init_gate_blocks_(weight: Tensor, n_in: int, hidden: int) -> None:
     """Init a (3H, n_in) GRUCell weight per (H, n_in) gate block, as the reference does."""
     for block in weight.detach().split(hidden, dim=0):
         uniform_init_(block, n_in, hidden)
+
+
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """`F.dropout` with the mask drawn by `torch.rand` (uniform >= p) instead of `bernoulli_`.
+
+    The same distribution (keep with probability 1 - p, kept values scaled by 1 / (1 - p)) from the same
+    global generator, at about half the cost on CPU; the masks themselves differ from `F.dropout`'s.
+    """
+    if not training or p == 0.0:
+        return x
+    mask = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # (B, H) 0 or 1 / (1 - p)
+    return x * mask
 
 
 class GRUStack(nn.Module):
@@ -58,7 +69,7 @@ class GRUStack(nn.Module):
         new_hidden = []
         for cell, h in zip(self.cells, hidden):
             x = cell(x, h)  # (B, H_l)
-            x = F.dropout(x, self.dropout_hidden, self.training)
+            x = dropout(x, self.dropout_hidden, self.training)
             new_hidden.append(x)
         return x, new_hidden
 

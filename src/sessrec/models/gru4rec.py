@@ -8,8 +8,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sessrec.models.gru import GRUStack, OneHotGRULayer, uniform_init_
-from sessrec.models.rows import gather_rows, mark_row_sparse
+from sessrec.models.gru import GRUStack, OneHotGRULayer, dropout, uniform_init_
+from sessrec.models.rows import gather_row_sets, gather_rows, mark_row_sparse, score_rows
 
 InputMode = Literal["shared", "embedding", "onehot"]
 
@@ -101,24 +101,23 @@ class GRU4Rec(nn.Module):
         inputs (B,) item ids, hidden [(B, H_l)], cols (C,) item ids to score (None: all N items).
         Returns scores (B, C) or (B, N) and the new hidden state.
         """
-        batch, shared = inputs.shape[0], self.input_mode == "shared"
+        shared = self.input_mode == "shared"
         if cols is None:
             out_rows = self.item_table  # (N, H+1)
             in_rows = gather_rows(self.item_table, inputs, self.sparse) if shared else None  # (B, H+1)
         elif shared:  # one lookup for the inputs and the scored columns, as the reference does
-            rows = gather_rows(self.item_table, torch.cat([inputs, cols]), self.sparse)  # (B+C, H+1)
-            in_rows, out_rows = rows.split([batch, cols.shape[0]])  # (B, H+1), (C, H+1)
+            in_rows, out_rows = gather_row_sets(self.item_table, (inputs, cols), self.sparse)  # (B|C, H+1)
         else:
             in_rows, out_rows = None, gather_rows(self.item_table, cols, self.sparse)  # (C, H+1)
         if self.onehot is not None:
             first = self.onehot(inputs, hidden[0])  # (B, H_0)
-            first = F.dropout(first, self.dropout_embed, self.training)
+            first = dropout(first, self.dropout_embed, self.training)
             out, rest = self.gru(first, hidden[1:]) if self.gru is not None else (first, [])
             new_hidden = [first, *rest]
         else:
             x = in_rows[:, :-1] if shared else gather_rows(self.embedding, inputs, self.sparse)  # (B, K)
-            x = F.dropout(x, self.dropout_embed, self.training)
+            x = dropout(x, self.dropout_embed, self.training)
             out, new_hidden = self.gru(x, hidden)  # (B, H)
         out = F.pad(out, (0, 1), value=1.0)  # (B, H+1): the last column multiplies the bias By
-        scores = out @ out_rows.t()  # (B, C)
+        scores = score_rows(out, out_rows)  # (B, C) or (B, N)
         return scores, new_hidden

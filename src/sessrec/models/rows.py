@@ -3,6 +3,8 @@
 `gather_rows(table, idx)` is `table[idx]` whose gradient w.r.t. `table` is a sparse COO tensor over the
 unique rows of `idx`, flagged coalesced: the optimiser's row-wise update needs no sort of its own and
 duplicates are summed once (index_add into the unique rows) instead of by a sparse coalesce.
+`gather_row_sets(table, [idx_1, idx_2])` reads several index sets with ONE such gradient over their
+union (GRU4Rec's shared embedding reads the input rows and the scored rows of the same table).
 
 Tables read this way are marked with `mark_row_sparse`: DDP cannot bucket sparse gradients, so under
 DDP the module leaves the marked tables out of DDP and averages their rows itself
@@ -10,6 +12,8 @@ DDP the module leaves the marked tables out of DDP and averages their rows itsel
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -37,25 +41,74 @@ def row_sparse_parameters(module: nn.Module) -> list[str]:
     return names
 
 
-class _GatherUniqueRows(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, table: Tensor, rows: Tensor) -> Tensor:  # rows (U,) unique, sorted
-        ctx.save_for_backward(rows)
-        ctx.table_shape = table.shape
-        return table.index_select(0, rows)  # (U, D)
+class _GatherRowSets(torch.autograd.Function):
+    """(table, idx_1, ..., idx_k) -> (table[idx_1], ..., table[idx_k]) with ONE coalesced sparse gradient.
+
+    Forward reads the unique rows of all the sets once, in increasing row order (a cache-friendly sweep
+    of a large table), and the outputs from that small buffer. Backward sums every output's gradient
+    into a buffer over the same unique rows (one index_add_ per set, no concatenated copy) and returns
+    it as a sparse COO tensor flagged coalesced.
+    """
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        (rows,) = ctx.saved_tensors
+    def forward(ctx, table: Tensor, *idx: Tensor) -> tuple[Tensor, ...]:
+        all_idx = idx[0] if len(idx) == 1 else torch.cat(idx)  # (M,)
+        rows, inverse = torch.unique(all_idx, return_inverse=True)  # (U,) sorted, (M,)
+        unique_rows = table.index_select(0, rows)  # (U, D)
+        parts = inverse.split([i.numel() for i in idx])  # [(M_k,)] positions in unique_rows
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(rows, *parts)
+        ctx.table_shape = table.shape
+        return tuple(unique_rows.index_select(0, part) for part in parts)  # (M_k, D) each
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        rows, *parts = ctx.saved_tensors
+        none = (None,) * len(parts)
+        used = [(part, g) for part, g in zip(parts, grads) if g is not None]
+        if not used:
+            return (None, *none)
+        values = used[0][1].new_zeros((rows.numel(), *ctx.table_shape[1:]))  # (U, D)
+        for part, g in used:  # the summation order of one index_add_ over the concatenation
+            values.index_add_(0, part, g)
         sparse = torch.sparse_coo_tensor(
-            rows.unsqueeze(0), grad.contiguous(), ctx.table_shape, is_coalesced=True, check_invariants=False
+            rows.unsqueeze(0), values, ctx.table_shape, is_coalesced=True, check_invariants=False
         )  # (N, D) with U non-zero rows
-        return sparse, None
+        return (sparse, *none)
+
+
+def gather_row_sets(table: Tensor, idx: Sequence[Tensor], sparse: bool = True) -> tuple[Tensor, ...]:
+    """table (N, D), idx [(M_k,)] -> [(M_k, D)]: `table[i]` for each index set, read in one go.
+
+    With sparse=True `table` gets a single coalesced row-sparse gradient over the union of the sets
+    (e.g. GRU4Rec's shared embedding: the input rows and the scored rows).
+    """
+    if not sparse or not torch.is_grad_enabled() or not table.requires_grad:
+        return tuple(F.embedding(i, table) for i in idx)  # (M_k, D) each
+    return _GatherRowSets.apply(table, *idx)
 
 
 def gather_rows(table: Tensor, idx: Tensor, sparse: bool = True) -> Tensor:
     """table (N, D), idx (M,) -> (M, D); sparse=True gives `table` a coalesced row-sparse gradient."""
-    if not sparse or not torch.is_grad_enabled() or not table.requires_grad:
-        return F.embedding(idx, table)  # (M, D)
-    rows, inverse = torch.unique(idx, return_inverse=True)  # (U,), (M,)
-    return _GatherUniqueRows.apply(table, rows).index_select(0, inverse)  # (M, D)
+    return gather_row_sets(table, (idx,), sparse)[0]
+
+
+_SCORE_BLOCK = 512  # output columns per GEMM block: MKL is ~2x faster on (B, 512) blocks than on (B, 20000)
+
+
+def score_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """x (B, D), rows (N, D) -> x @ rows.T (B, N), the full-catalogue scores.
+
+    Without autograd on CPU the product is computed in blocks of output columns written in place
+    (measured 2.2x faster for B=512, N=20K, D=101 on a 1-thread AMD EPYC, 1.5x for B=64); every block is
+    the same dot products, so the scores equal the one-call product up to the BLAS kernel's rounding.
+    """
+    n = rows.shape[0]
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or rows.requires_grad)
+    if needs_grad or x.device.type != "cpu" or n <= _SCORE_BLOCK:
+        return x @ rows.t()  # (B, N)
+    out = x.new_empty(x.shape[0], n)  # (B, N)
+    for lo in range(0, n, _SCORE_BLOCK):
+        torch.mm(x, rows[lo : lo + _SCORE_BLOCK].t(), out=out[:, lo : lo + _SCORE_BLOCK])  # (B, block)
+    return out
+
