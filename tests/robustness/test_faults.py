@@ -71,6 +71,22 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 180.0) -> Non
         time.sleep(0.02)
 
 
+def _kill_when(args: list, marker: Path, cwd: Path, message: str, settle: float = 0.0) -> None:
+    """Run `python -m sessrec ARGS`, kill -9 it once `marker` exists (after `settle` s), wait for the death."""
+    proc = subprocess.Popen([sys.executable, "-m", "sessrec", *map(str, args)], cwd=cwd, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(marker, proc)
+        time.sleep(settle)
+        assert proc.poll() is None, message
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
 def test_kill_during_training_then_resume_is_exact(small, tmp_path, capsys, one_thread) -> None:
     data = small / "prepared"
     ref = tmp_path / "ref"
@@ -82,20 +98,9 @@ def test_kill_during_training_then_resume_is_exact(small, tmp_path, capsys, one_
         "  callbacks:\n",
         "  callbacks:\n    - {class_path: robust_helpers.Pause, init_args: {after: 33, seconds: 5}}\n",
     ))
-    proc = subprocess.Popen([sys.executable, "-m", "sessrec", "fit", "--config", str(killed)],
-                            cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
     checkpoints = tmp_path / "killed" / "checkpoints"
-    try:
-        _wait_for(checkpoints / "step=32.ckpt", proc)
-        time.sleep(0.3)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    _kill_when(["fit", "--config", killed], checkpoints / "step=32.ckpt", tmp_path,
+               "the run ended before it could be killed", settle=0.3)
     assert not (checkpoints / "step=48.ckpt").exists()  # killed in the first epoch (73 steps an epoch)
     state = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert state["global_step"] in (16, 32) and state["loops"]["fit_loop"]["state_dict"]["combined_loader"]
@@ -123,19 +128,8 @@ def test_kill_during_extraction_then_rerun_gives_identical_output(tmp_path, caps
     assert reference.code == 0, reference.err
 
     out = tmp_path / "out" / "img.npy"
-    proc = subprocess.Popen([sys.executable, "-m", "sessrec", *map(str, common), "--out", str(out)],
-                            cwd=tmp_path, env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
     parts = out.with_name("img.npy.parts")
-    try:
-        _wait_for(parts / "progress.json", proc)
-        assert proc.poll() is None, "extraction ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    _kill_when([*common, "--out", out], parts / "progress.json", tmp_path, "extraction ended before it could be killed")
     assert not out.exists() and not ids_path(out).exists()  # nothing merged, nothing half-written
     assert parts.is_dir()  # (it may hold a `.progress.json.*.tmp` the kill cut short: never read)
 
