@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
+from sessrec import kernels
 from sessrec.errors import ConfigError
 
 TIE_MODES = ("standard", "conservative", "median")
@@ -30,6 +31,9 @@ def _count(
     scores: torch.Tensor, target: torch.Tensor, strict: bool, mask: torch.Tensor | None
 ) -> torch.Tensor:
     """Per row, how many (masked) columns score above (``strict``) or at least ``target``: (B,) int64."""
+    fused = kernels.count_at_least(scores, target, strict, mask)  # one pass on CPU, no temporary
+    if fused is not None:
+        return fused
     n_rows, n_cols = scores.shape
     elements = _CPU_CHUNK_ELEMENTS if scores.device.type == "cpu" else _CHUNK_ELEMENTS
     chunk = max(1, min(elements, _CHUNK_ELEMENTS) // max(1, n_rows))

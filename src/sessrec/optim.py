@@ -28,6 +28,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
+from sessrec import kernels
+
 __all__ = ["AdagradMomentum", "coalesced_rows", "sparse_rows_grad"]
 
 
@@ -115,6 +117,8 @@ class AdagradMomentum(Optimizer):
 def _dense_update(
     p: Tensor, grad: Tensor, acc: Tensor, mom: Tensor | None, lr: float, momentum: float, eps: float
 ) -> None:
+    if kernels.dense_adagrad_momentum_(p, grad, acc, mom, lr, momentum, eps):  # one fused pass on CPU
+        return
     acc.addcmul_(grad, grad)  # acc += g^2
     denom = (acc + eps).sqrt_()  # sqrt(acc + eps)
     if mom is None:
@@ -132,6 +136,8 @@ def _sparse_update(
     grad = coalesced_rows(grad)  # repeated rows summed; the update is non-linear in g
     rows = grad.indices()[0]  # (K,) unique
     values = grad.values()  # (K, D)
+    if kernels.sparse_adagrad_momentum_(p, acc, mom, rows, values, lr, momentum, eps):  # one pass per row
+        return
     acc.index_add_(0, rows, values * values)  # acc[rows] += g^2
     denom = acc.index_select(0, rows).add_(eps).sqrt_()  # (K, D) sqrt(acc + eps)
     if mom is None:

@@ -74,7 +74,8 @@ def test_no_grad_path_is_plain_lookup():
 def test_score_rows_in_blocks_equals_one_product(monkeypatch: pytest.MonkeyPatch):
     gen = torch.Generator().manual_seed(2)
     x, table = torch.randn(5, 4, generator=gen), torch.randn(23, 4, generator=gen)
-    monkeypatch.setattr(rows_mod, "_SCORE_BLOCK", 7)  # 4 blocks, the last one partial
+    monkeypatch.setattr(rows_mod, "_SCORE_ROWS", 2)  # 3 row blocks and 4 column blocks, the last ones partial
+    monkeypatch.setattr(rows_mod, "_SCORE_COLS", 7)
     with torch.no_grad():
         blocked = score_rows(x, table)
     assert blocked.shape == (5, 23)

@@ -36,6 +36,7 @@ from sessrec.encoders.base import FeatureEncoder
 from sessrec.features.catalogue import Catalogue
 from sessrec.models.gru import GRUStack, uniform_init_
 from sessrec.models.rows import gather_rows, mark_row_sparse
+from sessrec.models.rows import score_rows as score_table_rows
 
 Fusion = Literal["concat", "weighted"]
 
@@ -48,8 +49,8 @@ def new_item_table(n_items: int, hidden: int, sparse: bool) -> nn.Parameter:
 
 
 def score_rows(out: Tensor, rows: Tensor) -> Tensor:
-    """out (B, H), rows [W | b] (C, H+1) -> scores (B, C)."""
-    return F.pad(out, (0, 1), value=1.0) @ rows.t()  # (B, C)
+    """out (B, H), rows [W | b] (C, H+1) -> scores (B, C) (blocked on CPU without autograd)."""
+    return score_table_rows(F.pad(out, (0, 1), value=1.0), rows)  # (B, C)
 
 
 class Subnet(nn.Module):
