@@ -65,7 +65,9 @@ def test_kernels_decline_what_they_do_not_handle():
     p64 = torch.zeros(4, 2, dtype=torch.float64)
     assert not kernels.sparse_adagrad_momentum_(p64, p64.clone(), None, torch.tensor([0]), p64[:1], 0.1, 0.0, 1e-6)
     strided = torch.zeros(4, 4)[:, ::2]  # (4, 2) not contiguous
-    assert not kernels.dense_adagrad_momentum_(strided, torch.zeros(4, 2), torch.zeros(4, 2), None, 0.1, 0.0, 1e-6)
+    ok, ones = torch.zeros(4, 2), torch.ones(4, 2)
+    assert not kernels.dense_adagrad_momentum_([(ok, ones, ok.clone(), None), (strided, ones, ok, None)], 0.1, 0.0, 1e-6)
+    assert torch.equal(ok, torch.zeros(4, 2))  # all or nothing: the first one is not updated either
     assert kernels.count_at_least(torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 1), False, None) is None
 
 

@@ -6,7 +6,8 @@ per pass, which matters where the data is large or cold:
 * `sparse_adagrad_momentum_`: the optimiser's row-wise update of ~2,000 scattered rows of three large
   tables (parameter, accumulator, velocity): one read and write of each row instead of five gathers
   and scatters.
-* `dense_adagrad_momentum_`: the same update for a dense tensor (one pass instead of six ops).
+* `dense_adagrad_momentum_`: the same update for all the dense tensors of a parameter group, in one
+  call (one pass each instead of six ops).
 * `count_at_least`: per row, how many scores are >= (or >) the row's target score: the evaluation's
   rank count, without a (B, N) boolean temporary.
 * `unique_inverse`: `torch.unique(ids, return_inverse=True)` for the ~2,000 item ids of a training step,
@@ -85,18 +86,26 @@ def sparse_adagrad_momentum_(
 
 
 def dense_adagrad_momentum_(
-    p: Tensor, grad: Tensor, acc: Tensor, mom: Tensor | None, lr: float, momentum: float, eps: float
+    tensors: list[tuple[Tensor, Tensor, Tensor, Tensor | None]], lr: float, momentum: float, eps: float
 ) -> bool:
-    """Dense AdagradMomentum update of every element in place; False when the kernel does not apply."""
+    """Dense AdagradMomentum update in place of every (p, grad, acc, mom) in `tensors`, in ONE call.
+
+    mom is None for all or for none of them (momentum 0 or > 0). False (nothing done) when the kernel
+    does not apply to all of them.
+    """
     k = _kernels()
-    tensors = (p, grad, acc) if mom is None else (p, grad, acc, mom)
-    if k is None or not _fits(*tensors):
+    if k is None:
         return False
+    has_mom = tensors[0][3] is not None
+    flat: list[list[np.ndarray]] = [[], [], [], []]  # p, grad, acc, mom: (M_i,) views
+    for p, grad, acc, mom in tensors:
+        group = (p, grad, acc, mom if has_mom else acc)  # acc stands in for the unused velocity
+        if (mom is not None) != has_mom or not _fits(*group) or p.shape != grad.shape:
+            return False
+        for i, t in enumerate(group):
+            flat[i].append(_np(t).reshape(-1))
     f32 = np.float32
-    flat = [_np(t).reshape(-1) for t in tensors]
-    if mom is None:
-        flat.append(flat[2])  # unused without momentum
-    k["dense"](*flat, f32(lr), f32(momentum), f32(eps), mom is not None)
+    k["dense"](*(tuple(f) for f in flat), f32(lr), f32(momentum), f32(eps), has_mom)
     return True
 
 
@@ -183,7 +192,7 @@ def _define(cache: bool) -> dict[str, Any]:
                     p[r, d] += step
 
     @jit
-    def dense(p, grad, acc, mom, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
+    def dense_one(p, grad, acc, mom, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
         # all (M,) float32 views of the same shape
         neg_lr = -lr
         for i in range(p.shape[0]):
@@ -197,6 +206,12 @@ def _define(cache: bool) -> dict[str, Any]:
                 p[i] += v
             else:
                 p[i] += step
+
+    @jit
+    def dense(ps, grads, accs, moms, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
+        # tuples of (M_i,) float32 views
+        for i in range(len(ps)):
+            dense_one(ps[i], grads[i], accs[i], moms[i], lr, momentum, eps, has_mom)
 
     @jit
     def count(scores, target, strict, out):  # pragma: no cover - compiled

@@ -152,8 +152,9 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         hidden = self._hidden if self._hidden is not None else self.net.init_hidden(batch, self.device)
         full = block.n_events == steps * batch
         total = torch.zeros((), device=self.device)
+        keep_all = (~block.reset).unsqueeze(2).to(total.dtype)  # (T, B, 1): 0 where a new session starts
         for t in range(steps):
-            keep = (~block.reset[t]).unsqueeze(1).to(total.dtype)  # (B, 1)
+            keep = keep_all[t]  # (B, 1)
             hidden = [h * keep for h in hidden]
             loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, None if full else block.active[t])
             opt.zero_grad(set_to_none=True)

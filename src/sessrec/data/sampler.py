@@ -26,6 +26,9 @@ def _seed_for(seed: int, refill: int) -> int:
     return int(np.random.SeedSequence([seed, refill]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+_DRAW_CHUNK = 1 << 20  # uniform randoms drawn at a time when filling the cache (8 MiB of float64)
+
+
 class PopularitySampler:
     """Negative sampler with probability proportional to ``counts ** alpha``; memory O(N + cache)."""
 
@@ -79,10 +82,13 @@ class PopularitySampler:
         if self._generator is None or self._generator.device != self.device:
             self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(_seed_for(self.seed, refill))
-        shape = (self.n_batches, self.n_sample)
-        u = torch.rand(shape, generator=self._generator, device=self.device, dtype=self._float)  # (K, S)
-        u.mul_(self._cdf[-1])
-        ids = torch.searchsorted(self._cdf, u, right=True)  # (K, S) first cdf > u: never a 0-weight id
+        ids = torch.empty(self.n_batches, self.n_sample, dtype=torch.int64, device=self.device)  # (K, S)
+        step = max(1, _DRAW_CHUNK // self.n_sample)  # rows per chunk: no (K, S) float temporary
+        for lo in range(0, self.n_batches, step):
+            part = ids[lo : lo + step]  # (k, S) view
+            u = torch.rand(part.shape, generator=self._generator, device=self.device, dtype=self._float)
+            u.mul_(self._cdf[-1])
+            torch.searchsorted(self._cdf, u, right=True, out=part)  # first cdf > u: never a 0-weight id
         return ids.clamp_(max=self._last)
 
     def sample(self) -> torch.Tensor:

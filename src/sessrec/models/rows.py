@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sessrec import kernels
+
 _MARK = "_sessrec_row_sparse"
 
 
@@ -44,21 +46,25 @@ def row_sparse_parameters(module: nn.Module) -> list[str]:
 class _GatherRowSets(torch.autograd.Function):
     """(table, idx_1, ..., idx_k) -> (table[idx_1], ..., table[idx_k]) with ONE coalesced sparse gradient.
 
-    Forward reads the unique rows of all the sets once, in increasing row order (a cache-friendly sweep
-    of a large table), and the outputs from that small buffer. Backward sums every output's gradient
-    into a buffer over the same unique rows (one index_add_ per set, no concatenated copy) and returns
-    it as a sparse COO tensor flagged coalesced.
+    Forward finds the unique rows of all the sets (`sessrec.kernels.unique_inverse` on CPU) and reads the
+    outputs from the table; elsewhere it reads the unique rows once, in increasing row order (a
+    cache-friendly sweep of a large table), and the outputs from that small buffer. Backward sums every
+    output's gradient into a buffer over the same unique rows (one index_add_ per set, no concatenated
+    copy) and returns it as a sparse COO tensor flagged coalesced.
     """
 
     @staticmethod
     def forward(ctx, table: Tensor, *idx: Tensor) -> tuple[Tensor, ...]:
         all_idx = idx[0] if len(idx) == 1 else torch.cat(idx)  # (M,)
-        rows, inverse = torch.unique(all_idx, return_inverse=True)  # (U,) sorted, (M,)
-        unique_rows = table.index_select(0, rows)  # (U, D)
-        parts = inverse.split([i.numel() for i in idx])  # [(M_k,)] positions in unique_rows
+        fused = kernels.unique_inverse(all_idx, table.shape[0])  # CPU: no sort
+        rows, inverse = fused if fused is not None else torch.unique(all_idx, return_inverse=True)  # (U,), (M,)
+        parts = inverse.split([i.numel() for i in idx])  # [(M_k,)] positions among the unique rows
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(rows, *parts)
         ctx.table_shape = table.shape
+        if fused is not None:  # CPU: straight from the table (a sorted sweep first gains nothing there)
+            return tuple(table.index_select(0, i) for i in idx)  # (M_k, D) each
+        unique_rows = table.index_select(0, rows)  # (U, D)
         return tuple(unique_rows.index_select(0, part) for part in parts)  # (M_k, D) each
 
     @staticmethod
@@ -70,7 +76,8 @@ class _GatherRowSets(torch.autograd.Function):
             return (None, *none)
         values = used[0][1].new_zeros((rows.numel(), *ctx.table_shape[1:]))  # (U, D)
         for part, g in used:  # the summation order of one index_add_ over the concatenation
-            values.index_add_(0, part, g)
+            if not kernels.index_add_rows_(values, part, g.contiguous()):
+                values.index_add_(0, part, g)
         sparse = torch.sparse_coo_tensor(
             rows.unsqueeze(0), values, ctx.table_shape, is_coalesced=True, check_invariants=False
         )  # (N, D) with U non-zero rows
