@@ -103,3 +103,33 @@ def test_same_seed_same_metrics_on_cpu(tiny_prepared):
     first, second = _fit_and_validate(tiny_prepared, 7), _fit_and_validate(tiny_prepared, 7)
     assert first == second
     assert _fit_and_validate(tiny_prepared, 8) != first  # the seed really matters (dropout, init, samples)
+
+
+class _AfterBackwardCounter(L.Callback):
+    """Overrides a backward hook, so the module must keep Lightning's manual_backward / step path."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer, pl_module) -> None:
+        self.calls += 1
+
+
+def test_direct_steps_equal_lightning_steps(tiny_prepared):
+    def fit(callbacks: list) -> tuple[SessionRecModule, L.Trainer]:
+        L.seed_everything(3)
+        dm = SessionDataModule(str(tiny_prepared), batch_size=16, steps_per_block=8, train_split="train_full")
+        module = SessionRecModule(GRU4Rec(dm.n_items, [8], dropout_hidden=0.2), n_sample=32, lr=0.05, momentum=0.1)
+        trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            limit_train_batches=6, callbacks=callbacks)
+        trainer.fit(module, dm)
+        return module, trainer
+
+    direct, direct_trainer = fit([])
+    counter = _AfterBackwardCounter()
+    wrapped, wrapped_trainer = fit([counter])
+    assert direct._direct and not wrapped._direct
+    assert counter.calls == wrapped.global_substep == direct.global_substep > 6  # hooks ran on every sub-step
+    assert direct_trainer.global_step == wrapped_trainer.global_step == direct.global_substep  # steps counted
+    for a, b in zip(direct.net.parameters(), wrapped.net.parameters()):
+        assert torch.equal(a, b)

@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from sessrec.data.batching import Block
@@ -91,6 +94,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self._saved_hidden: list[Tensor] | None = None  # (W, B, H_l) per layer, from a checkpoint
         self._saved_rng: dict[str, Tensor] | None = None  # global RNG states, from a checkpoint
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.distributed)
+        self._direct = False  # backward and optimiser step without Lightning's wrappers (see on_train_start)
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -158,12 +162,20 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             hidden = [h * keep for h in hidden]
             loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, None if full else block.active[t])
             opt.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            if self._direct:
+                loss.backward()
+            else:
+                self.manual_backward(loss)
             if self._row_sparse:
                 all_reduce_row_sparse(self._row_sparse, self.trainer.world_size)
             for hook in hooks:  # e.g. TrainingSchedule drops the frozen subnets' gradients here
                 hook(self.trainer, self, self.global_substep)
-            opt.step()
+            if self._direct:  # what LightningOptimizer.step does here, without the strategy round trip
+                opt._on_before_step()
+                opt.optimizer.step()
+                opt._on_after_step()
+            else:
+                opt.step()
             self.global_substep += 1
             hidden = [h.detach() for h in hidden]
             total += loss.detach()
@@ -247,6 +259,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self.sampler.load_state_dict(state)
 
     def on_train_start(self) -> None:
+        self._direct = _plain_steps_suffice(self)
         saved, self._saved_hidden = self._saved_hidden, None
         if saved is not None and saved[0].shape[0] == self.trainer.world_size:
             self._hidden = [h[self.global_rank].to(self.device) for h in saved]  # (B, H_l)
@@ -267,3 +280,27 @@ def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+_STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def _plain_steps_suffice(module: L.LightningModule) -> bool:
+    """Whether `manual_backward` and `LightningOptimizer.step` would only run `loss.backward()` and
+    `optimizer.step()` (plus the step counting of `_on_before_step` / `_on_after_step`).
+
+    True on one device in 32-bit precision when no callback and not the module override a backward or
+    optimiser-step hook: the training step then calls those directly, which saves ~0.12 ms of the
+    ~3.5 ms session-parallel step (measured, 1 CPU thread). Any other set-up (DDP, mixed precision, a
+    hook) keeps Lightning's path.
+    """
+    trainer = module.trainer
+    if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
+        return False
+    if any(is_overridden(h, cb, parent=L.Callback) for cb in trainer.callbacks for h in _STEP_HOOKS):
+        return False
+    if any(is_overridden(h, module, parent=L.LightningModule) for h in (*_STEP_HOOKS, "backward")):
+        return False
+    opt = module.optimizers()
+    hooks_there = all(callable(getattr(opt, name, None)) for name in ("_on_before_step", "_on_after_step"))
+    return hooks_there and isinstance(getattr(opt, "optimizer", None), torch.optim.Optimizer)
