@@ -281,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    from sessrec.runtime import tune_malloc
+    from sessrec.runtime import tune_gc, tune_malloc
 
     malloc_tuned = tune_malloc()  # as `python -m sessrec` does
+    tune_gc()
 
     data_dir = prepared_dir(args.events, args.items, Path(args.cache))
     meta = json.loads((data_dir / "meta.json").read_text())

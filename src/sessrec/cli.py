@@ -75,9 +75,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         raise SystemExit(0 if argv else 2)
-    from sessrec.runtime import tune_malloc
+    from sessrec.runtime import tune_gc, tune_malloc
 
     tune_malloc()
+    tune_gc()
     try:
         if argv[0] in COMMANDS:
             code = _run_command(argv[0], argv[1:])

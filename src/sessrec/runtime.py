@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import sys
 
@@ -31,3 +32,22 @@ def tune_malloc() -> bool:
     )
     _done = ok
     return ok
+
+
+GC_GEN0_THRESHOLD = 100_000  # allocations between young collections (Python's default: 700)
+
+
+def tune_gc() -> bool:
+    """Collect young objects every 100,000 allocations instead of every 700.
+
+    A training step creates and drops thousands of small Python objects (tensors, autograd nodes,
+    tuples); with the default threshold the young-generation collections took ~4% of a step
+    (perf, 1 thread) and raising it made the step 2% faster (4 of 4 alternating runs). Objects are
+    still collected, only in larger batches. Set SESSREC_NO_GC_TUNE=1 to opt out. Returns True when
+    applied.
+    """
+    if os.environ.get("SESSREC_NO_GC_TUNE"):
+        return False
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+    return True
