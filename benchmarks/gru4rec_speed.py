@@ -281,10 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.pytorch.utilities.rank_zero", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    from sessrec.runtime import tune_gc, tune_malloc
+    from sessrec import runtime
 
-    malloc_tuned = tune_malloc()  # as `python -m sessrec` does
-    tune_gc()
+    malloc_tuned = runtime.tune_malloc()  # as `python -m sessrec` does
+    gc_tuned = hasattr(runtime, "tune_gc") and runtime.tune_gc()  # (older checkouts, for A/B runs, lack it)
 
     data_dir = prepared_dir(args.events, args.items, Path(args.cache))
     meta = json.loads((data_dir / "meta.json").read_text())
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return statistics.median(vals)
 
     res: dict[str, Any] = {
-        "config": CONFIG, "threads": args.threads, "repeats": args.repeats, "malloc_tuned": malloc_tuned,
+        "config": CONFIG, "threads": args.threads, "repeats": args.repeats, "malloc_tuned": malloc_tuned, "gc_tuned": gc_tuned,
         "torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
         "data": {"dir": str(data_dir), "splits": meta["splits"], "n_items": meta["n_items"],
                  "train_pairs": n_train, "test_pairs": n_test},
