@@ -36,7 +36,7 @@ __all__ = [
 
 _KERNELS: dict[str, Any] | None = None
 _LOADED = False
-_MARKS: dict[int, np.ndarray] = {}  # n_rows -> (n_rows,) int32 scratch of unique_inverse, all -1 between calls
+_MARKS: dict[int, np.ndarray] = {}  # n_rows -> (n_rows,) int32 scratch of unique_inverse (-1 between calls)
 
 
 def enabled() -> bool:
@@ -71,17 +71,24 @@ def sparse_adagrad_momentum_(
 ) -> bool:
     """Row-wise AdagradMomentum update in place; False (nothing done) when the kernel does not apply.
 
-    p, acc, mom (N, D); rows (K,) unique int64 row ids; values (K, D) their summed gradients. Per element
-    ``acc += g^2; v = momentum v - lr g / sqrt(acc + eps); p += v`` (``p -= lr g / sqrt(acc + eps)``
-    without momentum), the arithmetic of `sessrec.optim`'s torch code.
+    p, acc, mom (N, D); rows (K,) sorted unique int64 row ids; values (K, D) their summed gradients.
+    Per element ``acc += g^2; v = momentum v - lr g / sqrt(acc + eps); p += v``
+    (``p -= lr g / sqrt(acc + eps)`` without momentum), the arithmetic of `sessrec.optim`'s torch code.
     """
     k = _kernels()
     tables = (p, acc) if mom is None else (p, acc, mom)
     if k is None or not _fits(*tables, values) or rows.dtype != torch.int64 or p.dim() != 2:
         return False
+    if any(t.shape != p.shape for t in tables) or values.shape != (rows.numel(), p.shape[1]):
+        shapes = f"tables {tuple(p.shape)}, rows {tuple(rows.shape)}, values {tuple(values.shape)}"
+        raise ValueError(f"row update: mismatched shapes: {shapes}")
+    rows_np = rows.numpy()  # (K,) sorted: the ends bound every row (the kernel does not check bounds)
+    if rows_np.size and (rows_np[0] < 0 or rows_np[-1] >= p.shape[0]):
+        raise IndexError(f"gradient row out of range for a table of {p.shape[0]} rows")
     f32 = np.float32
     mom_np = _np(acc if mom is None else mom)  # unused without momentum
-    k["sparse"](_np(p), _np(acc), mom_np, rows.numpy(), _np(values), f32(lr), f32(momentum), f32(eps), mom is not None)
+    args = (f32(lr), f32(momentum), f32(eps), mom is not None)
+    k["sparse"](_np(p), _np(acc), mom_np, rows_np, _np(values), *args)
     return True
 
 
@@ -127,7 +134,9 @@ def count_at_least(scores: Tensor, target: Tensor, strict: bool, mask: Tensor | 
 
 
 def unique_inverse(ids: Tensor, n_rows: int) -> tuple[Tensor, Tensor] | None:
-    """Sorted unique ids (U,) and the inverse (M,) of int64 CPU ids (M,) in [0, n_rows); None if not applicable.
+    """Sorted unique ids (U,) and the inverse (M,) of int64 CPU ids (M,) in [0, n_rows), or None.
+
+    None when not applicable (numba off, other device or dtype, no ids).
 
     Equal to `torch.unique(ids, return_inverse=True)`. Marks the ids in an (n_rows,) scratch array and
     scans it when n_rows <= 16 M (the scan is then cheaper than a sort), else sorts the marked ids.

@@ -160,7 +160,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         for t in range(steps):
             keep = keep_all[t]  # (B, 1)
             hidden = [h * keep for h in hidden]
-            loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, None if full else block.active[t])
+            active = None if full else block.active[t]  # (B,)
+            loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, active)
             opt.zero_grad(set_to_none=True)
             if self._direct:
                 loss.backward()

@@ -57,12 +57,15 @@ class _GatherRowSets(torch.autograd.Function):
     def forward(ctx, table: Tensor, *idx: Tensor) -> tuple[Tensor, ...]:
         all_idx = idx[0] if len(idx) == 1 else torch.cat(idx)  # (M,)
         fused = kernels.unique_inverse(all_idx, table.shape[0])  # CPU: no sort
-        rows, inverse = fused if fused is not None else torch.unique(all_idx, return_inverse=True)  # (U,), (M,)
+        by_kernel = fused is not None
+        if fused is None:
+            fused = torch.unique(all_idx, return_inverse=True)
+        rows, inverse = fused  # (U,) sorted, (M,)
         parts = inverse.split([i.numel() for i in idx])  # [(M_k,)] positions among the unique rows
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(rows, *parts)
         ctx.table_shape = table.shape
-        if fused is not None:  # CPU: straight from the table (a sorted sweep first gains nothing there)
+        if by_kernel:  # CPU: straight from the table (a sorted sweep first gains nothing there)
             return tuple(table.index_select(0, i) for i in idx)  # (M_k, D) each
         unique_rows = table.index_select(0, rows)  # (U, D)
         return tuple(unique_rows.index_select(0, part) for part in parts)  # (M_k, D) each
