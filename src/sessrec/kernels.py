@@ -180,27 +180,11 @@ def _define(cache: bool) -> dict[str, Any]:
     import numba
 
     # error_model="numpy": no zero-division checks, which would keep LLVM from vectorising the loops
-    jit = numba.njit(cache=cache, nogil=True, boundscheck=False, error_model="numpy")
+    options = dict(cache=cache, nogil=True, boundscheck=False, error_model="numpy")
+    jit = numba.njit(**options)
+    inlined = numba.njit(inline="always", **options)  # inlined into its callers: no call per row
 
-    @jit
-    def sparse(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
-        # p, acc, mom (N, D) float32; rows (K,) int64 unique; values (K, D) float32
-        neg_lr = -lr
-        for k in range(rows.shape[0]):
-            r = rows[k]
-            for d in range(p.shape[1]):
-                g = values[k, d]
-                a = acc[r, d] + g * g
-                acc[r, d] = a
-                step = neg_lr * g / np.sqrt(a + eps)  # torch's addcdiv order: (value * t1) / t2
-                if has_mom:
-                    v = mom[r, d] * momentum + step
-                    mom[r, d] = v
-                    p[r, d] += v
-                else:
-                    p[r, d] += step
-
-    @jit
+    @inlined
     def dense_one(p, grad, acc, mom, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
         # all (M,) float32 views of the same shape
         neg_lr = -lr
@@ -208,13 +192,20 @@ def _define(cache: bool) -> dict[str, Any]:
             g = grad[i]
             a = acc[i] + g * g
             acc[i] = a
-            step = neg_lr * g / np.sqrt(a + eps)
+            step = neg_lr * g / np.sqrt(a + eps)  # torch's addcdiv order: (value * t1) / t2
             if has_mom:
                 v = mom[i] * momentum + step
                 mom[i] = v
                 p[i] += v
             else:
                 p[i] += step
+
+    @jit
+    def sparse(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
+        # p, acc, mom (N, D) float32; rows (K,) int64 unique; values (K, D) float32: each row as dense_one
+        for k in range(rows.shape[0]):
+            r = rows[k]
+            dense_one(p[r], values[k], acc[r], mom[r], lr, momentum, eps, has_mom)
 
     @jit
     def dense(ps, grads, accs, moms, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
