@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from sessrec.data import sampler as sampler_module
 from sessrec.data.sampler import PopularitySampler
 from sessrec.errors import ConfigError, DataError
 
@@ -84,3 +85,12 @@ def test_invalid() -> None:
         PopularitySampler(np.array([1, -1]), 0.5, 4)
     with pytest.raises(ConfigError, match="n_sample"):
         PopularitySampler(COUNTS, 0.5, 0)
+
+
+def test_cache_drawn_in_chunks_equals_one_draw(monkeypatch) -> None:
+    counts = np.arange(1, 301, dtype=np.float64)
+    whole = PopularitySampler(counts, 0.5, 16, 16 * 7, seed=4)._draw(2)  # (7, 16) in one chunk
+    monkeypatch.setattr(sampler_module, "_DRAW_CHUNK", 40)  # 2 rows a chunk: 4 chunks, the last partial
+    chunked = PopularitySampler(counts, 0.5, 16, 16 * 7, seed=4)._draw(2)
+    assert chunked.shape == (7, 16)
+    assert torch.equal(chunked, whole)
