@@ -133,3 +133,33 @@ def test_direct_steps_equal_lightning_steps(tiny_prepared):
     assert direct_trainer.global_step == wrapped_trainer.global_step == direct.global_substep  # steps counted
     for a, b in zip(direct.net.parameters(), wrapped.net.parameters()):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("top_n", [None, 150])
+def test_screened_evaluation_equals_dense_evaluation(tiny_prepared, top_n):
+    """`rank_step` (factored scores, int8 screening) gives the metrics of the dense `score_step` path."""
+    from sessrec.evaluation import evaluate_block
+    from sessrec.metrics import RankingMetrics
+
+    L.seed_everything(3)
+    dm = SessionDataModule(str(tiny_prepared), batch_size=16, eval_batch_size=64, steps_per_block=8,
+                           train_split="train_full", val_split="test")
+    module = SessionRecModule(GRU4Rec(dm.n_items, [8]), n_sample=32, lr=0.05, cutoffs=[1, 5, 20],
+                              eval_top_n=top_n)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        limit_train_batches=10, num_sanity_val_steps=0)
+    trainer.fit(module, dm)
+    by_trainer = trainer.validate(module, dm, verbose=False)[0]
+    assert module._eval_table is not None and module._eval_table.screened
+    cands = module.candidates if top_n else None
+    results = []
+    for step in (module.score_step, module.rank_step):
+        module.on_validation_epoch_start()
+        metrics = RankingMetrics([1, 5, 20])
+        with torch.no_grad():
+            for block in dm.val_dataloader():
+                evaluate_block(step, block, metrics, "conservative", cands)
+        results.append({k: float(v) for k, v in metrics.compute().items()})
+    assert results[0] == results[1]
+    assert results[1]["recall@20"] == pytest.approx(by_trainer["val_recall@20"])
+    assert 0 < results[1]["recall@20"] < 1

@@ -9,8 +9,9 @@ from torch import Tensor
 
 from sessrec.data.batching import Block
 from sessrec.metrics import RankingMetrics, target_ranks
+from sessrec.screening import FactoredScores
 
-StepFn = Callable[[Tensor, Tensor], Tensor]  # (inputs (B,), reset (B,)) -> scores (B, N)
+StepFn = Callable[[Tensor, Tensor], Tensor | FactoredScores]  # (inputs (B,), reset (B,)) -> scores (B, N)
 
 
 @torch.no_grad()
@@ -24,11 +25,13 @@ def evaluate_block(
     """Score every step of a session-parallel block and add the targets' ranks to `metrics`.
 
     `step` carries its own per-slot state (hidden state, session history) between calls.
-    Inactive rows (finished slots, DDP padding) are excluded from the metrics.
+    Inactive rows (finished slots, DDP padding) are excluded from the metrics. Ranks above the largest
+    cutoff need not be exact (they add nothing to Recall@k or MRR@k): see `target_ranks`.
     """
     steps, batch = block.inputs.shape
     full = block.n_events == steps * batch
+    max_rank = max(metrics.cutoffs)
     for t in range(steps):
-        scores = step(block.inputs[t], block.reset[t])  # (B, N)
-        ranks = target_ranks(scores, block.targets[t], tie_mode, candidates)  # (B,)
+        scores = step(block.inputs[t], block.reset[t])  # (B, N) or factored
+        ranks = target_ranks(scores, block.targets[t], tie_mode, candidates, max_rank)  # (B,)
         metrics.update(ranks if full else ranks[block.active[t]])

@@ -21,6 +21,7 @@ from torchmetrics import Metric
 
 from sessrec import kernels
 from sessrec.errors import ConfigError
+from sessrec.screening import FactoredScores
 
 TIE_MODES = ("standard", "conservative", "median")
 _CHUNK_ELEMENTS = 1 << 26  # bool elements of one comparison chunk (64 MiB) on accelerators
@@ -53,17 +54,26 @@ def top_n_items(counts: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def target_ranks(
-    scores: torch.Tensor,
+    scores: torch.Tensor | FactoredScores,
     targets: torch.Tensor,
     mode: str = "conservative",
     candidates: torch.Tensor | None = None,
+    max_rank: int | None = None,
 ) -> torch.Tensor:
     """Rank (B,) float32 of each row's target among all items (or ``candidates`` (C,) item ids).
 
-    ``scores`` (B, N), ``targets`` (B,) item ids. Exact up to 2**24 candidates. See the module docstring.
+    ``scores`` (B, N), or `FactoredScores` (ranked by `sessrec.screening` without the (B, N) matrix,
+    from exact float64 scores); ``targets`` (B,) item ids. Exact up to 2**24 candidates. With
+    ``max_rank``, factored scores may give a rank above max_rank only as "some rank > max_rank" (all
+    Recall@k / MRR@k with k <= max_rank need). See the module docstring.
     """
     if mode not in TIE_MODES:
         raise ConfigError(f"rank mode must be one of {', '.join(TIE_MODES)} (got {mode!r})")
+    if isinstance(scores, FactoredScores):
+        ranks = scores.table.ranks(scores.query, targets, mode, candidates, max_rank)  # (B,) or None
+        if ranks is not None:
+            return ranks.to(targets.device)
+        scores = scores.dense()  # (B, N): not screenable (device, non-finite values, ...)
     if scores.ndim != 2 or targets.shape != scores.shape[:1]:
         shapes = f"{tuple(scores.shape)} and {tuple(targets.shape)}"
         raise ValueError(f"expected scores (B, N) and targets (B,), got {shapes}")

@@ -27,6 +27,7 @@ from sessrec.metrics import RankingMetrics, top_n_items
 from sessrec.models.rows import row_sparse_parameters
 from sessrec.optim import AdagradMomentum
 from sessrec.predict import PredictMixin
+from sessrec.screening import FactoredScores, ScreenedTable
 
 LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
 OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
@@ -90,6 +91,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self._hidden: list[Tensor] | None = None
         self._sampler_state: dict | None = None
         self._eval_hidden: list[Tensor] | None = None
+        self._eval_table: ScreenedTable | None = None  # the item table prepared for ranking, per evaluation
         self.global_substep = 0  # session-parallel sub-steps trained so far (saved in checkpoints)
         self._saved_hidden: list[Tensor] | None = None  # (W, B, H_l) per layer, from a checkpoint
         self._saved_rng: dict[str, Tensor] | None = None  # global RNG states, from a checkpoint
@@ -203,19 +205,31 @@ class SessionRecModule(PredictMixin, L.LightningModule):
 
         Carries the evaluation hidden state between calls (cleared at each evaluation epoch start).
         """
+        scores, self._eval_hidden = self.net(inputs, self._eval_state(inputs, reset))  # (B, N)
+        return scores
+
+    def rank_step(self, inputs: Tensor, reset: Tensor) -> Tensor | FactoredScores:
+        """`score_step` as factors when the net has `query` (GRU4Rec): ranked without the (B, N) scores."""
+        if not hasattr(self.net, "query"):
+            return self.score_step(inputs, reset)
+        query, self._eval_hidden = self.net.query(inputs, self._eval_state(inputs, reset))  # (B, H)
+        if self._eval_table is None:
+            self._eval_table = ScreenedTable(self.net.item_table)
+        return FactoredScores(query, self._eval_table)
+
+    def _eval_state(self, inputs: Tensor, reset: Tensor) -> list[Tensor]:
         if self._eval_hidden is None or self._eval_hidden[0].shape[0] != inputs.shape[0]:
             self._eval_hidden = self.net.init_hidden(inputs.shape[0], self.device)
         keep = (~reset).unsqueeze(1).to(self._eval_hidden[0].dtype)  # (B, 1)
-        hidden = [h * keep for h in self._eval_hidden]
-        scores, self._eval_hidden = self.net(inputs, hidden)  # (B, N)
-        return scores
+        return [h * keep for h in self._eval_hidden]
 
     def _eval(self, block: Block, metrics: RankingMetrics) -> None:
         cands = self.candidates if self.candidates.numel() else None
-        evaluate_block(self.score_step, block, metrics, self.hparams.tie_mode, cands)
+        evaluate_block(self.rank_step, block, metrics, self.hparams.tie_mode, cands)
 
     def on_validation_epoch_start(self) -> None:
         self._eval_hidden = None
+        self._eval_table = None
 
     on_test_epoch_start = on_predict_epoch_start = on_validation_epoch_start
 

@@ -101,23 +101,39 @@ class GRU4Rec(nn.Module):
         inputs (B,) item ids, hidden [(B, H_l)], cols (C,) item ids to score (None: all N items).
         Returns scores (B, C) or (B, N) and the new hidden state.
         """
-        shared = self.input_mode == "shared"
         if cols is None:
             out_rows = self.item_table  # (N, H+1)
-            in_rows = gather_rows(self.item_table, inputs, self.sparse) if shared else None  # (B, H+1)
-        elif shared:  # one lookup for the inputs and the scored columns, as the reference does
-            in_rows, out_rows = gather_row_sets(self.item_table, (inputs, cols), self.sparse)  # (B|C, H+1)
+            out, new_hidden = self.query(inputs, hidden)  # (B, H)
         else:
-            in_rows, out_rows = None, gather_rows(self.item_table, cols, self.sparse)  # (C, H+1)
+            if self.input_mode == "shared":  # one lookup for the inputs and the scored columns, as the reference
+                in_rows, out_rows = gather_row_sets(self.item_table, (inputs, cols), self.sparse)  # (B|C, H+1)
+            else:
+                in_rows, out_rows = None, gather_rows(self.item_table, cols, self.sparse)  # (C, H+1)
+            out, new_hidden = self._recur(inputs, hidden, in_rows)  # (B, H)
+        out = F.pad(out, (0, 1), value=1.0)  # (B, H+1): the last column multiplies the bias By
+        scores = score_rows(out, out_rows)  # (B, C) or (B, N)
+        return scores, new_hidden
+
+    def query(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """One step's output (B, H) whose scores over all items are `out @ item_weight.T + item_bias`.
+
+        The same computation as `forward(inputs, hidden)` without the (B, N) product, for evaluation by
+        `sessrec.screening` (which ranks targets without materialising the scores).
+        """
+        shared = self.input_mode == "shared"
+        in_rows = gather_rows(self.item_table, inputs, self.sparse) if shared else None  # (B, H+1)
+        return self._recur(inputs, hidden, in_rows)
+
+    def _recur(
+        self, inputs: Tensor, hidden: list[Tensor], in_rows: Tensor | None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The recurrent part: inputs (B,) (their table rows (B, H+1) in shared mode) -> out (B, H)."""
         if self.onehot is not None:
             first = self.onehot(inputs, hidden[0])  # (B, H_0)
             first = dropout(first, self.dropout_embed, self.training)
             out, rest = self.gru(first, hidden[1:]) if self.gru is not None else (first, [])
-            new_hidden = [first, *rest]
-        else:
-            x = in_rows[:, :-1] if shared else gather_rows(self.embedding, inputs, self.sparse)  # (B, K)
-            x = dropout(x, self.dropout_embed, self.training)
-            out, new_hidden = self.gru(x, hidden)  # (B, H)
-        out = F.pad(out, (0, 1), value=1.0)  # (B, H+1): the last column multiplies the bias By
-        scores = score_rows(out, out_rows)  # (B, C) or (B, N)
-        return scores, new_hidden
+            return out, [first, *rest]
+        shared = self.input_mode == "shared"
+        x = in_rows[:, :-1] if shared else gather_rows(self.embedding, inputs, self.sparse)  # (B, K)
+        x = dropout(x, self.dropout_embed, self.training)
+        return self.gru(x, hidden)  # (B, H), [(B, H_l)]
