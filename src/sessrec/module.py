@@ -209,12 +209,14 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         return scores
 
     def rank_step(self, inputs: Tensor, reset: Tensor) -> Tensor | FactoredScores:
-        """`score_step` as factors when the net has `query` (GRU4Rec): ranked without the (B, N) scores."""
-        if not hasattr(self.net, "query"):
+        """`score_step` as factors when the net has `ranking_table()` and `query(inputs, hidden)`
+        (GRU4Rec, concat ParallelRNN): ranked by `sessrec.screening` without the (B, N) scores."""
+        table = self.net.ranking_table() if hasattr(self.net, "ranking_table") else None  # (N, D+1)
+        if table is None:
             return self.score_step(inputs, reset)
-        query, self._eval_hidden = self.net.query(inputs, self._eval_state(inputs, reset))  # (B, H)
+        query, self._eval_hidden = self.net.query(inputs, self._eval_state(inputs, reset))  # (B, D)
         if self._eval_table is None:
-            self._eval_table = ScreenedTable(self.net.item_table)
+            self._eval_table = ScreenedTable(table)
         return FactoredScores(query, self._eval_table)
 
     def _eval_state(self, inputs: Tensor, reset: Tensor) -> list[Tensor]:

@@ -34,6 +34,7 @@ from sessrec import kernels
 _ROWS = 256  # queries per int8 product (the item table is streamed once per 256 queries)
 _COLS = 1024  # items per int8 product: its (256, 1024) int32 output (1 MiB) stays in the L2 cache
 _LIST = 2048  # undecided items listed per query; more: that query is scored exactly over all items
+_PREP_ROWS = 1 << 16  # table rows quantised at a time (bounds the float64 temporaries)
 _MAX_DIM = (2**31 - 1) // (127 * 127)  # int32 sums of int8 products cannot overflow below this
 _UP = 1.0 + 1e-6  # rounds a float64 norm up before it is stored as float32
 _SLACK = 1e-6  # relative allowance for the float32 arithmetic of the count (~16 units of rounding)
@@ -67,20 +68,23 @@ class ScreenedTable:
             self._prepare()
 
     def _prepare(self) -> None:
-        w = self.weight.contiguous().numpy().astype(np.float64)  # (N, D)
-        st = (np.abs(w).max(1) / 127.0).astype(np.float32)  # (N,) per-row scale
-        safe = np.where(st > 0, st, 1).astype(np.float64)[:, None]  # (N, 1)
-        w8 = np.clip(np.floor(w / safe + 0.5), -127, 127)  # (N, D)
-        approx = w8 * st.astype(np.float64)[:, None]  # (N, D) st w8, exact in float64
-        self.w8 = torch.from_numpy(w8.astype(np.int8))  # (N, D)
-        self.st = torch.from_numpy(st)  # (N,)
-        self.eu = torch.from_numpy((np.linalg.norm(w - approx, axis=1) * _UP).astype(np.float32))  # (N,)
-        self.ev = torch.from_numpy((np.linalg.norm(approx, axis=1) * _UP).astype(np.float32))  # (N,)
+        n = self.weight.shape[0]
+        self.w8 = torch.empty(self.weight.shape, dtype=torch.int8)  # (N, D)
+        self.st, self.eu, self.ev = (torch.empty(n) for _ in range(3))  # (N,) each
+        for lo in range(0, n, _PREP_ROWS):  # float64 temporaries of _PREP_ROWS rows at a time
+            w = self.weight[lo : lo + _PREP_ROWS].numpy().astype(np.float64)  # (n, D)
+            st = (np.abs(w).max(1) / 127.0).astype(np.float32)  # (n,) per-row scale
+            safe = np.where(st > 0, st, 1).astype(np.float64)[:, None]  # (n, 1)
+            w8 = np.clip(np.floor(w / safe + 0.5), -127, 127)  # (n, D)
+            approx = w8 * st.astype(np.float64)[:, None]  # (n, D) st w8, exact in float64
+            self.w8[lo : lo + _PREP_ROWS] = torch.from_numpy(w8.astype(np.int8))
+            self.st[lo : lo + _PREP_ROWS] = torch.from_numpy(st)
+            self.eu[lo : lo + _PREP_ROWS] = torch.from_numpy(np.linalg.norm(w - approx, axis=1) * _UP)
+            self.ev[lo : lo + _PREP_ROWS] = torch.from_numpy(np.linalg.norm(approx, axis=1) * _UP)
         self.w32 = self.weight.contiguous()  # (N, D)
         self.b32 = self.bias.contiguous()  # (N,)
         self.u_max, self.v_max = float(self.eu.max()), float(self.ev.max())
         self.b_max = float(self.b32.abs().max())
-        n = w.shape[0]
         self._blocks = [(c, self.w8[c : c + _COLS]) for c in range(0, n, _COLS)]  # column blocks
         widths = {block.shape[0] for _, block in self._blocks}
         self._acc = {c: torch.empty(_ROWS, c, dtype=torch.int32) for c in widths}  # (R, C) reused: in cache

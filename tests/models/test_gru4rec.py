@@ -97,3 +97,18 @@ def test_dropout_keeps_with_probability_1_minus_p_and_rescales():
 def test_invalid_options_rejected(kwargs):
     with pytest.raises(ValueError):
         GRU4Rec(n_items=10, **kwargs)
+
+
+@pytest.mark.parametrize("mode,kw", [("shared", {}), ("embedding", {"embedding_size": 5}), ("onehot", {})])
+def test_query_and_ranking_table_factor_the_full_scores(mode: str, kw: dict) -> None:
+    torch.manual_seed(0)
+    net = GRU4Rec(n_items=30, layers=[7, 6], input_mode=mode, **kw).eval()
+    with torch.no_grad():
+        net.item_table[:, -1].uniform_(-1, 1)  # non-zero output bias
+    inputs = torch.tensor([1, 4, 29])
+    hidden = [torch.randn(3, h) for h in net.hidden_sizes]
+    scores, new_hidden = net(inputs, hidden)  # (3, 30)
+    query, q_hidden = net.query(inputs, hidden)  # (3, 6)
+    table = net.ranking_table()  # (30, 7)
+    torch.testing.assert_close(query @ table[:, :-1].t() + table[:, -1], scores)
+    assert all(torch.equal(a, b) for a, b in zip(new_hidden, q_hidden))

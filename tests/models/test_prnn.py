@@ -194,3 +194,21 @@ def test_cli_fit_then_test_restores_weights(tiny_prepared: Path, tmp_path: Path)
     with pytest.raises(SystemExit) as exit_info:
         main(["test", *common, "--ckpt_path", str(ckpt)])
     assert exit_info.value.code in (0, None)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "weighted"])
+def test_query_and_ranking_table_factor_the_scores(catalogue: Catalogue, fusion: str) -> None:
+    """Concat fusion's scores are query @ W.T + b (what sessrec.screening ranks); weighted has no table."""
+    net = make_net(catalogue, fusion, subnet_scale={"id": 0.5, "image": 2.0}).eval()
+    inputs = torch.tensor([0, 3, 6])
+    hidden = [torch.randn(B, h) for h in net.hidden_sizes]
+    scores, new_hidden = net(inputs, hidden)  # (B, N)
+    if fusion == "weighted":
+        assert net.ranking_table() is None
+        with pytest.raises(RuntimeError, match="concat"):
+            net.query(inputs, hidden)
+        return
+    query, q_hidden = net.query(inputs, hidden)  # (B, 11)
+    table = net.ranking_table()  # (N, 12)
+    torch.testing.assert_close(query @ table[:, :-1].t() + table[:, -1], scores)
+    assert all(torch.equal(a, b) for a, b in zip(new_hidden, q_hidden))

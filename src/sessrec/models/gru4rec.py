@@ -114,6 +114,10 @@ class GRU4Rec(nn.Module):
         scores = score_rows(out, out_rows)  # (B, C) or (B, N)
         return scores, new_hidden
 
+    def ranking_table(self) -> Tensor:
+        """[Wy | By] (N, H+1): the scores over all items are `query(...)` @ Wy.T + By."""
+        return self.item_table
+
     def query(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """One step's output (B, H) whose scores over all items are `out @ item_weight.T + item_bias`.
 

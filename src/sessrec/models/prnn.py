@@ -204,13 +204,7 @@ class ParallelRNN(nn.Module):
         inputs (B,) item ids, hidden (flat over subnets, see `hidden_sizes`), cols (C,) item ids to score
         (None: all N items). Returns scores (B, C) or (B, N) and the new hidden state.
         """
-        if not self._bound:
-            raise RuntimeError("ParallelRNN: call bind(catalogue) (or pass catalogue=) before forward")
-        outs, new_hidden = [], []
-        for (name, subnet), h in zip(self.subnets.items(), self.split_hidden(hidden).values()):
-            out, h = subnet(inputs, h)  # (B, H_k)
-            outs.append(out)
-            new_hidden += h
+        outs, new_hidden = self._outputs(inputs, hidden)  # [(B, H_k)]
         scale = self.shared.scale  # (K,)
         if self.fusion == "concat":
             fused = torch.cat([o * scale[k] for k, o in enumerate(outs)], dim=1)  # (B, sum H)
@@ -221,3 +215,27 @@ class ParallelRNN(nn.Module):
                 for k, (o, s) in enumerate(zip(outs, self.subnets.values()))
             )
         return scores, new_hidden
+
+    def _outputs(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Every subnet's step: outputs [(B, H_k)] and the new flat hidden state."""
+        if not self._bound:
+            raise RuntimeError("ParallelRNN: call bind(catalogue) (or pass catalogue=) before forward")
+        outs, new_hidden = [], []
+        for subnet, h in zip(self.subnets.values(), self.split_hidden(hidden).values()):
+            out, h = subnet(inputs, h)  # (B, H_k)
+            outs.append(out)
+            new_hidden += h
+        return outs, new_hidden
+
+    def ranking_table(self) -> Tensor | None:
+        """[W | b] (N, width+1) with scores over all items = `query(...)` @ W.T + b (concat fusion), for
+        `sessrec.screening`; None with weighted fusion (a sum of per-subnet products)."""
+        return self.shared.item_table if self.fusion == "concat" else None
+
+    def query(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """The fused output (B, width) of concat fusion (see `ranking_table`) and the new hidden state."""
+        if self.fusion != "concat":
+            raise RuntimeError("ParallelRNN.query needs fusion='concat'")
+        outs, new_hidden = self._outputs(inputs, hidden)  # [(B, H_k)]
+        scale = self.shared.scale  # (K,)
+        return torch.cat([o * scale[k] for k, o in enumerate(outs)], dim=1), new_hidden  # (B, width)

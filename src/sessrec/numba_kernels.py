@@ -1,0 +1,241 @@
+"""The numba kernels behind `sessrec.kernels` (imported only when numba is installed).
+
+Module-level functions, so that numba's on-disk cache (``cache=True``, in ``__pycache__`` or numba's
+user cache) is hit by later processes: functions defined in a closure were recompiled in every process
+(~1 s for the training kernels, ~2.5 s for the ranking kernels). See `sessrec.kernels` for what each
+does and for the torch code it replaces.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# error_model="numpy": no zero-division checks, which would keep LLVM from vectorising the loops
+_OPTIONS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+jit = numba.njit(**_OPTIONS)
+inlined = numba.njit(inline="always", **_OPTIONS)  # inlined into its callers: no call per row
+
+
+@inlined
+def dense_one(p, grad, acc, mom, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
+    # all (M,) float32 views of the same shape
+    neg_lr = -lr
+    for i in range(p.shape[0]):
+        g = grad[i]
+        a = acc[i] + g * g
+        acc[i] = a
+        step = neg_lr * g / np.sqrt(a + eps)  # torch's addcdiv order: (value * t1) / t2
+        if has_mom:
+            v = mom[i] * momentum + step
+            mom[i] = v
+            p[i] += v
+        else:
+            p[i] += step
+
+@jit
+def sparse(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
+    # p, acc, mom (N, D) float32; rows (K,) int64 unique; values (K, D) float32: each row as dense_one
+    for k in range(rows.shape[0]):
+        r = rows[k]
+        dense_one(p[r], values[k], acc[r], mom[r], lr, momentum, eps, has_mom)
+
+@jit
+def dense(ps, grads, accs, moms, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
+    # tuples of (M_i,) float32 views
+    for i in range(len(ps)):
+        dense_one(ps[i], grads[i], accs[i], moms[i], lr, momentum, eps, has_mom)
+
+@jit
+def count(scores, target, strict, out):  # pragma: no cover - compiled
+    # scores (B, N) float32, target (B,) float32, out (B,) int64 (added to)
+    for i in range(scores.shape[0]):
+        t = target[i]
+        c = 0
+        if strict:
+            for j in range(scores.shape[1]):
+                c += scores[i, j] > t
+        else:
+            for j in range(scores.shape[1]):
+                c += scores[i, j] >= t
+        out[i] += c
+
+@jit
+def count_masked(scores, target, strict, mask, out):  # pragma: no cover - compiled
+    # as count, over the columns j with mask[j] != 0 (mask (N,) uint8)
+    for i in range(scores.shape[0]):
+        t = target[i]
+        c = 0
+        if strict:
+            for j in range(scores.shape[1]):
+                c += (scores[i, j] > t) & (mask[j] != 0)
+        else:
+            for j in range(scores.shape[1]):
+                c += (scores[i, j] >= t) & (mask[j] != 0)
+        out[i] += c
+
+@jit
+def min_max(ids):  # pragma: no cover - compiled
+    lo, hi = ids[0], ids[0]
+    for i in range(1, ids.shape[0]):
+        lo, hi = min(lo, ids[i]), max(hi, ids[i])
+    return lo, hi
+
+@jit
+def unique(ids, mark, scan):  # pragma: no cover - compiled
+    # ids (M,) int64 in range; mark (N,) int32, all -1 on entry and on return
+    m = ids.shape[0]
+    if scan:  # mark, then number the marked rows in increasing order
+        for i in range(m):
+            mark[ids[i]] = 0
+        u = 0
+        for r in range(mark.shape[0]):
+            if mark[r] == 0:
+                mark[r] = u
+                u += 1
+        rows = np.empty(u, np.int64)
+        for i in range(m):
+            rows[mark[ids[i]]] = ids[i]
+    else:  # collect the first occurrences, sort them, number them
+        first = np.empty(m, np.int64)
+        u = 0
+        for i in range(m):
+            if mark[ids[i]] < 0:
+                mark[ids[i]] = 0
+                first[u] = ids[i]
+                u += 1
+        rows = np.sort(first[:u])
+        for j in range(u):
+            mark[rows[j]] = j
+    inverse = np.empty(m, np.int64)
+    for i in range(m):
+        inverse[i] = mark[ids[i]]
+    for j in range(rows.shape[0]):
+        mark[rows[j]] = -1
+    return rows, inverse
+
+@jit
+def index_add(out, index, values):  # pragma: no cover - compiled
+    # out (U, D) += values (M, D) at rows index (M,), in order
+    for i in range(index.shape[0]):
+        r = index[i]
+        for d in range(out.shape[1]):
+            out[r, d] += values[i, d]
+
+@inlined
+def dot64(x, w, b):  # pragma: no cover - compiled
+    # x, w (D,) float32, b float32: the exact-rank score in float64, in a fixed order (four partial
+    # sums over d mod 4, then the tail), the same for every item: equal rows give equal scores
+    s0 = s1 = s2 = s3 = 0.0
+    n4 = x.shape[0] - x.shape[0] % 4
+    for d in range(0, n4, 4):
+        s0 += np.float64(x[d]) * np.float64(w[d])
+        s1 += np.float64(x[d + 1]) * np.float64(w[d + 1])
+        s2 += np.float64(x[d + 2]) * np.float64(w[d + 2])
+        s3 += np.float64(x[d + 3]) * np.float64(w[d + 3])
+    for d in range(n4, x.shape[0]):
+        s0 += np.float64(x[d]) * np.float64(w[d])
+    return ((s0 + s1) + (s2 + s3)) + np.float64(b)
+
+@jit
+def screen_queries(q, weight, bias, targets, q8, info):  # pragma: no cover - compiled
+    # q (R, D) float32 queries -> q8 (R, D) int8 = round(q / sq); info (R, 4) float64 per row:
+    # sq, ||q||_2 (A), ||q - sq q8||_2 (C), the target's float64 score (ts)
+    for b in range(q.shape[0]):
+        top = 0.0
+        for d in range(q.shape[1]):
+            top = max(top, abs(np.float64(q[b, d])))
+        sq = np.float64(np.float32(top / 127.0))
+        a2 = 0.0
+        c2 = 0.0
+        for d in range(q.shape[1]):
+            x = np.float64(q[b, d])
+            k = np.floor(x / sq + 0.5) if sq > 0.0 else 0.0
+            k = min(127.0, max(-127.0, k))
+            q8[b, d] = np.int8(k)
+            a2 += x * x
+            c2 += (x - sq * k) ** 2
+        info[b, 0] = sq
+        info[b, 1] = np.sqrt(a2)
+        info[b, 2] = np.sqrt(c2)
+        info[b, 3] = dot64(q[b], weight[targets[b]], bias[targets[b]])
+
+@jit
+def screen_block(acc, c0, ts, sq, ea, ec, slack, targets, st, eu, ev, bias, mask, cap, above, und, und_up,
+                 und_n, flags):  # pragma: no cover - compiled
+    # acc (R, C) int32 = q8 @ w8[c0:c0+C].T, one column block of the int8 product; per row sq, ea, ec,
+    # slack float32, ts float64 (the target's exact score); per column st, eu, ev, bias float32, mask
+    # uint8 (all N columns). Item j is certainly above row b's target when its approximate score
+    # a = acc sq st_j + bias_j exceeds ts by more than the bound e = ea eu_j + ec ev_j + slack, certainly
+    # below when a + e < ts. Adds the first to above (R,) and lists the undecided others in und
+    # (R, L) int32 / und_up (R, L) bool (approximately above?) with their number in und_n (R,) (L + 1:
+    # the list overflowed). Rows with >= cap items certainly above list nothing more. flags (C,) uint8
+    # scratch. (Loops over a whole block row: LLVM vectorises those, not 64-column chunks.)
+    n_cols = acc.shape[1]
+    cap_list = und.shape[1]
+    c1 = c0 + n_cols  # this block's columns, indexed from 0
+    st, eu, ev, bias, mask = st[c0:c1], eu[c0:c1], ev[c0:c1], bias[c0:c1], mask[c0:c1]
+    for b in range(acc.shape[0]):
+        t = np.float32(ts[b])
+        s, a_b, c_b, sl = sq[b], ea[b], ec[b], slack[b]
+        row = acc[b]
+        up = 0
+        band = 0
+        for k in range(n_cols):  # vectorised: no branch
+            a = np.float32(row[k]) * (s * st[k]) + bias[k]
+            e = a_b * eu[k] + c_b * ev[k] + sl
+            m = np.int64(mask[k])
+            up += np.int64(a - e > t) * m
+            band += np.int64(a + e >= t) * m
+        above[b] += up
+        tgt = targets[b] - c0
+        own = 1 if (0 <= tgt < n_cols and mask[tgt] != 0) else 0  # inside its own bound
+        if band - up <= own or above[b] >= cap or und_n[b] > cap_list:
+            continue
+        for k in range(n_cols):  # rare: flag the undecided items (vectorised), then list them
+            a = np.float32(row[k]) * (s * st[k]) + bias[k]
+            e = a_b * eu[k] + c_b * ev[k] + sl
+            flags[k] = np.uint8((a - e <= t) & (a + e >= t) & (mask[k] != 0))
+        if own:
+            flags[tgt] = 0
+        words = flags.view(np.uint64)
+        for w in range(n_cols // 8 + (n_cols % 8 != 0)):
+            if words[w] == 0:
+                continue
+            for k in range(8 * w, min(8 * w + 8, n_cols)):
+                if flags[k] == 0:
+                    continue
+                if und_n[b] == cap_list:
+                    und_n[b] = cap_list + 1
+                    break
+                und[b, und_n[b]] = c0 + k
+                und_up[b, und_n[b]] = np.float32(row[k]) * (s * st[k]) + bias[k] > t
+                und_n[b] += 1
+
+@jit
+def screen_settle(q, weight, bias, ts, targets, mask, cap, above, und, und_up, und_n, out):  # pragma: no cover
+    # out (R, 2) int64: per row the number of (masked) other items scoring > and == the target, from
+    # screen_block's lists; the undecided items approximately above go first, so that a badly ranked
+    # target reaches cap after few exact scores (its count is then only a lower bound). A row whose
+    # list overflowed is scored exactly over all items.
+    for b in range(q.shape[0]):
+        greater = above[b]
+        equal = 0
+        if greater < cap and und_n[b] > und.shape[1]:
+            greater = 0
+            for j in range(weight.shape[0]):
+                if j != targets[b] and mask[j] != 0:
+                    x = dot64(q[b], weight[j], bias[j])
+                    greater += x > ts[b]
+                    equal += x == ts[b]
+        elif greater < cap:
+            for phase in (True, False):
+                for i in range(und_n[b]):
+                    if greater >= cap:
+                        break
+                    if und_up[b, i] == phase:
+                        x = dot64(q[b], weight[und[b, i]], bias[und[b, i]])
+                        greater += x > ts[b]
+                        equal += x == ts[b]
+        out[b, 0] = greater
+        out[b, 1] = equal
