@@ -133,3 +133,14 @@ def test_weight_only_tables() -> None:
     want = target_ranks(_exact(torch.nn.functional.pad(weight, (0, 1)), query), targets, "conservative")
     assert torch.equal(target_ranks(FactoredScores(query, s), targets, "conservative"), want)
     torch.testing.assert_close(s.scores(query), query @ weight.t())
+
+
+def test_bad_shapes_and_targets_are_refused() -> None:
+    table, query, targets = _problem(n=50, b=4)
+    s = ScreenedTable(table)
+    with pytest.raises(ValueError, match="expected query"):
+        s.ranks(query[:, :-1], targets, "standard")
+    with pytest.raises(ValueError, match="expected query"):
+        s.ranks(query, targets[:2], "standard")
+    with pytest.raises(IndexError, match="out of range"):
+        s.ranks(query, torch.tensor([0, 1, 2, 50]), "standard")

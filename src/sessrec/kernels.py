@@ -18,8 +18,9 @@ per pass, which matters where the data is large or cold:
 
 The kernels run only on contiguous float32 CPU tensors; every function returns False / None when it
 does not apply (other device or dtype, numba missing, ``SESSREC_NUMBA=0`` in the environment) and the
-caller runs its torch code, which the tests compare the kernels against. Compiled code is cached on
-disk (numba ``cache=True``), so only the first process pays the ~1 s compilation.
+caller runs its torch code, which the tests compare the kernels against. The numba functions live in
+`sessrec.numba_kernels` (module level, so numba's ``cache=True`` hits across processes: only the first
+process pays the ~3 s compilation).
 """
 
 from __future__ import annotations
