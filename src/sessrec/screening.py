@@ -114,10 +114,10 @@ class ScreenedTable:
         if query.dim() != 2 or query.shape[1] != dim or targets.shape != query.shape[:1]:
             shapes = f"{tuple(query.shape)} and {tuple(targets.shape)}"
             raise ValueError(f"expected query (B, {dim}) and targets (B,) for a table of {n} items, got {shapes}")
+        if not self.screened or query.device.type != "cpu" or not bool(torch.isfinite(query).all()):
+            return None  # (the dense path checks the targets itself)
         if targets.numel() and (int(targets.min()) < 0 or int(targets.max()) >= n):
             raise IndexError(f"target item out of range for a table of {n} items")
-        if not self.screened or query.device.type != "cpu" or not bool(torch.isfinite(query).all()):
-            return None
         mask = torch.ones(n, dtype=torch.uint8)  # (N,)
         if candidates is not None:
             mask = torch.zeros(n, dtype=torch.uint8)
