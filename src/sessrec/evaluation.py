@@ -11,7 +11,7 @@ from sessrec.data.batching import Block
 from sessrec.metrics import RankingMetrics, target_ranks
 from sessrec.screening import FactoredScores
 
-StepFn = Callable[[Tensor, Tensor], Tensor | FactoredScores]  # (inputs (B,), reset (B,)) -> scores (B, N)
+StepFn = Callable[[Tensor, Tensor], Tensor | FactoredScores]  # (inputs (B,), reset (B,)) -> (B, N) scores
 
 
 @torch.no_grad()

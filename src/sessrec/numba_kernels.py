@@ -33,6 +33,7 @@ def dense_one(p, grad, acc, mom, lr, momentum, eps, has_mom):  # pragma: no cove
         else:
             p[i] += step
 
+
 @jit
 def sparse(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
     # p, acc, mom (N, D) float32; rows (K,) int64 unique; values (K, D) float32: each row as dense_one
@@ -40,11 +41,13 @@ def sparse(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no
         r = rows[k]
         dense_one(p[r], values[k], acc[r], mom[r], lr, momentum, eps, has_mom)
 
+
 @jit
 def dense(ps, grads, accs, moms, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
     # tuples of (M_i,) float32 views
     for i in range(len(ps)):
         dense_one(ps[i], grads[i], accs[i], moms[i], lr, momentum, eps, has_mom)
+
 
 @jit
 def count(scores, target, strict, out):  # pragma: no cover - compiled
@@ -60,6 +63,7 @@ def count(scores, target, strict, out):  # pragma: no cover - compiled
                 c += scores[i, j] >= t
         out[i] += c
 
+
 @jit
 def count_masked(scores, target, strict, mask, out):  # pragma: no cover - compiled
     # as count, over the columns j with mask[j] != 0 (mask (N,) uint8)
@@ -74,12 +78,14 @@ def count_masked(scores, target, strict, mask, out):  # pragma: no cover - compi
                 c += (scores[i, j] >= t) & (mask[j] != 0)
         out[i] += c
 
+
 @jit
 def min_max(ids):  # pragma: no cover - compiled
     lo, hi = ids[0], ids[0]
     for i in range(1, ids.shape[0]):
         lo, hi = min(lo, ids[i]), max(hi, ids[i])
     return lo, hi
+
 
 @jit
 def unique(ids, mark, scan):  # pragma: no cover - compiled
@@ -114,6 +120,7 @@ def unique(ids, mark, scan):  # pragma: no cover - compiled
         mark[rows[j]] = -1
     return rows, inverse
 
+
 @jit
 def index_add(out, index, values):  # pragma: no cover - compiled
     # out (U, D) += values (M, D) at rows index (M,), in order
@@ -121,6 +128,7 @@ def index_add(out, index, values):  # pragma: no cover - compiled
         r = index[i]
         for d in range(out.shape[1]):
             out[r, d] += values[i, d]
+
 
 @inlined
 def dot64(x, w, b):  # pragma: no cover - compiled
@@ -136,6 +144,7 @@ def dot64(x, w, b):  # pragma: no cover - compiled
     for d in range(n4, x.shape[0]):
         s0 += np.float64(x[d]) * np.float64(w[d])
     return ((s0 + s1) + (s2 + s3)) + np.float64(b)
+
 
 @jit
 def screen_queries(q, weight, bias, targets, q8, info):  # pragma: no cover - compiled
@@ -160,6 +169,7 @@ def screen_queries(q, weight, bias, targets, q8, info):  # pragma: no cover - co
         info[b, 2] = np.sqrt(c2)
         info[b, 3] = dot64(q[b], weight[targets[b]], bias[targets[b]])
 
+
 @jit
 def screen_block(acc, c0, ts, sq, ea, ec, slack, targets, st, eu, ev, bias, mask, cap, above, und, und_up,
                  und_n, flags):  # pragma: no cover - compiled
@@ -170,7 +180,7 @@ def screen_block(acc, c0, ts, sq, ea, ec, slack, targets, st, eu, ev, bias, mask
     # below when a + e < ts. Adds the first to above (R,) and lists the undecided others in und
     # (R, L) int32 / und_up (R, L) bool (approximately above?) with their number in und_n (R,) (L + 1:
     # the list overflowed). Rows with >= cap items certainly above list nothing more. flags (C,) uint8
-    # scratch. (Loops over a whole block row: LLVM vectorises those, not 64-column chunks.)
+    # scratch: 0 decided, 1 / 2 undecided with the approximate score below / above the target's. (Loops over a whole block row: LLVM vectorises those, not 64-column chunks.)
     n_cols = acc.shape[1]
     cap_list = und.shape[1]
     c1 = c0 + n_cols  # this block's columns, indexed from 0
@@ -195,7 +205,8 @@ def screen_block(acc, c0, ts, sq, ea, ec, slack, targets, st, eu, ev, bias, mask
         for k in range(n_cols):  # rare: flag the undecided items (vectorised), then list them
             a = np.float32(row[k]) * (s * st[k]) + bias[k]
             e = a_b * eu[k] + c_b * ev[k] + sl
-            flags[k] = np.uint8((a - e <= t) & (a + e >= t) & (mask[k] != 0))
+            undecided = (a - e <= t) & (a + e >= t) & (mask[k] != 0)
+            flags[k] = np.uint8(undecided) * np.uint8(1 + (a > t))  # 0, or 1 (below) / 2 (above) approx.
         if own:
             flags[tgt] = 0
         words = flags.view(np.uint64)
@@ -209,8 +220,9 @@ def screen_block(acc, c0, ts, sq, ea, ec, slack, targets, st, eu, ev, bias, mask
                     und_n[b] = cap_list + 1
                     break
                 und[b, und_n[b]] = c0 + k
-                und_up[b, und_n[b]] = np.float32(row[k]) * (s * st[k]) + bias[k] > t
+                und_up[b, und_n[b]] = flags[k] == 2
                 und_n[b] += 1
+
 
 @jit
 def screen_settle(q, weight, bias, ts, targets, mask, cap, above, und, und_up, und_n, out):  # pragma: no cover

@@ -12,7 +12,8 @@ An item whose approximate score is above the target's exact score by more than i
 ranks above it, one below by more than the bound certainly ranks below; only the few items inside the
 bound are scored exactly (`sessrec.kernels`, float64 sums of the float32 values in index order, the
 same code for the target and every item, so equal rows tie exactly). The counting runs in one numba
-pass over the int32 products, 64-row chunks at a time, with no (B, N) float matrix.
+pass over each (256 queries x 1,024 items) block of int32 products while it is in cache, with no
+(B, N) float matrix.
 
 The ranks are those of the exact (float64) scores of the float32 parameters, with the tie modes and
 candidate sets of `sessrec.metrics.target_ranks`. They can differ from ranks of a float32 score matrix
@@ -42,7 +43,6 @@ _SLACK = 1e-6  # relative allowance for the float32 arithmetic of the count (~16
 
 class FactoredScores(NamedTuple):
     """Scores (B, N) = query @ table.weight.T + table.bias, kept as their two factors."""
-
 
     query: Tensor  # (B, D)
     table: ScreenedTable

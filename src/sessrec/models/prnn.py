@@ -205,11 +205,10 @@ class ParallelRNN(nn.Module):
         (None: all N items). Returns scores (B, C) or (B, N) and the new hidden state.
         """
         outs, new_hidden = self._outputs(inputs, hidden)  # [(B, H_k)]
-        scale = self.shared.scale  # (K,)
         if self.fusion == "concat":
-            fused = torch.cat([o * scale[k] for k, o in enumerate(outs)], dim=1)  # (B, sum H)
-            scores = score_rows(fused, self._rows(self.shared.item_table, cols))  # (B, C)
+            scores = score_rows(self._concat(outs), self._rows(self.shared.item_table, cols))  # (B, C)
         else:
+            scale = self.shared.scale  # (K,)
             scores = sum(
                 scale[k] * score_rows(o, self._rows(s.item_table, cols))  # (B, C)
                 for k, (o, s) in enumerate(zip(outs, self.subnets.values()))
@@ -237,5 +236,9 @@ class ParallelRNN(nn.Module):
         if self.fusion != "concat":
             raise RuntimeError("ParallelRNN.query needs fusion='concat'")
         outs, new_hidden = self._outputs(inputs, hidden)  # [(B, H_k)]
+        return self._concat(outs), new_hidden  # (B, width)
+
+    def _concat(self, outs: list[Tensor]) -> Tensor:
+        """Concat fusion: the scaled subnet outputs side by side, (B, sum H_k)."""
         scale = self.shared.scale  # (K,)
-        return torch.cat([o * scale[k] for k, o in enumerate(outs)], dim=1), new_hidden  # (B, width)
+        return torch.cat([o * scale[k] for k, o in enumerate(outs)], dim=1)  # (B, sum H)
