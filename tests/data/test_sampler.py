@@ -94,3 +94,26 @@ def test_cache_drawn_in_chunks_equals_one_draw(monkeypatch) -> None:
     chunked = PopularitySampler(counts, 0.5, 16, 16 * 7, seed=4)._draw(2)
     assert chunked.shape == (7, 16)
     assert torch.equal(chunked, whole)
+
+
+def test_guided_search_equals_searchsorted() -> None:
+    from sessrec import kernels
+
+    rng = np.random.default_rng(0)
+    counts = torch.as_tensor(np.concatenate([rng.zipf(1.5, 300), np.zeros(5), [0, 7, 0]]).astype(np.float64))
+    cdf = counts.pow(0.5).cumsum(0)  # with repeated values (zero counts), as the sampler's
+    if not kernels.GuidedSearch.applies(cdf):
+        pytest.skip("numba is off")
+    search = kernels.GuidedSearch(cdf)
+    u = torch.cat([torch.rand(20_000, dtype=torch.float64) * cdf[-1], cdf, torch.tensor([0.0, float(cdf[-1])]),
+                   torch.nextafter(cdf, torch.zeros_like(cdf))])  # random, on every cdf value, both ends, just below
+    out = search(u, torch.empty(u.shape, dtype=torch.int64))
+    assert torch.equal(out, torch.searchsorted(cdf, u, right=True))
+
+
+def test_sampler_draws_the_same_ids_with_and_without_the_guided_search(monkeypatch) -> None:
+    counts = np.array([5.0, 0.0, 1.0, 30.0, 2.0, 0.0, 9.0])
+    fast = PopularitySampler(counts, 0.75, 32, 32 * 50, seed=3)._draw(1)
+    slow_sampler = PopularitySampler(counts, 0.75, 32, 32 * 50, seed=3)
+    monkeypatch.setattr(slow_sampler, "_guided_search", lambda: None)
+    assert torch.equal(fast, slow_sampler._draw(1))

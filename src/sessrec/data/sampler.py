@@ -3,7 +3,8 @@
 ``PopularitySampler`` draws ``n_sample`` item ids, with replacement, with probability proportional to
 ``count ** alpha`` (items with count 0 are never drawn, also for ``alpha = 0``). A cache of
 ``cache_size // n_sample`` batches is drawn at once on the sampler's device (uniform randoms through
-``torch.searchsorted`` on the cumulative weights) and each ``sample()`` returns the next row.
+``torch.searchsorted`` on the cumulative weights, or the same search through a guide table on CPU:
+`sessrec.kernels.GuidedSearch`) and each ``sample()`` returns the next row.
 
 Reproducibility: refill ``r`` draws from a generator seeded with ``(seed, r)``, so the stream is fully
 determined by ``seed`` and the device, and ``state_dict()`` needs only the refill counter and the
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sessrec import kernels
 from sessrec.errors import ConfigError, DataError
 
 
@@ -64,6 +66,7 @@ class PopularitySampler:
         self._pos = self.n_batches  # next row of the cache; n_batches = exhausted
         self._cache: torch.Tensor | None = None  # (n_batches, n_sample)
         self._generator: torch.Generator | None = None
+        self._search: kernels.GuidedSearch | None = None  # searchsorted over _cdf on CPU
 
     @property
     def _float(self) -> torch.dtype:
@@ -83,13 +86,22 @@ class PopularitySampler:
             self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(_seed_for(self.seed, refill))
         ids = torch.empty(self.n_batches, self.n_sample, dtype=torch.int64, device=self.device)  # (K, S)
+        search = self._guided_search()
         step = max(1, _DRAW_CHUNK // self.n_sample)  # rows per chunk: no (K, S) float temporary
         for lo in range(0, self.n_batches, step):
             part = ids[lo : lo + step]  # (k, S) view
             u = torch.rand(part.shape, generator=self._generator, device=self.device, dtype=self._float)
             u.mul_(self._cdf[-1])
-            torch.searchsorted(self._cdf, u, right=True, out=part)  # first cdf > u: never a 0-weight id
+            if search is not None:  # CPU with numba: the same ids in O(1) each
+                search(u, part)
+            else:
+                torch.searchsorted(self._cdf, u, right=True, out=part)  # first cdf > u: never a 0-weight id
         return ids.clamp_(max=self._last)
+
+    def _guided_search(self) -> kernels.GuidedSearch | None:
+        if self._search is None or self._search.source is not self._cdf:
+            self._search = kernels.GuidedSearch(self._cdf) if kernels.GuidedSearch.applies(self._cdf) else None
+        return self._search
 
     def sample(self) -> torch.Tensor:
         """The next ``(n_sample,)`` int64 ids on the sampler's device (a view of the cache: do not modify)."""
