@@ -225,4 +225,5 @@ def _compile() -> dict[str, Any]:
 _NAMES = (
     "sparse", "dense", "count", "count_masked", "min_max", "unique", "index_add", "screen_queries",
     "screen_block", "screen_settle", "guided_search",
+    "gru_backward",
 )

@@ -10,11 +10,48 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 # error_model="numpy": no zero-division checks, which would keep LLVM from vectorising the loops
 _OPTIONS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 jit = numba.njit(**_OPTIONS)
 inlined = numba.njit(inline="always", **_OPTIONS)  # inlined into its callers: no call per row
+
+
+_PREFETCH_LINES = 8  # cache lines prefetched per row: rows of up to 128 float32
+_AHEAD = 8  # rows prefetched ahead of the one updated (measured: 2 -> 1.8x, 8 -> 2.4x faster than none)
+
+
+@intrinsic
+def prefetch_row(typingctx, table, row):  # pragma: no cover - compiled
+    """Prefetch (for writing, into all cache levels) the first 512 bytes of row `row` of a 2-D table.
+
+    The row-wise updates touch ~2,000 scattered rows of tables far larger than the L2 cache; without a
+    hint each row's first load waits for memory (the updates ran at ~1/5 of their in-cache speed).
+    """
+    sig = types.void(table, row)
+
+    def codegen(context, builder, signature, args):
+        table_type = signature.args[0]
+        array = context.make_array(table_type)(context, builder, args[0])
+        zero = context.get_constant(types.intp, 0)
+        shape, strides = cgutils.unpack_tuple(builder, array.shape), cgutils.unpack_tuple(builder, array.strides)
+        ptr = cgutils.get_item_pointer2(context, builder, array.data, shape, strides, table_type.layout,
+                                        [args[1], zero])
+        byte_ptr = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [byte_ptr], fnty)  # .p0 or .p0i8 by LLVM
+        base = builder.bitcast(ptr, byte_ptr)
+        for line in range(_PREFETCH_LINES):
+            at = builder.gep(base, [context.get_constant(types.intp, 64 * line)])
+            builder.call(fn, [at, i32(1), i32(3), i32(1)])  # write, keep in all levels, data cache
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @inlined
@@ -37,7 +74,14 @@ def dense_one(p, grad, acc, mom, lr, momentum, eps, has_mom):  # pragma: no cove
 @jit
 def sparse(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
     # p, acc, mom (N, D) float32; rows (K,) int64 unique; values (K, D) float32: each row as dense_one
-    for k in range(rows.shape[0]):
+    n = rows.shape[0]
+    for k in range(n):
+        if k + _AHEAD < n:
+            ahead = rows[k + _AHEAD]
+            prefetch_row(p, ahead)
+            prefetch_row(acc, ahead)
+            if has_mom:
+                prefetch_row(mom, ahead)
         r = rows[k]
         dense_one(p[r], values[k], acc[r], mom[r], lr, momentum, eps, has_mom)
 
@@ -268,3 +312,28 @@ def guided_search(cdf, guide, scale, u, out):  # pragma: no cover - compiled
         while i < n and cdf[i] <= x:
             i += 1
         out[m] = i
+
+
+@jit
+def gru_backward(dh, mask, has_mask, h, n, rz, gh, dgi, dgh, dbi, dbh):  # pragma: no cover - compiled
+    # One GRUCell's gate gradients (torch's gate order r, z, n; h' = n + z (h - n), then dropout mask).
+    # dh (B, >=H) gradient of the dropped-out output (columns :H used); mask, h, n (B, H); rz (B, 2H)
+    # [r | z]; gh (B, 3H) the hidden-side pre-activations (gh_n = gh[:, 2H:]). Out: dgi, dgh (B, 3H)
+    # d loss / d (input-side, hidden-side) pre-activations; dbi, dbh (3H,) their column sums (added to).
+    hid = h.shape[1]
+    for b in range(h.shape[0]):
+        for j in range(hid):
+            d = dh[b, j] * mask[b, j] if has_mask else dh[b, j]
+            r, z, nn_ = rz[b, j], rz[b, hid + j], n[b, j]
+            dz = d * (h[b, j] - nn_) * (z * (1.0 - z))
+            dn = (d - d * z) * (1.0 - nn_ * nn_)
+            dr = dn * gh[b, 2 * hid + j] * (r * (1.0 - r))
+            dnh = dn * r
+            dgi[b, j], dgi[b, hid + j], dgi[b, 2 * hid + j] = dr, dz, dn
+            dgh[b, j], dgh[b, hid + j], dgh[b, 2 * hid + j] = dr, dz, dnh
+            dbi[j] += dr
+            dbi[hid + j] += dz
+            dbi[2 * hid + j] += dn
+            dbh[j] += dr
+            dbh[hid + j] += dz
+            dbh[2 * hid + j] += dnh
