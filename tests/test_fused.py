@@ -41,8 +41,8 @@ def test_fused_steps_equal_autograd_steps(layers, dropout_embed, dropout_hidden,
     nets, initial = [net, copy.deepcopy(net)], copy.deepcopy(net)
     opts = [AdagradMomentum(n.parameters(), lr=0.1, momentum=momentum) for n in nets]
     loss_fn = SampledLoss("cross-entropy", logq=logq)
-    fused = FusedGRU4RecStep(nets[1], opts[1], logq)
     log_pop = torch.rand(n_items) * 3
+    fused = FusedGRU4RecStep(nets[1], opts[1], logq, log_pop, 0.5)
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randint(n_items, (batch,), generator=gen), torch.randint(n_items, (batch,), generator=gen),
              torch.randint(n_items, (n_sample,), generator=gen), torch.rand(batch, 1, generator=gen) > 0.3)
@@ -58,7 +58,7 @@ def test_fused_steps_equal_autograd_steps(layers, dropout_embed, dropout_hidden,
             if k == 0:
                 loss, hidden = _autograd_step(n, opt, loss_fn, inputs, targets, samples, hidden, log_q)
             else:
-                loss, hidden = fused(inputs, targets, samples, hidden, log_q)
+                loss, hidden = fused(inputs, targets, samples, hidden)
             losses[k].append(float(loss))
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     for (name, a), b in zip(nets[0].named_parameters(), nets[1].parameters()):

@@ -119,7 +119,8 @@ def test_direct_steps_equal_lightning_steps(tiny_prepared):
     def fit(callbacks: list) -> tuple[SessionRecModule, L.Trainer]:
         L.seed_everything(3)
         dm = SessionDataModule(str(tiny_prepared), batch_size=16, steps_per_block=8, train_split="train_full")
-        module = SessionRecModule(GRU4Rec(dm.n_items, [8], dropout_hidden=0.2), n_sample=32, lr=0.05, momentum=0.1)
+        module = SessionRecModule(GRU4Rec(dm.n_items, [8], dropout_hidden=0.2), n_sample=32, lr=0.05, momentum=0.1,
+                                  fused_step=False)  # autograd both ways: bitwise equal (see test_fused.py)
         trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                             limit_train_batches=6, callbacks=callbacks)
         trainer.fit(module, dm)

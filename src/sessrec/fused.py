@@ -1,23 +1,29 @@
 """GRU4Rec's training step written out by hand: forward, cross-entropy gradients, AdagradMomentum update.
 
-The autograd step (`SessionRecModule._train_step`, `loss.backward()`, `optimizer.step()`) spends about a
-fifth of its time on autograd's graph and on the dozens of small ops of the GRU cell's backward. For the
-configuration most runs use (GRU4Rec with the shared embedding, the cross-entropy loss with or without
-logQ, the reference's optimiser, on CPU) `FusedGRU4RecStep` computes the same step directly:
+The autograd step (`SessionRecModule._train_step`, `loss.backward()`, `optimizer.step()`) spends a third
+of its time outside the matrix products: autograd's graph, the dozens of small ops of the GRU cell's
+backward and of the loss, temporaries for every intermediate. For the configuration the published
+GRU4Rec configs use (the shared embedding, the cross-entropy loss with or without logQ, the reference's
+optimiser) on CPU, `FusedGRU4RecStep` computes the same step directly:
 
-- forward: one lookup of the input and scored rows (`kernels.unique_inverse` over both sets), the GRU
-  cells' gates from two matmuls each, dropout masks drawn as `sessrec.models.gru.dropout` draws them
-  (same generator, same order, so the same masks), scores (B, C) = [out | 1] @ [Wy | By][cols].T;
-- the loss and d loss / d scores as `sessrec.losses._CrossEntropy` (same offsets, same reduction);
-- backward: two matmuls for the scores, the gates' gradients in one numba pass per layer
+- forward: the unique rows of (inputs, targets, samples) (`kernels.unique_inverse`, for the update);
+  the scored rows gathered once into [Wy | By | -logq log Q] (C, H+2) (`numba_kernels.gather_columns`,
+  prefetching), so ONE matmul with [out | 1 | 1] gives the logits with the bias and the logQ offset of
+  `sessrec.losses` already added; the GRU cells' gates from two matmuls each; dropout masks drawn as
+  `sessrec.models.gru.dropout` draws them (same generator, same order: the same masks);
+- the loss: torch's softmax, then loss and d loss / d logits in one pass over the (B, C) probabilities
+  (`numba_kernels.cross_entropy_grad`: the formula of `sessrec.losses._CrossEntropy`);
+- backward: two matmuls for the logits, the gates' gradients in one pass per layer
   (`numba_kernels.gru_backward`: products of saved activations only), three small matmuls per layer;
-  the table rows' gradients summed into the unique rows in the order autograd sums them;
-- the update: the optimiser's own kernels and state (`state["acc"]`, `state["mom"]`), so checkpoints,
-  resume and a switch to the autograd step (a padded step at the end of an epoch) see one optimiser.
+- the update: the table's gradient summed into its unique rows in autograd's order and applied with the
+  optimiser's row-wise rule in one kernel (`numba_kernels.row_update`), the dense tensors by the
+  optimiser's dense kernel, on the optimiser's own state (`state["acc"]`, `state["mom"]`): checkpoints,
+  resume and the autograd step (taken for a padded step at the end of an epoch) see one optimiser.
+  Work tensors of fixed shape are allocated once.
 
-The parameters after a step equal the autograd step's up to float rounding (the sums run in another
-order); tests/test_fused.py trains both ways and compares. `.grad` is left unset. `unsupported(module)`
-says why the step does not apply (the module then uses autograd): other networks, losses, input modes,
+The parameters after a step equal the autograd step's up to float rounding (sums run in another order);
+tests/test_fused.py trains both ways and compares. `.grad` is left unset. `unsupported(module)` says why
+the step does not apply (the module then uses autograd): other networks, losses, input modes,
 optimisers, devices or dtypes, frozen parameters, a module under DDP or with step hooks.
 """
 
@@ -28,7 +34,6 @@ import math
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from sessrec import kernels
 from sessrec.models.gru4rec import GRU4Rec
@@ -44,49 +49,76 @@ class FusedGRU4RecStep:
         net: the GRU4Rec (input_mode "shared", sparse_grad True, float32 on CPU).
         optimizer: its AdagradMomentum (one parameter group holding every parameter of `net`).
         logq: the loss's logQ strength (0: none).
+        log_pop: (N,) log of the raw training counts (`SessionRecModule.log_pop`); needed when logq > 0.
+        sample_alpha: the sampler's exponent (the extra samples' logQ is alpha * log_pop).
     """
 
-    def __init__(self, net: GRU4Rec, optimizer: AdagradMomentum, logq: float = 0.0) -> None:
+    def __init__(
+        self, net: GRU4Rec, optimizer: AdagradMomentum, logq: float = 0.0, log_pop: Tensor | None = None,
+        sample_alpha: float = 0.0,
+    ) -> None:
         reason = _unsupported_net(net) or _unsupported_optimizer(net, optimizer)
         if reason:
             raise ValueError(f"FusedGRU4RecStep does not apply: {reason}")
-        self.net, self.optimizer, self.logq = net, optimizer, logq
+        if logq and (log_pop is None or log_pop.shape != (net.n_items,)):
+            raise ValueError(f"logq={logq} needs log_pop of shape ({net.n_items},)")
+        self.net, self.optimizer = net, optimizer
         self.group = optimizer.param_groups[0]
         self.cells = list(net.gru.cells)
-        self._kernel = kernels._kernels()["gru_backward"]
+        self.k = kernels._kernels()
+        # the columns' logit offsets -logq * log Q: log count for the in-batch targets, alpha * log count
+        # for the samples (the arithmetic of log_q_columns and _column_offset, element by element)
+        zeros = torch.zeros(net.n_items)
+        self.offsets = (zeros, zeros) if not logq else (
+            (log_pop.float() * (-logq)).contiguous(), ((log_pop.float() * sample_alpha) * (-logq)).contiguous())
+        self._buffers: dict[str, Tensor] = {}
+        self._shape: tuple[int, int] | None = None
+
+    def _buffers_for(self, batch: int, n_cols: int) -> dict[str, Tensor]:
+        """Work tensors reused by every step of the same (B, C): no allocation, no page faults."""
+        if self._shape != (batch, n_cols):
+            width = self.net.item_table.shape[1]  # H+1
+            b = dict(
+                x=torch.empty(batch, width), cols=torch.empty(n_cols, width + 1), out=torch.ones(batch, width + 1),
+                scores=torch.empty(batch, n_cols), probs=torch.empty(batch, n_cols),
+                grad_out=torch.empty(batch, width + 1), grad_cols=torch.empty(n_cols, width),
+                values=torch.empty(batch + n_cols, width),
+            )
+            self._buffers, self._shape = b, (batch, n_cols)
+        return self._buffers
 
     @torch.no_grad()
-    def __call__(
-        self, inputs: Tensor, targets: Tensor, samples: Tensor, hidden: list[Tensor], log_q: Tensor | None
-    ) -> tuple[Tensor, list[Tensor]]:
-        """inputs, targets (B,), samples (S,), hidden [(B, H_l)], log_q (B+S,) or None -> (loss, hidden).
+    def __call__(self, inputs: Tensor, targets: Tensor, samples: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """inputs, targets (B,), samples (S,), hidden [(B, H_l)] -> (loss, new hidden).
 
         Every row is active (padded steps take the autograd path). The loss is detached.
         """
-        net = self.net
+        net, k = self.net, self.k
         table = net.item_table.detach()  # (N, H+1) [Wy | By]
-        batch, width = inputs.shape[0], table.shape[1]
-        cols = torch.cat([targets, samples])  # (C,) C = B+S
-        rows, inverse = kernels.unique_inverse(torch.cat([inputs, cols]), table.shape[0])  # (U,), (B+C,)
-        x = table.index_select(0, inputs)[:, :-1]  # (B, H) the inputs' rows of Wy
-        out_rows = table.index_select(0, cols)  # (C, H+1)
+        batch, size = inputs.shape[0], table.shape[1] - 1  # B, H
+        buf = self._buffers_for(batch, batch + samples.shape[0])
+        ids = torch.cat([inputs, targets, samples])  # (B+C,)
+        rows, inverse = kernels.unique_inverse(ids, table.shape[0])  # (U,) sorted, (B+C,)
+        x = torch.index_select(table, 0, inputs, out=buf["x"])[:, :size]  # (B, H) the inputs' rows of Wy
+        cols = buf["cols"]  # (C, H+2) [Wy | By | -logq log Q] of the scored items
+        k["gather_columns"](_np(table), targets.numpy(), samples.numpy(), _np(self.offsets[0]),
+                            _np(self.offsets[1]), _np(cols))
         mask_e = _mask(x, net.dropout_embed)  # (B, H) or None
         if mask_e is not None:
             x = x * mask_e
-        out, saved = self._forward(x, hidden)  # (B, H_L)
-        out_pad = F.pad(out, (0, 1), value=1.0)  # (B, H+1): the last column multiplies By
-        scores = torch.mm(out_pad, out_rows.t())  # (B, C)
-        loss, grad_scores = _cross_entropy_grad(scores, log_q, self.logq)  # (), (B, C)
-        grad_out = torch.mm(grad_scores, out_rows)  # (B, H+1); column H is By's, unused
-        grad_rows = torch.mm(grad_scores.t(), out_pad)  # (C, H+1)
+        out, saved = self._forward(x, hidden)  # (B, H)
+        out_aug = buf["out"]  # (B, H+2) [out | 1 | 1]: the ones multiply By and the offset
+        out_aug[:, :size] = out
+        scores = torch.mm(out_aug, cols.t(), out=buf["scores"])  # (B, C) logits, logQ included
+        probs = torch.ops.aten._softmax.out(scores, 1, False, out=buf["probs"])  # (B, C)
+        loss = k["cross_entropy_grad"](_np(probs), _LOG_EPS)  # probs now holds d loss / d logits
+        grad_out = torch.mm(probs, cols, out=buf["grad_out"])  # (B, H+2); only :H is used
+        grad_cols = torch.mm(probs.t(), out_aug[:, : size + 1], out=buf["grad_cols"])  # (C, H+1)
         grads, grad_x = self._backward(grad_out, saved)  # dense grads per cell, (B, H)
         if mask_e is not None:
             grad_x = grad_x * mask_e
-        values = torch.zeros(rows.numel(), width)  # (U, H+1) the table's gradient on its unique rows
-        kernels.index_add_rows_(values, inverse[:batch], F.pad(grad_x, (0, 1)))  # autograd's order:
-        kernels.index_add_rows_(values, inverse[batch:], grad_rows)  # the inputs' rows, then the scored
-        self._update(rows, values, grads)
-        return loss, [state[-1] for state in saved]
+        self._update(rows, inverse, grad_x, grad_cols, grads)
+        return torch.tensor(loss, dtype=torch.float32), [state[-1] for state in saved]
 
     def _forward(self, x: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
         """Through the GRU cells; saves per layer (x, h, n, rz, gh, mask, out)."""
@@ -113,31 +145,36 @@ class FusedGRU4RecStep:
         for cell, (x, h, n, rz, gh, mask, _) in zip(reversed(self.cells), reversed(saved)):
             size = 3 * cell.hidden_size
             grad_i, grad_h = torch.empty(x.shape[0], size), torch.empty(x.shape[0], size)  # (B, 3H)
-            bias_i, bias_h = torch.zeros(size), torch.zeros(size)  # (3H,)
+            bias_i, bias_h = torch.empty(size), torch.empty(size)  # (3H,)
             has_mask = mask is not None
-            self._kernel(_np(grad), _np(mask if has_mask else n), has_mask, _np(h), _np(n), _np(rz), _np(gh),
-                         _np(grad_i), _np(grad_h), _np(bias_i), _np(bias_h))
+            self.k["gru_backward"](_np(grad), _np(mask if has_mask else n), has_mask, _np(h), _np(n), _np(rz),
+                                   _np(gh), _np(grad_i), _np(grad_h), _np(bias_i), _np(bias_h))
             weight_i = torch.mm(grad_i.t(), x)  # (3H, I)
             weight_h = torch.mm(grad_h.t(), h)  # (3H, H)
             grad = torch.mm(grad_i, cell.weight_ih.detach())  # (B, I): the previous layer's output grad
             grads.append((weight_i, weight_h, bias_i, bias_h))
         return grads[::-1], grad
 
-    def _update(self, rows: Tensor, values: Tensor, grads: list[tuple[Tensor, ...]]) -> None:
+    def _update(
+        self, rows: Tensor, inverse: Tensor, grad_x: Tensor, grad_cols: Tensor, grads: list[tuple[Tensor, ...]]
+    ) -> None:
         group, opt = self.group, self.optimizer
         lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
         table = self.net.item_table
         state = opt._state_for(table, momentum)
-        done = kernels.sparse_adagrad_momentum_(table.detach(), state["acc"], state.get("mom"), rows, values,
-                                                lr, momentum, eps)
+        acc = state["acc"]
+        mom = state.get("mom", acc)  # acc stands in for the unused velocity without momentum
+        f32 = np.float32
+        self.k["row_update"](_np(table), _np(acc), _np(mom), rows.numpy(), inverse.numpy(), _np(grad_x),
+                             _np(grad_cols), _np(self._buffers["values"]), f32(lr), f32(momentum), f32(eps),
+                             momentum > 0)
         dense = []
         for cell, cell_grads in zip(self.cells, grads):
             params = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
             for p, g in zip(params, cell_grads):
                 st = opt._state_for(p, momentum)
                 dense.append((p.detach(), g, st["acc"], st.get("mom")))
-        done = kernels.dense_adagrad_momentum_(dense, lr, momentum, eps) and done
-        if not done:  # the tensors were checked by unsupported(): only a broken invariant gets here
+        if not kernels.dense_adagrad_momentum_(dense, lr, momentum, eps):
             raise RuntimeError("FusedGRU4RecStep: the optimiser kernels refused the update")
 
 
@@ -150,23 +187,6 @@ def _mask(x: Tensor, p: float) -> Tensor | None:
     if p == 0.0:
         return None
     return torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # (B, H) 0 or 1 / (1 - p)
-
-
-def _cross_entropy_grad(scores: Tensor, log_q: Tensor | None, logq: float) -> tuple[Tensor, Tensor]:
-    """scores (B, C), target of row i in column i -> (loss, d loss / d scores (B, C)), as _CrossEntropy.
-
-    Overwrites `scores`.
-    """
-    if log_q is not None and logq != 0.0:
-        scores.add_(log_q * (-logq))  # (B, C) z = scores - logq log Q
-    p = torch.softmax(scores, dim=1)  # (B, C)
-    x = p.diagonal().log() - _LOG_EPS  # (B,) log p_target - log eps
-    batch = scores.shape[0]
-    loss = (-_LOG_EPS - F.softplus(x)).sum() / batch  # mean of -log(p_target + eps)
-    weight = torch.sigmoid(x).div_(batch)  # (B,) p / (p + eps) / B
-    grad = p.mul_(weight.unsqueeze(1))  # (B, C) w_i p_ij
-    grad.diagonal().sub_(weight)
-    return loss, grad
 
 
 def _unsupported_net(net: object) -> str | None:

@@ -214,10 +214,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
 
     def _fused_step(self, inputs: Tensor, targets: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         samples = self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
-        log_q = None
-        if self.hparams.logq:
-            log_q = log_q_columns(self.log_pop, targets, samples, self.hparams.sample_alpha)  # (B+S,)
-        return self._fused(inputs, targets, samples, hidden, log_q)
+        return self._fused(inputs, targets, samples, hidden)
 
     # ---- evaluation -------------------------------------------------------------------------
     def score_step(self, inputs: Tensor, reset: Tensor) -> Tensor:
@@ -299,7 +296,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self._direct = _plain_steps_suffice(self)
         self._fused = None
         if self.hparams.fused_step and unsupported(self) is None:
-            self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, self.hparams.logq)
+            hp = self.hparams
+            self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, hp.logq, self.log_pop, hp.sample_alpha)
         saved, self._saved_hidden = self._saved_hidden, None
         if saved is not None and saved[0].shape[0] == self.trainer.world_size:
             self._hidden = [h[self.global_rank].to(self.device) for h in saved]  # (B, H_l)

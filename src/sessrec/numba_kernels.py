@@ -73,6 +73,11 @@ def dense_one(p, grad, acc, mom, lr, momentum, eps, has_mom):  # pragma: no cove
 
 @jit
 def sparse(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
+    sparse_rows(p, acc, mom, rows, values, lr, momentum, eps, has_mom)
+
+
+@inlined
+def sparse_rows(p, acc, mom, rows, values, lr, momentum, eps, has_mom):  # pragma: no cover - compiled
     # p, acc, mom (N, D) float32; rows (K,) int64 unique; values (K, D) float32: each row as dense_one
     n = rows.shape[0]
     for k in range(n):
@@ -319,8 +324,10 @@ def gru_backward(dh, mask, has_mask, h, n, rz, gh, dgi, dgh, dbi, dbh):  # pragm
     # One GRUCell's gate gradients (torch's gate order r, z, n; h' = n + z (h - n), then dropout mask).
     # dh (B, >=H) gradient of the dropped-out output (columns :H used); mask, h, n (B, H); rz (B, 2H)
     # [r | z]; gh (B, 3H) the hidden-side pre-activations (gh_n = gh[:, 2H:]). Out: dgi, dgh (B, 3H)
-    # d loss / d (input-side, hidden-side) pre-activations; dbi, dbh (3H,) their column sums (added to).
+    # d loss / d (input-side, hidden-side) pre-activations; dbi, dbh (3H,) their column sums.
     hid = h.shape[1]
+    dbi[:] = 0.0
+    dbh[:] = 0.0
     for b in range(h.shape[0]):
         for j in range(hid):
             d = dh[b, j] * mask[b, j] if has_mask else dh[b, j]
@@ -337,3 +344,59 @@ def gru_backward(dh, mask, has_mask, h, n, rz, gh, dgi, dgh, dbi, dbh):  # pragm
             dbh[j] += dr
             dbh[hid + j] += dz
             dbh[2 * hid + j] += dnh
+
+
+@jit
+def gather_columns(table, targets, samples, off_targets, off_samples, out):  # pragma: no cover - compiled
+    # table (N, D); targets (B,), samples (S,) ids; off_* (N,) per-item column offsets; out (B+S, D+1):
+    # out[k] = [table[id_k] | off(id_k)], off_targets for the first B columns, off_samples after
+    b, n, d = targets.shape[0], targets.shape[0] + samples.shape[0], table.shape[1]
+    for k in range(n):
+        if k + _AHEAD < n:
+            prefetch_row(table, targets[k + _AHEAD] if k + _AHEAD < b else samples[k + _AHEAD - b])
+        if k < b:
+            r = targets[k]
+            out[k, d] = off_targets[r]
+        else:
+            r = samples[k - b]
+            out[k, d] = off_samples[r]
+        for j in range(d):
+            out[k, j] = table[r, j]
+
+
+@jit
+def cross_entropy_grad(p, log_eps):  # pragma: no cover - compiled
+    # p (B, C) softmax probabilities, row i's target in column i -> in place d loss / d logits, where
+    # loss = mean_i -log(p_ii + eps) written as -log eps - softplus(log p_ii - log eps) (sessrec.losses);
+    # returns the loss. d / d z_ij = w_i (p_ij - [i == j]), w_i = sigmoid(log p_ii - log eps) / B.
+    batch = p.shape[0]
+    total = 0.0
+    for i in range(batch):
+        x = np.log(p[i, i]) - log_eps
+        softplus = x if x > 20.0 else np.log1p(np.exp(x))  # torch's softplus (threshold 20)
+        total += -log_eps - softplus
+        w = np.float32(1.0 / (1.0 + np.exp(-x)) / batch)
+        for j in range(p.shape[1]):
+            p[i, j] *= w
+        p[i, i] -= w
+    return total / batch
+
+
+@jit
+def row_update(p, acc, mom, rows, inverse, grad_in, grad_cols, values, lr, momentum, eps,
+               has_mom):  # pragma: no cover - compiled
+    # The shared table's row-wise update from the step's two gradient parts: grad_in (B, H) for the
+    # input rows (columns :H), then grad_cols (C, D) for the scored rows, summed into values (>=U, D)
+    # at rows inverse[:B] and inverse[B:] (autograd's order), then `sparse` on the U unique rows.
+    u, batch, d = rows.shape[0], grad_in.shape[0], p.shape[1]
+    out = values[:u]
+    out[:] = 0.0
+    for i in range(batch):
+        r = inverse[i]
+        for j in range(grad_in.shape[1]):
+            out[r, j] += grad_in[i, j]
+    for i in range(grad_cols.shape[0]):
+        r = inverse[batch + i]
+        for j in range(d):
+            out[r, j] += grad_cols[i, j]
+    sparse_rows(p, acc, mom, rows, out, lr, momentum, eps, has_mom)
