@@ -14,14 +14,20 @@ embedding, 1 epoch. Measured per repeat (medians reported):
 1. training events/s through ``lightning.Trainer.fit`` (SessionRecModule + SessionDataModule; logger,
    checkpointing, progress bar and validation off); events = active (input, target) pairs of the epoch.
    "epoch" times the epoch only (a callback), "fit" the whole ``fit`` call (set-up: sampler cache).
+   The default module takes the fused step (`sessrec.fused`); "trainer_autograd" is the same fit with
+   ``fused_step=False`` (loss.backward() and optimizer.step()), measured in the same repeat.
 2. the same training loop without Lightning: SessionParallelIterator blocks, the module's own net,
-   loss, sampler and optimiser objects, the inner loop of ``SessionRecModule.training_step`` replicated.
+   loss, sampler and optimiser objects, the inner loop of ``SessionRecModule.training_step`` replicated
+   (the fused step on full steps, as the Trainer's module).
+Before the repeats a few unmeasured batches load the numba kernels (compiled once per install).
 3. evaluation events/s over all items: ``Trainer.test`` on the test split, eval_batch_size 512 and 64.
-4. peak RSS of the process (``ru_maxrss``).
+4. peak RSS (``ru_maxrss``) of a separate process that does what one job does: one fit (fused) and one
+   test. (The benchmark's own process, which fits 3 models per repeat, also reports its peak: glibc keeps
+   freed memory in the heap, see `sessrec.runtime.tune_malloc`, so that figure grows with the repeats.)
 5. Recall@20 / MRR@20 (conservative ties, all items) on the test split after the Trainer epoch.
 
 Usage: ``OMP_NUM_THREADS=1 python benchmarks/gru4rec_speed.py [--quick] [--events N] [--items N]
-[--repeats 3] [--threads 1] [--out result.json] [--cache DIR]``
+[--repeats 3] [--threads 1] [--skip-plain] [--skip-autograd] [--out result.json] [--cache DIR]``
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -130,15 +137,19 @@ def prepared_dir(n_events: int, n_items: int, cache: Path) -> Path:
 
 
 # ---- measurements -------------------------------------------------------------------------------
-def build(n_items: int):
+def build(n_items: int, fused: bool = True):
+    import inspect
+
     from sessrec.models.gru4rec import GRU4Rec
     from sessrec.module import SessionRecModule
 
     c = CONFIG
     net = GRU4Rec(n_items, layers=c["layers"], input_mode=c["input_mode"], dropout_embed=c["dropout_embed"],
                   dropout_hidden=c["dropout_hidden"])
+    extra = {"fused_step": fused} if "fused_step" in inspect.signature(SessionRecModule).parameters else {}
     return SessionRecModule(net, loss=c["loss"], logq=c["logq"], n_sample=c["n_sample"],
-                            sample_alpha=c["sample_alpha"], lr=c["lr"], momentum=c["momentum"], cutoffs=[20])
+                            sample_alpha=c["sample_alpha"], lr=c["lr"], momentum=c["momentum"], cutoffs=[20],
+                            **extra)  # (older checkouts, for A/B runs, have no fused step)
 
 
 def trainer(**kw):
@@ -172,14 +183,14 @@ def _epoch_timer():
     return EpochTimer()
 
 
-def fit_with_trainer(data_dir: Path, seed: int) -> tuple[Any, dict[str, float]]:
+def fit_with_trainer(data_dir: Path, seed: int, fused: bool = True) -> tuple[Any, dict[str, float]]:
     import torch
 
     from sessrec.data.datamodule import SessionDataModule
 
     torch.manual_seed(seed)
     dm = SessionDataModule(str(data_dir), batch_size=CONFIG["batch_size"], train_split="train_full")
-    module = build(dm.n_items)
+    module = build(dm.n_items, fused)
     timer = _epoch_timer()
     tr = trainer(max_epochs=CONFIG["epochs"], callbacks=[timer])
     t0 = time.perf_counter()
@@ -188,7 +199,8 @@ def fit_with_trainer(data_dir: Path, seed: int) -> tuple[Any, dict[str, float]]:
 
 
 def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
-    """The training epoch without Lightning: the same objects, training_step's inner loop replicated."""
+    """The training epoch without Lightning: the same objects, training_step's inner loop replicated,
+    with the fused step where the Trainer uses it (`sessrec.fused`, full steps) and autograd elsewhere."""
     import torch
 
     from sessrec.data.batching import SessionParallelIterator
@@ -207,6 +219,13 @@ def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
     log_pop = counts.clamp_min(1).log().float()  # as SessionRecModule.setup
     sampler = PopularitySampler(counts.numpy(), hp.sample_alpha, hp.n_sample, hp.sample_cache_size, seed=seed)
     opt = AdagradMomentum(net.parameters(), lr=hp.lr, momentum=hp.momentum)
+    fused = None
+    try:  # the step the Trainer takes (older checkouts have none)
+        from sessrec.fused import FusedGRU4RecStep
+
+        fused = FusedGRU4RecStep(net, opt, hp.logq, log_pop, hp.sample_alpha)
+    except (ImportError, ValueError):
+        pass
     setup_s = time.perf_counter() - t0
     net.train()
     t0 = time.perf_counter()
@@ -223,6 +242,10 @@ def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
             inputs, targets = block.inputs[t], block.targets[t]
             active = None if full else block.active[t]
             samples = sampler.sample()
+            if full and fused is not None:
+                loss, hidden = fused(inputs, targets, samples, hidden)
+                total += loss
+                continue
             cols = torch.cat([targets, samples])
             scores, hidden = net(inputs, hidden, cols)
             log_q = log_q_columns(log_pop, targets, samples, hp.sample_alpha) if hp.logq else None
@@ -249,6 +272,18 @@ def evaluate(module, data_dir: Path, eval_batch_size: int) -> tuple[dict[str, fl
     return {k: float(v) for k, v in res.items()}, {"test_s": time.perf_counter() - t0, "epoch_s": timer.seconds["test"]}
 
 
+def warm_up(data_dir: Path) -> None:
+    """Load (or, after an install or a code change, compile: ~10 s) the numba kernels before timing:
+    a few training and evaluation batches, not measured."""
+    from sessrec.data.datamodule import SessionDataModule
+
+    dm = SessionDataModule(str(data_dir), batch_size=CONFIG["batch_size"], train_split="train_full",
+                           test_split="test")
+    module = build(dm.n_items)
+    trainer(max_epochs=1, limit_train_batches=2).fit(module, datamodule=dm)
+    trainer(limit_test_batches=2).test(module, datamodule=dm, verbose=False)
+
+
 def pairs(data_dir: Path, split_name: str, batch_size: int) -> int:
     from sessrec.data.batching import SessionParallelIterator
     from sessrec.data.prepared import PreparedData
@@ -265,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="~100K events, 1 repeat: a smoke run")
     parser.add_argument("--skip-plain", action="store_true", help="skip the loop without the Trainer")
+    parser.add_argument("--skip-autograd", action="store_true", help="skip the Trainer run with fused_step=False")
+    parser.add_argument("--job-rss", action="store_true",
+                        help="(internal) one fit and one test in this process; print its peak RSS")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "sessrec-bench"))
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args(argv)
@@ -287,13 +325,21 @@ def main(argv: list[str] | None = None) -> int:
     gc_tuned = hasattr(runtime, "tune_gc") and runtime.tune_gc()  # (older checkouts, for A/B runs, lack it)
 
     data_dir = prepared_dir(args.events, args.items, Path(args.cache))
+    if args.job_rss:
+        module, _ = fit_with_trainer(data_dir, seed=0)
+        evaluate(module, data_dir, 512)
+        print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return 0
     meta = json.loads((data_dir / "meta.json").read_text())
     n_train = pairs(data_dir, "train_full", CONFIG["batch_size"])
     n_test = pairs(data_dir, "test", 512)
+    warm_up(data_dir)
     runs: list[dict[str, Any]] = []
     for r in range(args.repeats):
         run: dict[str, Any] = {}
         module, run["trainer"] = fit_with_trainer(data_dir, seed=r)
+        if not args.skip_autograd:
+            _, run["trainer_autograd"] = fit_with_trainer(data_dir, seed=r, fused=False)
         if not args.skip_plain:
             run["plain"] = fit_plain(data_dir, seed=r)
         for bs in (512, 64):
@@ -302,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run)
         print(f"repeat {r}: {json.dumps(run)}", file=sys.stderr, flush=True)
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    job = subprocess.run(
+        [sys.executable, __file__, "--job-rss", "--events", str(args.events), "--items", str(args.items),
+         "--threads", str(args.threads), "--cache", args.cache], capture_output=True, text=True, check=True)
+    job_rss_mib = json.loads(job.stdout.strip().splitlines()[-1])["peak_rss_mib"]
 
     def med(path: list[str]) -> float:
         vals = []
@@ -336,8 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         "eval_64_test_call_s": med(["eval_64", "test_s"]),
         "recall@20": med(["metrics_512", "test_recall@20"]), "mrr@20": med(["metrics_512", "test_mrr@20"]),
         "recall@20_bs64": med(["metrics_64", "test_recall@20"]), "mrr@20_bs64": med(["metrics_64", "test_mrr@20"]),
-        "peak_rss_mib": peak_rss_mib,
+        "peak_rss_mib": job_rss_mib, "benchmark_process_peak_rss_mib": peak_rss_mib,
     }
+    if not args.skip_autograd:
+        ag = med(["trainer_autograd", "epoch_s"])
+        summary |= {"trainer_autograd_epoch_s": ag, "trainer_autograd_events_per_s": n_train / ag,
+                    "trainer_autograd_ms_per_step": 1000 * ag / steps,
+                    "autograd_over_fused_time": statistics.median(
+                        run["trainer_autograd"]["epoch_s"] / run["trainer"]["epoch_s"] for run in runs)}
     if not args.skip_plain:
         pl = med(["plain", "epoch_s"])
         summary |= {"plain_epoch_s": pl, "plain_events_per_s": n_train / pl, "plain_ms_per_step": 1000 * pl / steps,
