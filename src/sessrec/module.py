@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
 from sessrec.data.batching import Block
@@ -295,9 +296,14 @@ class SessionRecModule(PredictMixin, L.LightningModule):
     def on_train_start(self) -> None:
         self._direct = _plain_steps_suffice(self)
         self._fused = None
-        if self.hparams.fused_step and unsupported(self) is None:
-            hp = self.hparams
-            self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, hp.logq, self.log_pop, hp.sample_alpha)
+        if self.hparams.fused_step:
+            reason = unsupported(self)
+            if reason is None:
+                hp = self.hparams
+                self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, hp.logq, self.log_pop,
+                                               hp.sample_alpha)
+            rank_zero_info("sessrec: training with the fused step (sessrec.fused)" if reason is None
+                           else f"sessrec: training through autograd ({reason})")
         saved, self._saved_hidden = self._saved_hidden, None
         if saved is not None and saved[0].shape[0] == self.trainer.world_size:
             self._hidden = [h[self.global_rank].to(self.device) for h in saved]  # (B, H_l)
