@@ -29,10 +29,13 @@ def _autograd_step(net, opt, loss_fn, inputs, targets, samples, hidden, log_q):
 
 
 @pytest.mark.parametrize(
-    ("layers", "dropout_embed", "dropout_hidden", "logq", "momentum"),
-    [([8], 0.0, 0.0, 0.0, 0.0), ([8], 0.2, 0.3, 1.0, 0.2), ([8, 6], 0.25, 0.4, 0.5, 0.3)],
+    ("loss", "layers", "dropout_embed", "dropout_hidden", "logq", "momentum", "elu_param", "bpreg"),
+    [("cross-entropy", [8], 0.0, 0.0, 0.0, 0.0, 0.5, 1.0), ("cross-entropy", [8], 0.2, 0.3, 1.0, 0.2, 0.5, 1.0),
+     ("cross-entropy", [8, 6], 0.25, 0.4, 0.5, 0.3, 0.5, 1.0), ("bpr-max", [8], 0.2, 0.3, 0.0, 0.2, 0.5, 1.0),
+     ("bpr-max", [8, 6], 0.0, 0.4, 0.0, 0.0, 0.0, 0.5), ("bpr-max", [8], 0.0, 0.0, 0.0, 0.3, 1.0, 2.0)],
 )
-def test_fused_steps_equal_autograd_steps(layers, dropout_embed, dropout_hidden, logq, momentum):
+def test_fused_steps_equal_autograd_steps(loss, layers, dropout_embed, dropout_hidden, logq, momentum, elu_param,
+                                          bpreg):
     n_items, batch, n_sample, steps = 40, 6, 10, 12
     torch.manual_seed(0)
     net = GRU4Rec(n_items, layers, dropout_embed=dropout_embed, dropout_hidden=dropout_hidden)
@@ -40,9 +43,9 @@ def test_fused_steps_equal_autograd_steps(layers, dropout_embed, dropout_hidden,
         net.item_table[:, -1].uniform_(-0.5, 0.5)  # a non-zero bias, so its gradient path is exercised
     nets, initial = [net, copy.deepcopy(net)], copy.deepcopy(net)
     opts = [AdagradMomentum(n.parameters(), lr=0.1, momentum=momentum) for n in nets]
-    loss_fn = SampledLoss("cross-entropy", logq=logq)
+    loss_fn = SampledLoss(loss, logq=logq, elu_param=elu_param, bpreg=bpreg)
     log_pop = torch.rand(n_items) * 3
-    fused = FusedGRU4RecStep(nets[1], opts[1], logq, log_pop, 0.5)
+    fused = FusedGRU4RecStep(nets[1], opts[1], logq, log_pop, 0.5, loss, bpreg, elu_param)
     gen = torch.Generator().manual_seed(1)
     data = [(torch.randint(n_items, (batch,), generator=gen), torch.randint(n_items, (batch,), generator=gen),
              torch.randint(n_items, (n_sample,), generator=gen), torch.rand(batch, 1, generator=gen) > 0.3)
@@ -82,7 +85,7 @@ def test_fused_refuses_what_it_does_not_compute():
         FusedGRU4RecStep(net, AdagradMomentum(net.parameters(), lr=0.1))
 
 
-def _fit(data_dir, fused: bool, loss: str = "cross-entropy", monkeypatch=None):
+def _fit(data_dir, fused: bool, loss: str = "cross-entropy"):
     L.seed_everything(3)
     dm = SessionDataModule(str(data_dir), batch_size=16, steps_per_block=8, train_split="train_full")
     net = GRU4Rec(dm.n_items, [8], dropout_hidden=0.2)
@@ -94,7 +97,8 @@ def _fit(data_dir, fused: bool, loss: str = "cross-entropy", monkeypatch=None):
     return module, trainer
 
 
-def test_training_with_the_fused_step_equals_autograd_training(tiny_prepared, monkeypatch):
+@pytest.mark.parametrize("loss", ["cross-entropy", "bpr-max"])
+def test_training_with_the_fused_step_equals_autograd_training(tiny_prepared, monkeypatch, loss):
     """Two full epochs: fused steps, and autograd steps where a batch is padded (each epoch's end)."""
     padded = []
     autograd_step = SessionRecModule._train_step
@@ -104,10 +108,10 @@ def test_training_with_the_fused_step_equals_autograd_training(tiny_prepared, mo
         return autograd_step(self, inputs, targets, hidden, active)
 
     monkeypatch.setattr(SessionRecModule, "_train_step", counted)
-    fused, fused_trainer = _fit(tiny_prepared, True)
+    fused, fused_trainer = _fit(tiny_prepared, True, loss)
     n_autograd = len(padded)
     assert 0 < n_autograd < fused.global_substep / 10 and all(padded)  # only the padded steps
-    plain, plain_trainer = _fit(tiny_prepared, False)
+    plain, plain_trainer = _fit(tiny_prepared, False, loss)
     assert fused._fused is not None and plain._fused is None
     assert len(padded) - n_autograd == plain.global_substep  # autograd: every step
     assert fused_trainer.global_step == plain_trainer.global_step == fused.global_substep > 24  # steps counted
@@ -118,5 +122,5 @@ def test_training_with_the_fused_step_equals_autograd_training(tiny_prepared, mo
 
 
 def test_the_module_says_why_the_fused_step_does_not_apply(tiny_prepared):
-    module, _ = _fit(tiny_prepared, True, loss="bpr-max")
-    assert module._fused is None and "bpr-max" in unsupported(module)
+    module, _ = _fit(tiny_prepared, True, loss="top1-max")
+    assert module._fused is None and "top1-max" in unsupported(module)

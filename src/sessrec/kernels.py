@@ -225,5 +225,5 @@ def _compile() -> dict[str, Any]:
 _NAMES = (
     "sparse", "dense", "count", "count_masked", "min_max", "unique", "index_add", "screen_queries",
     "screen_block", "screen_settle", "guided_search",
-    "gru_backward", "gather_columns", "cross_entropy_grad", "row_update",
+    "gru_backward", "gather_columns", "cross_entropy_grad", "row_update", "bpr_max_grad",
 )

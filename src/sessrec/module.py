@@ -50,8 +50,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         tie_mode: how tied scores rank ("conservative" as in the papers).
         eval_top_n: rank only against the N most popular training items (the p-RNN video setting);
             None ranks against all items.
-        fused_step: train GRU4Rec (shared embedding, cross-entropy, adagrad_momentum) on CPU with the
-            hand-written step of `sessrec.fused` (the same updates up to float rounding, ~25% faster);
+        fused_step: train GRU4Rec (shared embedding, cross-entropy or bpr-max, adagrad_momentum) on CPU
+            with the hand-written step of `sessrec.fused` (the same updates up to float rounding);
             False, or any other set-up, trains through autograd.
     """
 
@@ -213,7 +213,9 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             loss = loss * active.sum() / inputs.shape[0]
         return loss, hidden
 
-    def _fused_step(self, inputs: Tensor, targets: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def _fused_step(
+        self, inputs: Tensor, targets: Tensor, hidden: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
         samples = self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
         return self._fused(inputs, targets, samples, hidden)
 
@@ -301,7 +303,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             if reason is None:
                 hp = self.hparams
                 self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, hp.logq, self.log_pop,
-                                               hp.sample_alpha)
+                                               hp.sample_alpha, hp.loss, hp.bpreg, hp.elu_param)
             rank_zero_info("sessrec: training with the fused step (sessrec.fused)" if reason is None
                            else f"sessrec: training through autograd ({reason})")
         saved, self._saved_hidden = self._saved_hidden, None

@@ -38,7 +38,8 @@ def prefetch_row(typingctx, table, row):  # pragma: no cover - compiled
         table_type = signature.args[0]
         array = context.make_array(table_type)(context, builder, args[0])
         zero = context.get_constant(types.intp, 0)
-        shape, strides = cgutils.unpack_tuple(builder, array.shape), cgutils.unpack_tuple(builder, array.strides)
+        shape = cgutils.unpack_tuple(builder, array.shape)
+        strides = cgutils.unpack_tuple(builder, array.strides)
         ptr = cgutils.get_item_pointer2(context, builder, array.data, shape, strides, table_type.layout,
                                         [args[1], zero])
         byte_ptr = ir.IntType(8).as_pointer()
@@ -400,3 +401,36 @@ def row_update(p, acc, mom, rows, inverse, grad_in, grad_cols, values, lr, momen
         for j in range(d):
             out[r, j] += grad_cols[i, j]
     sparse_rows(p, acc, mom, rows, out, lr, momentum, eps, has_mom)
+
+
+@jit
+def bpr_max_grad(x, r, s, sig, elu_param, bpreg, eps, grad):  # pragma: no cover - compiled
+    # BPR-max over (B, C) with row i's target in column i (sessrec.losses.bpr_max), every row active:
+    # x the scores, r = ELU(x) (x itself when elu_param == 0), s the softmax of r over each row with the
+    # target excluded (s_ii = 0), sig = sigmoid(r_ii - r). Per row, A = sum_j s_j sig_j,
+    # R = sum_j s_j r_j^2, loss_i = -log(A + eps) + bpreg R. Writes d mean_i loss_i / d x into grad and
+    # returns the mean loss. d loss_i / d r_j = -(s_j (sig_j - A) - s_j sig_j (1 - sig_j)) / (A + eps)
+    # + bpreg (s_j (r_j^2 - R) + 2 s_j r_j) for j != i, and -sum_j s_j sig_j (1 - sig_j) / (A + eps) for
+    # the target; d r / d x = 1 where x > 0, r + elu_param elsewhere (the ELU's derivative).
+    batch, n = x.shape
+    total = 0.0
+    for i in range(batch):
+        a = 0.0
+        reg = 0.0
+        dt = 0.0
+        for j in range(n):
+            sj, gj, rj = s[i, j], sig[i, j], r[i, j]
+            a += sj * gj
+            reg += sj * rj * rj
+            dt += sj * gj * (1.0 - gj)
+        total += -np.log(a + eps) + bpreg * reg
+        inv = 1.0 / (a + eps)
+        for j in range(n):
+            sj, gj, rj = s[i, j], sig[i, j], r[i, j]
+            g = -inv * (sj * (gj - a) - sj * gj * (1.0 - gj)) + bpreg * (sj * (rj * rj - reg) + 2.0 * sj * rj)
+            if j == i:
+                g -= inv * dt
+            if elu_param > 0.0 and x[i, j] <= 0.0:
+                g *= rj + elu_param
+            grad[i, j] = g / batch
+    return total / batch

@@ -100,7 +100,8 @@ class PopularitySampler:
 
     def _guided_search(self) -> kernels.GuidedSearch | None:
         if self._search is None or self._search.source is not self._cdf:
-            self._search = kernels.GuidedSearch(self._cdf) if kernels.GuidedSearch.applies(self._cdf) else None
+            applies = kernels.GuidedSearch.applies(self._cdf)
+            self._search = kernels.GuidedSearch(self._cdf) if applies else None
         return self._search
 
     def sample(self) -> torch.Tensor:
