@@ -268,3 +268,17 @@ def test_bad_shapes() -> None:
         SampledLoss()(torch.zeros(4, 3))
     with pytest.raises(ValueError, match="active"):
         SampledLoss()(torch.zeros(2, 4), torch.ones(3, dtype=torch.bool))
+
+
+def test_cpu_elu_equals_f_elu_in_value_and_gradient() -> None:
+    from sessrec.losses import elu
+
+    x = torch.cat([torch.randn(500) * 3, torch.tensor([0.0, -0.0, 1e-30, -1e-30, -1e-6, 50.0, -50.0])])
+    for alpha in (0.5, 1.0, 2.0):
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        fast, ref = elu(a, alpha), torch.nn.functional.elu(b, alpha=alpha)
+        assert torch.allclose(fast, ref, rtol=1e-6, atol=1e-7)
+        weights = torch.randn_like(x)
+        (fast * weights).sum().backward()
+        (ref * weights).sum().backward()
+        assert torch.allclose(a.grad, b.grad, rtol=1e-6, atol=1e-7)

@@ -56,6 +56,7 @@ __all__ = [
     "bpr",
     "bpr_max",
     "cross_entropy",
+    "elu",
     "log_q_columns",
     "top1",
     "top1_max",
@@ -177,10 +178,35 @@ def _negative_softmax(r: Tensor, active: Tensor | None) -> Tensor:
     return torch.softmax(logits, dim=1)  # (B, B+S)
 
 
+class _CpuElu(torch.autograd.Function):
+    """ELU as ``exp(min(x, 0)) - 1`` (times alpha) plus ``max(x, 0)``: torch's CPU `F.elu` evaluates expm1
+    element by element (measured 1.5 ms for a (64, 2112) matrix on 1 thread of the AMD VM, against
+    0.14 ms here); the values agree to ~3e-8 (exp - 1 loses relative precision only where |x| is tiny,
+    where the value itself is tiny). Backward: 1 where x > 0, ELU(x) + alpha elsewhere (as F.elu's)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:
+        r = x.clamp(max=0).exp_().sub_(1).mul_(alpha).add_(x.clamp(min=0))  # (B, C)
+        ctx.save_for_backward(x, r)
+        ctx.alpha = alpha
+        return r
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        x, r = ctx.saved_tensors
+        slope = (r + ctx.alpha).masked_fill_(x > 0, 1.0)  # (B, C) d ELU / d x
+        return grad * slope, None
+
+
+def elu(x: Tensor, alpha: float) -> Tensor:
+    """`F.elu(x, alpha)`; on CPU through a vectorised exp instead of expm1 (see `_CpuElu`)."""
+    return _CpuElu.apply(x, alpha) if x.device.type == "cpu" else F.elu(x, alpha=alpha)
+
+
 def bpr_max(scores: Tensor, active: Tensor | None = None, bpreg: float = 1.0, elu_param: float = 0.5) -> Tensor:
     """BPR-max (CIKM 2018): -log sum_j s_j sigmoid(r_i - r_j) + bpreg * sum_j s_j r_j^2."""
     _check(scores, active)
-    r = F.elu(scores, alpha=elu_param) if elu_param > 0 else scores  # (B, B+S)
+    r = elu(scores, elu_param) if elu_param > 0 else scores  # (B, B+S)
     s = _negative_softmax(r, active)  # (B, B+S)
     target = r.diagonal().unsqueeze(1)  # (B, 1)
     ranked = (torch.sigmoid(target - r) * s).sum(dim=1)  # (B,)
