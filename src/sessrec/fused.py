@@ -30,19 +30,16 @@ optimisers, devices or dtypes, frozen parameters, a module under DDP or with ste
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import Tensor
 
 from sessrec import kernels
-from sessrec.losses import elu
+from sessrec.kernels import _np
+from sessrec.losses import _EPS, _LOG_EPS, _negative_softmax, elu
+from sessrec.models.gru import dropout_mask
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.optim import AdagradMomentum
-
-_EPS = 1e-24  # as sessrec.losses
-_LOG_EPS = math.log(_EPS)
 
 
 class FusedGRU4RecStep:
@@ -116,7 +113,7 @@ class FusedGRU4RecStep:
         cols = buf["cols"]  # (C, H+2) [Wy | By | -logq log Q] of the scored items
         k["gather_columns"](_np(table), targets.numpy(), samples.numpy(), _np(self.offsets[0]),
                             _np(self.offsets[1]), _np(cols))
-        mask_e = _mask(x, net.dropout_embed)  # (B, H) or None
+        mask_e = dropout_mask(x, net.dropout_embed)  # (B, H) or None: the masks autograd's step draws
         if mask_e is not None:
             x = x * mask_e
         out, saved = self._forward(x, hidden)  # (B, H)
@@ -139,9 +136,7 @@ class FusedGRU4RecStep:
             return self.k["cross_entropy_grad"](_np(probs), _LOG_EPS), probs  # probs now holds the gradient
         alpha = self.elu_param  # BPR-max: the transcendental parts by torch, the gradient in one kernel
         r = elu(scores, alpha) if alpha > 0 else scores  # (B, C) (vectorised on CPU: sessrec.losses)
-        logits = r.clone()  # (B, C)
-        logits.diagonal().fill_(float("-inf"))  # the target is not its own negative
-        s = torch.softmax(logits, dim=1)  # (B, C)
+        s = _negative_softmax(r, None)  # (B, C) the target excluded
         sig = torch.sigmoid(r.diagonal().unsqueeze(1) - r)  # (B, C) sigmoid(r_target - r_j)
         loss = self.k["bpr_max_grad"](_np(scores), _np(r), _np(s), _np(sig), float(alpha), float(self.bpreg),
                                       _EPS, _np(grad))
@@ -158,7 +153,7 @@ class FusedGRU4RecStep:
             rz = torch.sigmoid(gi[:, : 2 * size] + gh[:, : 2 * size])  # (B, 2H) [r | z]
             n = torch.tanh(torch.addcmul(gi[:, 2 * size :], rz[:, :size], gh[:, 2 * size :]))  # (B, H)
             new = torch.addcmul(n, rz[:, size:], h - n)  # (B, H) (1 - z) n + z h
-            mask = _mask(new, p)  # (B, H) or None
+            mask = dropout_mask(new, p)  # (B, H) or None
             out = new if mask is None else new * mask  # (B, H) the carried state and the next input
             saved.append((x, h, n, rz, gh, mask, out))
             x = out
@@ -206,17 +201,6 @@ class FusedGRU4RecStep:
             raise RuntimeError("FusedGRU4RecStep: the optimiser kernels refused the update")
 
 
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().numpy()
-
-
-def _mask(x: Tensor, p: float) -> Tensor | None:
-    """The dropout mask `sessrec.models.gru.dropout` draws for x (same generator calls), None if p = 0."""
-    if p == 0.0:
-        return None
-    return torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # (B, H) 0 or 1 / (1 - p)
-
-
 def _unsupported_loss(loss: str) -> str | None:
     if loss not in ("cross-entropy", "bpr-max"):
         return f"the loss is {loss!r} (only cross-entropy and bpr-max)"
@@ -253,7 +237,7 @@ def unsupported(module: object) -> str | None:
     """Why `FusedGRU4RecStep` does not apply to a `SessionRecModule` about to train (None: it applies).
 
     Needs what `SessionRecModule._direct` needs (one device, 32-bit, no backward or optimiser-step hook)
-    plus: the cross-entropy loss, no per-sub-step callback hook, and `_unsupported_net` /
+    plus: the cross-entropy or BPR-max loss, no per-sub-step callback hook, and `_unsupported_net` /
     `_unsupported_optimizer`.
     """
     if not getattr(module, "_direct", False):

@@ -27,16 +27,21 @@ def init_gate_blocks_(weight: Tensor, n_in: int, hidden: int) -> None:
         uniform_init_(block, n_in, hidden)
 
 
+def dropout_mask(x: Tensor, p: float) -> Tensor | None:
+    """The mask `dropout` multiplies x by (one `torch.rand_like` draw), None when p == 0 (no draw)."""
+    if p == 0.0:
+        return None
+    return torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # (B, H) 0 or 1 / (1 - p)
+
+
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """`F.dropout` with the mask drawn by `torch.rand` (uniform >= p) instead of `bernoulli_`.
 
     The same distribution (keep with probability 1 - p, kept values scaled by 1 / (1 - p)) from the same
     global generator, at about half the cost on CPU; the masks themselves differ from `F.dropout`'s.
     """
-    if not training or p == 0.0:
-        return x
-    mask = torch.rand_like(x).ge_(p).mul_(1.0 / (1.0 - p))  # (B, H) 0 or 1 / (1 - p)
-    return x * mask
+    mask = dropout_mask(x, p) if training else None
+    return x if mask is None else x * mask
 
 
 class GRUStack(nn.Module):
