@@ -16,7 +16,8 @@ from sessrec.experiment import compose, load_experiment
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIG_DIR / "paper").glob("*.yaml"))
-CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) - set(EXPERIMENTS))
+TUNES = sorted((CONFIG_DIR / "tune").glob("*.yaml"))  # tune files: parsed in tests/tune
+CONFIGS = sorted(set(CONFIG_DIR.rglob("*.yaml")) - set(EXPERIMENTS) - set(TUNES))
 OVERLAYS = {  # path under configs/ -> (subcommand, base config): used on top of another config
     "predict.yaml": ("predict", "gru4rec/synthetic.yaml"),
     "logger/wandb.yaml": ("fit", "gru4rec/synthetic.yaml"),

@@ -54,15 +54,55 @@ def check_ckpt_path(ckpt_path: str | os.PathLike | None) -> dict[str, tuple[int,
 def check_fits(
     ckpt_path: str | os.PathLike, shapes: dict[str, tuple[int, ...]], model: torch.nn.Module
 ) -> None:
-    """DataError when a parameter the model already has differs in shape from the checkpoint's.
+    """DataError naming the file when the checkpoint's parameters do not fit `model`'s.
 
-    Catches a checkpoint trained on other data (another item count) before Lightning's size-mismatch
-    traceback. Parameters built later (a ParallelRNN's encoders, at `configure_model`) are not compared.
+    Runs before Lightning loads anything (its size-mismatch or missing-keys traceback): a parameter with
+    another shape (a checkpoint of other data: another item count), a parameter the checkpoint lacks, or
+    one the model lacks (another architecture). Parameters built later (a ParallelRNN's encoders, at
+    `configure_model`) are not there yet: until then checkpoint keys the model lacks are not reported
+    (`SessionRecModule.on_load_checkpoint` runs `check_state_keys` once they exist).
     """
-    for name, tensor in model.state_dict().items():
-        want = shapes.get(name)
-        if want is not None and want != tuple(tensor.shape):
+    own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    _check_keys(ckpt_path, shapes, own, complete=_is_complete(model), strict=_strict(model))
+
+
+def check_state_keys(
+    ckpt_path: str | os.PathLike | None, state_dict: dict[str, Any], model: torch.nn.Module
+) -> None:
+    """`check_fits` against a loaded checkpoint's `state_dict`, once every parameter of `model` exists."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    _check_keys(ckpt_path or "checkpoint", shapes, own, complete=True, strict=_strict(model))
+
+
+def _check_keys(
+    path: str | os.PathLike, saved: dict[str, tuple[int, ...]], own: dict[str, tuple[int, ...]],
+    complete: bool, strict: bool,
+) -> None:
+    for name, shape in own.items():
+        want = saved.get(name)
+        if want is not None and want != shape:
             raise DataError(
-                f"{ckpt_path}: '{name}' has shape {list(want)} in the checkpoint but {list(tensor.shape)} "
+                f"{path}: '{name}' has shape {list(want)} in the checkpoint but {list(shape)} "
                 "in the model (a checkpoint of other data or another config?)"
             )
+    if not strict:
+        return
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own)) if complete else []
+    if missing or unexpected:
+        found = ((missing, "model parameters missing"), (unexpected, "unexpected keys"))
+        parts = [f"{len(keys)} {what} (e.g. '{keys[0]}')" for keys, what in found if keys]
+        raise DataError(
+            f"{path}: the checkpoint does not fit the model: {', '.join(parts)} "
+            "(a checkpoint of another architecture or config?)"
+        )
+
+
+def _is_complete(model: torch.nn.Module) -> bool:
+    """False while a submodule waits for `configure_model` to build its parameters (`is_bound` False)."""
+    return not any(getattr(m, "is_bound", True) is False for m in model.modules())
+
+
+def _strict(model: torch.nn.Module) -> bool:
+    return bool(getattr(model, "strict_loading", True))

@@ -22,6 +22,7 @@ COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
     "encoders": "sessrec.commands.encoders",
     "extract": "sessrec.commands.extract",
     "experiment": "sessrec.commands.experiment",
+    "tune": "sessrec.commands.tune",
 }
 
 log = logging.getLogger("sessrec")

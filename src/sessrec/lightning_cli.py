@@ -5,16 +5,22 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 import yaml
 from lightning.pytorch import LightningModule, Trainer
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.trainer.states import TrainerFn
 
-from sessrec.checkpoints import check_ckpt_path, check_fits
+from sessrec.checkpoints import check_ckpt_path, check_fits, load_checkpoint
 from sessrec.data.datamodule import SessionDataModule
-from sessrec.errors import ConfigError, SessrecError, one_line_parser_error
+from sessrec.errors import ConfigError, DataError, SessrecError, one_line_parser_error
+
+EVAL_OPTIONS = ("cutoffs", "tie_mode", "eval_top_n")  # never taken from a checkpoint's hyperparameters
 
 
 class SessrecArgumentParser(LightningArgumentParser):
@@ -35,13 +41,19 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
     """Writes config.yaml to the log folder (as Lightning's) and gives every logger the full config.
 
     Once the run starts (`on_*_start`), not at `setup`: a run that stops at bad data or features (read
-    at `setup` / `configure_model`) leaves nothing behind.
+    at `setup` / `configure_model`) leaves nothing behind. `fit` writes config.yaml; `validate`, `test`
+    and `predict` write config-<command>.yaml, so evaluating a run's checkpoint in its folder keeps the
+    config it was trained with.
     """
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         pass
 
     def _start(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self.already_saved:  # fit's validation loops run with trainer.state.fn FITTING
+            fn = trainer.state.fn
+            fitting = fn in (None, TrainerFn.FITTING)
+            self.config_filename = "config.yaml" if fitting else f"config-{fn.value}.yaml"
         super().setup(trainer, pl_module, stage)  # a no-op once saved (fit's validation loops)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -97,22 +109,60 @@ class SessrecCLI(LightningCLI):
         return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        """Parse, then check `--ckpt_path` loads (one-line DataError for a missing or corrupt file)."""
+        """Parse, then check `--ckpt_path` loads (one-line DataError for a missing or corrupt file).
+
+        A config file that is not valid YAML is reported with its name, line and column first.
+        """
+        for path in self._config_files:
+            _check_yaml(path)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:
             self._ckpt_shapes = check_ckpt_path(self.config[subcommand].get("ckpt_path"))
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's: the model takes the checkpoint's hyperparameters, except `EVAL_OPTIONS` (the
+        command line's and config's win, see `SessionRecModule`); a mismatch is a DataError naming it."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        hparams = dict(load_checkpoint(ckpt_path, mmap=True).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        for name in EVAL_OPTIONS:
+            hparams.pop(name, None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        except ConfigError as err:
+            message = f"{ckpt_path}: its hyperparameters do not fit the configured model ({err})"
+            raise DataError(message) from None
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is not None:
+            _check_trainer_options(self.config[self.subcommand].get("trainer"))
+
+    def after_instantiate_classes(self) -> None:
+        """Preflight: every folder the run writes to can be created, before any training."""
+        if self.subcommand is not None and self.trainer is not None:
+            _check_output_dirs(self.trainer, self.subcommand)
 
     def instantiate_classes(self) -> None:
         """Build the objects; a constructor rejecting its options becomes a one-line ConfigError.
 
         jsonargparse wraps such an error (ValueError or TypeError) in its own ValueError; the cause
         is the constructor's message, e.g. "layers must be a non-empty list of positive sizes".
+        The Trainer's MisconfigurationException becomes `trainer: <its first line>`.
         """
         try:
             super().instantiate_classes()
         except SessrecError:
             raise
+        except MisconfigurationException as err:
+            raise ConfigError(f"trainer: {_first_line(err)}") from err
         except (ValueError, TypeError) as err:
             cause = err
             while cause.__cause__ is not None:
@@ -143,6 +193,65 @@ def _config_files(argv: object) -> tuple[str, ...]:
         elif arg.startswith("--config="):
             files.append(arg.split("=", 1)[1])
     return tuple(files)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return " ".join(lines[0].split()) if lines else type(err).__name__
+
+
+def _check_yaml(path: str) -> None:
+    """ConfigError '<file>: invalid YAML at line L, column C: <problem>' (jsonargparse names neither)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return  # jsonargparse reports a missing or unreadable file itself
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {_first_line(err)}") from None
+
+
+def _check_trainer_options(trainer: Any) -> None:
+    """ConfigError naming the option for Trainer settings Lightning would reject with a traceback."""
+    if trainer is None:
+        return
+    accelerator = trainer.get("accelerator")
+    if isinstance(accelerator, str) and accelerator.lower() in ("gpu", "cuda"):
+        mps = accelerator.lower() == "gpu" and torch.backends.mps.is_available()
+        if not torch.cuda.is_available() and not mps:
+            raise ConfigError(
+                f"trainer.accelerator: {accelerator!r} needs a GPU and torch finds none on this machine "
+                "(torch.cuda.is_available() is False): use --trainer.accelerator cpu (or auto)"
+            )
+    for name in ("max_epochs", "max_steps"):
+        value = trainer.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1):
+            raise ConfigError(f"trainer.{name} must be an integer >= 0, or -1 for no limit (got {value!r})")
+
+
+def _check_output_dirs(trainer: Trainer, subcommand: str) -> None:
+    """ConfigError at once when a folder the run writes to lies under a file or cannot be written."""
+    dirs = [("trainer.default_root_dir", trainer.default_root_dir)]
+    dirs += [(f"{type(lg).__name__} save_dir", lg.save_dir) for lg in trainer.loggers
+             if getattr(lg, "save_dir", None)]
+    if subcommand == "fit":
+        dirs += [("ModelCheckpoint dirpath", cb.dirpath) for cb in trainer.callbacks
+                 if isinstance(cb, ModelCheckpoint) and cb.dirpath]
+    for option, folder in dirs:
+        if "://" in str(folder):
+            continue  # remote storage (fsspec): not checked here
+        path = Path(folder).absolute()
+        existing = next(p for p in (path, *path.parents) if os.path.exists(p))
+        if not existing.is_dir():
+            raise ConfigError(f"{option} {folder}: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{option} {folder}: cannot create or write it ({existing} is not writable)")
 
 
 def _raised_by(err: BaseException) -> str:

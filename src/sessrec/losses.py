@@ -44,6 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sessrec.errors import ConfigError
+
 LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 _EPS = 1e-24
@@ -268,15 +270,12 @@ class SampledLoss(nn.Module):
     ) -> None:
         super().__init__()
         if name not in LOSS_NAMES:
-            raise ValueError(f"loss name must be one of {', '.join(LOSS_NAMES)}; got {name!r}")
-        if logq < 0:
-            raise ValueError(f"logq must be >= 0, got {logq}")
+            raise ConfigError(f"loss name must be one of {', '.join(LOSS_NAMES)}; got {name!r}")
+        for option, value in (("logq", logq), ("bpreg", bpreg), ("elu_param", elu_param)):
+            if not (math.isfinite(value) and value >= 0):  # NaN fails both
+                raise ConfigError(f"{option} must be a finite number >= 0, got {value}")
         if logq and name != "cross-entropy":
-            raise ValueError(f"logq={logq} is only supported with the 'cross-entropy' loss, not {name!r}")
-        if bpreg < 0:
-            raise ValueError(f"bpreg must be >= 0, got {bpreg}")
-        if elu_param < 0:
-            raise ValueError(f"elu_param must be >= 0 (0 = linear), got {elu_param}")
+            raise ConfigError(f"logq={logq} is only supported with the 'cross-entropy' loss, not {name!r}")
         self.name, self.bpreg, self.elu_param, self.logq = name, bpreg, elu_param, logq
 
     def forward(self, scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:

@@ -7,14 +7,18 @@ p-RNN video experiment); the target itself is never one of the "others" it is co
 * ``conservative``: #(others >= target) + 1   (the GRU4Rec papers' choice: ties count against you)
 * ``median``:       the average of the two
 
-NaN scores: a NaN target score gets the worst rank (number of others + 1); NaN scores of other items
-compare False, so they never rank above the target. Candidates are a set (duplicates count once);
-a target outside the candidate set is still ranked by its score against the candidates.
+Non-finite scores never help the target: a target whose score is NaN or +-inf ranks last (number of
+others + 1, in every tie mode: an all-+inf row is not "all tied at the top"); other items' scores compare
+as IEEE numbers (+inf ranks above a finite target, -inf below) and a NaN other never ranks above the
+target. So a model that only produces NaN or inf scores gets Recall@k = MRR@k = 0 for every k below the
+number of items. `RankingMetrics` counts a NaN or inf rank as a miss. Candidates are a set (duplicates
+count once); a target outside the candidate set is still ranked by its score against the candidates.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torchmetrics import Metric
@@ -46,6 +50,19 @@ def _count(
             cmp &= mask[lo : lo + chunk]
         total += cmp.sum(1, dtype=torch.int32)  # exact: a chunk holds < 2**31 columns
     return total
+
+
+def check_eval_options(cutoffs: Sequence[int], tie_mode: str, eval_top_n: int | None) -> None:
+    """ConfigError naming the evaluation option (of `SessionRecModule`, `BaselineModule`) that is invalid."""
+    ints = isinstance(cutoffs, Sequence) and not isinstance(cutoffs, str) and all(
+        isinstance(k, Integral) and not isinstance(k, bool) for k in cutoffs)
+    if not ints or not cutoffs or min(cutoffs) < 1 or len(set(cutoffs)) != len(cutoffs):
+        raise ConfigError(f"cutoffs must be a non-empty list of distinct positive integers (got {cutoffs!r})")
+    if tie_mode not in TIE_MODES:
+        raise ConfigError(f"tie_mode must be one of {', '.join(TIE_MODES)} (got {tie_mode!r})")
+    if eval_top_n is not None and (not isinstance(eval_top_n, Integral) or isinstance(eval_top_n, bool)
+                                   or eval_top_n < 1):
+        raise ConfigError(f"eval_top_n must be an integer >= 1, or null for all items (got {eval_top_n!r})")
 
 
 def top_n_items(counts: torch.Tensor, n: int) -> torch.Tensor:
@@ -93,7 +110,7 @@ def target_ranks(
         at_least = _count(scores, target, False, mask) - in_set  # (B,) the target ties with itself
         above = at_least if mode == "conservative" else (_count(scores, target, True, mask) + at_least) / 2
     ranks = above.float() + 1  # (B,)
-    return torch.where(target[:, 0].isnan(), n_others.float() + 1, ranks)  # (B,)
+    return torch.where(target[:, 0].isfinite(), ranks, n_others.float() + 1)  # (B,) non-finite: last
 
 
 class RankingMetrics(Metric):
@@ -125,9 +142,9 @@ class RankingMetrics(Metric):
     def update(self, ranks: torch.Tensor) -> None:
         """Add the ranks (M,) of M prediction events."""
         ranks = ranks.detach().reshape(-1).to(torch.float64)  # (M,)
-        hit = ranks[:, None] <= self._k.to(ranks.device)  # (M, K)
+        hit = ranks[:, None] <= self._k.to(ranks.device)  # (M, K) False for a NaN or inf rank
         self.hits += hit.sum(0)
-        self.rr += (hit / ranks[:, None]).sum(0)
+        self.rr += torch.where(hit, 1 / ranks[:, None], 0.0).sum(0)  # (K,)
         self.count += ranks.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:

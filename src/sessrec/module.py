@@ -8,6 +8,9 @@ once per T steps.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from numbers import Integral, Real
 from typing import Any, Literal
 
 import lightning as L
@@ -18,6 +21,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
+from sessrec.checkpoints import check_state_keys
 from sessrec.data.batching import Block
 from sessrec.data.sampler import PopularitySampler
 from sessrec.distributed import all_reduce_row_sparse, broadcast_parameters, ignore_in_ddp
@@ -25,7 +29,7 @@ from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
 from sessrec.fused import FusedGRU4RecStep, unsupported
 from sessrec.losses import SampledLoss, log_q_columns
-from sessrec.metrics import RankingMetrics, top_n_items
+from sessrec.metrics import RankingMetrics, check_eval_options, top_n_items
 from sessrec.models.rows import row_sparse_parameters
 from sessrec.optim import AdagradMomentum
 from sessrec.predict import PredictMixin
@@ -34,6 +38,11 @@ from sessrec.screening import FactoredScores, ScreenedTable
 LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
 OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
 TieMode = Literal["standard", "conservative", "median"]
+_CHECK_EVERY = 32  # blocks between the host-side checks of the training loss on accelerators
+
+
+class TrainingDiverged(ConfigError):
+    """The training loss became NaN or infinite (the run fails: `sessrec: error: ...`, exit status 2)."""
 
 
 class SessionRecModule(PredictMixin, L.LightningModule):
@@ -45,7 +54,9 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         n_sample: extra negatives shared by the mini-batch, drawn with popularity**sample_alpha.
         sample_cache_size: ids pre-drawn at once by the sampler (the reference's 10M).
         optimizer: "adagrad_momentum" (the reference's, needs sparse gradients), "adam" or "adamw".
-        lr, momentum, weight_decay: optimiser settings (momentum only for adagrad_momentum).
+        lr, momentum, weight_decay: optimiser settings (momentum only for adagrad_momentum; weight_decay
+            only for adam / adamw: adagrad_momentum and the fused step have none, as the reference, and
+            refuse a non-zero value rather than ignore it).
         cutoffs: k of Recall@k and MRR@k.
         tie_mode: how tied scores rank ("conservative" as in the papers).
         eval_top_n: rank only against the N most popular training items (the p-RNN video setting);
@@ -53,6 +64,14 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         fused_step: train GRU4Rec (shared embedding, cross-entropy or bpr-max, adagrad_momentum) on CPU
             with the hand-written step of `sessrec.fused` (the same updates up to float rounding);
             False, or any other set-up, trains through autograd.
+
+    Every numeric option is checked (finite, in range) here, with a `ConfigError` naming it. A training
+    loss that becomes NaN or infinite stops the run with `TrainingDiverged` (checked once per block).
+
+    With `--ckpt_path`, LightningCLI rebuilds the model with the checkpoint's hyperparameters, except the
+    evaluation options `cutoffs`, `tie_mode` and `eval_top_n`: those always come from the current
+    command line and config (their defaults when not given), so a checkpoint can be evaluated at other
+    cutoffs. The checkpoint must hold exactly the model's parameters (`DataError` naming the file).
     """
 
     def __init__(
@@ -76,16 +95,17 @@ class SessionRecModule(PredictMixin, L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
+        _check_training_options(self.hparams)
+        check_eval_options(cutoffs, tie_mode, eval_top_n)
         if optimizer != "adagrad_momentum" and momentum:
             raise ConfigError(f"momentum is only used by optimizer='adagrad_momentum' (got {optimizer!r})")
         if optimizer != "adagrad_momentum" and getattr(net, "sparse", False):
             raise ConfigError(f"optimizer={optimizer!r} needs dense gradients: set net sparse_grad: false")
-        if n_sample < 0:
-            raise ConfigError(f"n_sample must be >= 0, got {n_sample}")
-        if lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
+        if optimizer == "adagrad_momentum" and weight_decay:
+            raise ConfigError(
+                f"weight_decay={weight_decay} is not supported by optimizer='adagrad_momentum' (the "
+                "reference's has none): use optimizer 'adamw' (or 'adam') for weight decay, or weight_decay 0"
+            )
         self.net = net
         self.automatic_optimization = False
         self.loss_fn = SampledLoss(loss, bpreg=bpreg, elu_param=elu_param, logq=logq)
@@ -104,6 +124,10 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.distributed)
         self._direct = False  # backward and optimiser step without Lightning's wrappers (see on_train_start)
         self._fused: FusedGRU4RecStep | None = None  # the hand-written step, when it applies (on_train_start)
+        # the first training step whose loss was not finite (-1: none) and that loss, kept on the device
+        self.register_buffer("_bad_substep", torch.full((), -1, dtype=torch.long), persistent=False)
+        self.register_buffer("_bad_loss", torch.zeros(()), persistent=False)
+        self._unchecked = 0  # blocks since the last host-side check of _bad_substep
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -157,6 +181,9 @@ class SessionRecModule(PredictMixin, L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._hidden = None  # the reference zeroes the hidden state at each epoch start
 
+    def on_train_epoch_end(self) -> None:
+        self._raise_if_diverged()
+
     def training_step(self, block: Block, batch_idx: int) -> None:
         opt = self.optimizers()
         hooks = [cb.on_before_substep_step for cb in self.trainer.callbacks
@@ -164,8 +191,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         steps, batch = block.inputs.shape
         hidden = self._hidden if self._hidden is not None else self.net.init_hidden(batch, self.device)
         full = block.n_events == steps * batch
-        total = torch.zeros((), device=self.device)
-        keep_all = (~block.reset).unsqueeze(2).to(total.dtype)  # (T, B, 1): 0 where a new session starts
+        losses = torch.zeros(steps, device=self.device)  # (T,) each sub-step's loss, checked once per block
+        keep_all = (~block.reset).unsqueeze(2).to(losses.dtype)  # (T, B, 1): 0 where a new session starts
         for t in range(steps):
             keep = keep_all[t]  # (B, 1)
             hidden = [h * keep for h in hidden]
@@ -174,7 +201,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
                 loss, hidden = self._fused_step(block.inputs[t], block.targets[t], hidden)
                 opt._on_after_step()
                 self.global_substep += 1
-                total += loss
+                losses[t] = loss
                 continue
             active = None if full else block.active[t]  # (B,)
             loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, active)
@@ -195,9 +222,42 @@ class SessionRecModule(PredictMixin, L.LightningModule):
                 opt.step()
             self.global_substep += 1
             hidden = [h.detach() for h in hidden]
-            total += loss.detach()
+            losses[t] = loss.detach()
         self._hidden = hidden
-        self.log("train_loss", total / steps, prog_bar=True, on_epoch=True, batch_size=block.n_events)
+        self._watch_losses(losses)
+        self.log("train_loss", losses.mean(), prog_bar=True, on_epoch=True, batch_size=block.n_events)
+
+    def _watch_losses(self, losses: Tensor) -> None:
+        """Note the block's first non-finite loss (T,) on the device, without a host sync; stop training
+        with a one-line error at once on the CPU, every `_CHECK_EVERY` blocks on accelerators (and before
+        a checkpoint is written, and at the epoch end)."""
+        bad = ~losses.isfinite()  # (T,)
+        first = bad.int().argmax()  # () the first bad sub-step of the block (0 when none)
+        new = bad.any() & (self._bad_substep < 0)  # ()
+        step = self.global_substep - losses.shape[0] + first + 1  # () its 1-based training step
+        self._bad_substep = torch.where(new, step, self._bad_substep)
+        self._bad_loss = torch.where(new, losses[first], self._bad_loss)
+        self._unchecked += 1
+        if self.device.type == "cpu" or self._unchecked >= _CHECK_EVERY:
+            self._raise_if_diverged()
+
+    def _raise_if_diverged(self) -> None:
+        """`TrainingDiverged` when a training loss was NaN or infinite (one host sync; under DDP one
+        all-reduce too, so that every rank stops at the same point)."""
+        self._unchecked = 0
+        step = self._bad_substep
+        if self._trainer is not None and self.trainer.world_size > 1:
+            never = torch.iinfo(torch.long).max
+            step = self.trainer.strategy.reduce(torch.where(step < 0, never, step), reduce_op="min")
+            step = torch.where(step == never, -1, step)
+        if int(step) < 0:
+            return
+        hp = self.hparams
+        loss = float(self._bad_loss) if int(self._bad_substep) == int(step) else "non-finite (on another rank)"
+        raise TrainingDiverged(
+            f"training loss became {loss} at step {int(step)} (lr={hp.lr}, loss={hp.loss}, "
+            f"optimizer={hp.optimizer}): lower lr, or check the inputs"
+        )
 
     def _train_step(
         self, inputs: Tensor, targets: Tensor, hidden: list[Tensor], active: Tensor | None
@@ -273,6 +333,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
     # Mid-epoch resume is exact: with the data loader's position (`SessionDataModule`), the sub-step
     # counter, the sampler stream and every rank's training hidden state are saved.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._raise_if_diverged()  # never save weights trained through a NaN loss
         if self.sampler is not None:
             checkpoint["sessrec_sampler"] = self.sampler.state_dict()
         checkpoint["sessrec_substep"] = self.global_substep
@@ -282,6 +343,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         checkpoint["sessrec_rng"] = _rng_state(self.device)  # dropout's stream (rank 0's; ranks agree)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None:  # every parameter exists now (configure_model ran): check the keys
+            check_state_keys(self.trainer.ckpt_path, checkpoint["state_dict"], self)  # before the strict load
         self._sampler_state = checkpoint.get("sessrec_sampler")
         self.global_substep = checkpoint.get("sessrec_substep", 0)
         self._saved_hidden = checkpoint.get("sessrec_hidden")
@@ -312,6 +375,27 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         rng, self._saved_rng = self._saved_rng, None
         if rng is not None:  # nothing draws from the global RNG between here and the first batch
             _set_rng_state(rng, self.device)
+
+
+def _check_training_options(hp: Mapping[str, Any]) -> None:
+    """ConfigError naming the first training option that is not a finite number in its range."""
+    for name, low, above in (("lr", 0, True), ("momentum", 0, False), ("weight_decay", 0, False),
+                             ("logq", 0, False), ("bpreg", 0, False), ("elu_param", 0, False),
+                             ("sample_alpha", 0, False)):
+        value = hp[name]
+        if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if value < low or (above and value == low):
+            raise ConfigError(f"{name} must be {'>' if above else '>='} {low}, got {value!r}")
+    if hp["momentum"] >= 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {hp['momentum']!r}")
+    for name, low in (("n_sample", 0), ("sample_cache_size", 1)):
+        value = hp[name]
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    for name, choices in (("loss", LossName), ("optimizer", OptimizerName)):
+        if hp[name] not in choices.__args__:
+            raise ConfigError(f"{name} must be one of {', '.join(choices.__args__)}, got {hp[name]!r}")
 
 
 def _rng_state(device: torch.device) -> dict[str, Tensor]:

@@ -21,6 +21,7 @@ becomes dense).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -67,6 +68,8 @@ def coalesced_rows(grad: Tensor) -> Tensor:
 class AdagradMomentum(Optimizer):
     """Adagrad with (heavy-ball) momentum and row-sparse updates, as in the GRU4Rec reference.
 
+    No weight decay (the reference has none): `SessionRecModule` refuses weight_decay != 0 with it.
+
     Args:
         params: parameters or parameter groups.
         lr: learning rate (> 0).
@@ -78,12 +81,12 @@ class AdagradMomentum(Optimizer):
         self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.05, momentum: float = 0.0,
         eps: float = 1e-6,
     ) -> None:
-        if lr <= 0.0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+        if not (math.isfinite(lr) and lr > 0.0):  # NaN fails every comparison
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if eps <= 0.0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        if not (math.isfinite(eps) and eps > 0.0):
+            raise ValueError(f"eps must be a finite number > 0, got {eps}")
         super().__init__(params, dict(lr=lr, momentum=momentum, eps=eps))
 
     def _state_for(self, p: Tensor, momentum: float) -> dict[str, Tensor]:

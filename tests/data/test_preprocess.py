@@ -187,3 +187,70 @@ def test_invariants_property(rows: list[tuple[int, str, int]], support: int) -> 
         assert frame["item"].between(0, n - 1).all()
     train_items = set(out.splits["train"]["item"])
     assert set(out.splits["valid"]["item"]) <= train_items
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "match"),
+    [
+        ("test_days", float("inf"), "test_days: must be a finite number > 0"),
+        ("test_days", float("nan"), "test_days: must be a finite number > 0"),
+        ("test_days", 0.0, "test_days: must be a finite number > 0"),
+        ("valid_days", float("inf"), "valid_days: must be a finite number >= 0"),
+        ("valid_days", -1.0, "valid_days: must be a finite number >= 0"),
+        ("min_item_support", 0, "min_item_support: must be >= 1"),
+    ],
+)
+def test_non_finite_or_out_of_range_options(option: str, value: float, match: str) -> None:
+    events = log([(1, "a", 0), (1, "b", 1)])
+    with pytest.raises(ConfigError, match=match):
+        preprocess(events, **{option: value})
+
+
+def test_non_finite_event_times_are_a_data_error() -> None:
+    events = log([(1, "a", 0), (1, "b", np.inf), (2, "a", np.nan)])
+    with pytest.raises(DataError, match="my.tsv: 2 events have a NaN or infinite time"):
+        preprocess(events, source="my.tsv")
+
+
+# ---- the `prepare` command's numeric options: one line naming the option, before anything is read ----
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--test-days", "inf"], "argument --test-days: must be a finite number > 0, got 'inf'"),
+        (["--test-days", "0"], "argument --test-days: must be a finite number > 0, got '0'"),
+        (["--test-days", "nan"], "argument --test-days: must be a finite number > 0"),
+        (["--test-days", "a week"], "argument --test-days: invalid float value: 'a week'"),
+        (["--valid-days", "-1"], "argument --valid-days: must be a finite number >= 0, got '-1'"),
+        (["--valid-days=-inf"], "argument --valid-days: must be a finite number >= 0"),
+        (["--min-item-support", "0"], "argument --min-item-support: must be a finite number >= 1"),
+        (["--min-session-length", "-2"], "argument --min-session-length: must be a finite number >= 1"),
+        (["--min-item-support", "2.5"], "argument --min-item-support: invalid int value: '2.5'"),
+        (["--session-gap", "0"], "argument --session-gap: must be a finite number > 0, got '0'"),
+        (["--session-gap", "inf"], "argument --session-gap: must be a finite number > 0"),
+        (["--max-session-gap", "nan"], "argument --max-session-gap: must be a finite number > 0"),
+        (["--max-session-gap", "60", "--user-col", "u"], "--max-session-gap: splits session ids"),
+    ],
+)
+def test_prepare_numeric_options_one_line(tmp_path, capsys, argv: list[str], match: str) -> None:
+    from sessrec.cli import main
+
+    events = tmp_path / "ev.tsv"
+    events.write_text("SessionId\tItemId\tTime\n1\ta\t1600000000\n1\tb\t1600000001\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["prepare", str(events), "--out", str(tmp_path / "out"), *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sessrec: error: ") and match in err[-1], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_max_session_gap_reaches_the_reader() -> None:
+    import argparse
+
+    from sessrec.commands import prepare
+
+    parser = argparse.ArgumentParser()
+    prepare.add_arguments(parser)
+    args = parser.parse_args(["in.tsv", "--out", "o", "--max-session-gap", "3600"])
+    assert prepare.reader_overrides(args)["session_split_gap"] == 3600.0
+    assert "session_split_gap" not in prepare.reader_overrides(parser.parse_args(["in.tsv", "--out", "o"]))

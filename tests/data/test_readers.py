@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from sessrec.data.readers import PRESETS, read_events, read_preset, sessionize
+from sessrec.data.readers import PRESETS, read_events, read_preset, sessionize, split_sessions
 from sessrec.errors import ConfigError, DataError
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
@@ -206,3 +208,119 @@ def test_real_samples(preset: str) -> None:
         assert df["session"].nunique() == n_sessions
     if preset == "movielens":
         assert 6500 < df["session"].nunique() < 7500  # ~7,100 sessions with a 30-minute gap
+
+
+# ---- validation: non-finite and suspicious times, compressed files, id normalisation, session splits ----
+T0 = 1_600_000_000  # 2020-09-13, seconds
+
+
+@pytest.mark.parametrize(
+    ("times", "match"),
+    [
+        ([T0, "inf"], r"column 'Time' has 1 non-finite time value\(s\), e.g. 'inf' \(data row 2\)"),
+        (["-Infinity", "-inf"], r"has 2 non-finite time value\(s\), e.g. '-Infinity' \(data row 1\)"),
+        ([T0, "1e400"], r"non-finite time value\(s\), e.g. '1e400' \(data row 2\)"),
+        ([T0, "nan"], r"column 'Time' has 1 non-numeric time value\(s\), e.g. 'nan' \(data row 2\)"),
+    ],
+)
+def test_non_finite_times_name_file_column_row(tmp_path: Path, times: list, match: str) -> None:
+    body = "".join(f"1,{i},{t}\n" for i, t in enumerate(times))
+    f = write(tmp_path / "ev.csv", "SessionId,ItemId,Time\n" + body)
+    with pytest.raises(DataError, match=match) as info:
+        read_events(f)
+    assert str(info.value).startswith(f"{f}: ")
+
+
+def test_non_finite_parquet_time_and_row_counts_filtered_rows(tmp_path: Path) -> None:
+    f = tmp_path / "ev.parquet"
+    pd.DataFrame({"SessionId": [1, 1], "ItemId": [1, 2], "Time": [float(T0), np.inf]}).to_parquet(f)
+    with pytest.raises(DataError, match=r"ev\.parquet: column 'Time' has 1 non-finite time .*, e.g. inf"):
+        read_events(f)
+    rows = "SessionId,ItemId,Time,ev\n1,a,1,cart\n1,b,2,cart\n1,c,inf,view\n"
+    with pytest.raises(DataError, match=r"\(data row 3\)"):  # the file's row, not the row among the kept
+        read_events(write(tmp_path / "k.csv", rows), keep={"ev": ["view"]})
+
+
+def test_time_unit_warnings(tmp_path: Path, caplog) -> None:
+    ms = write(tmp_path / "ms.csv", f"SessionId,ItemId,Time\n1,a,{T0 * 1000}\n1,b,{T0 * 1000 + 5}\n")
+    with caplog.at_level(logging.WARNING, logger="sessrec.data.readers"):
+        read_events(ms)
+    assert "pass --time-unit ms" in caplog.text and "ms.csv" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sessrec.data.readers"):
+        assert read_events(ms, time_unit="ms")["time"].tolist() == [T0, T0 + 0.005]
+    assert caplog.text == ""
+    jan = write(tmp_path / "jan.csv", "SessionId,ItemId,Time\n1,a,1700000\n1,b,1700100\n")
+    with caplog.at_level(logging.WARNING, logger="sessrec.data.readers"):
+        read_events(jan, time_unit="ms")
+    assert "falls in January 1970" in caplog.text
+
+
+EVENTS = ("SessionId,ItemId,Time\n" + "".join(f"{i // 3},{i % 7},{T0 + i}\n" for i in range(3000))).encode()
+
+
+@pytest.mark.parametrize("ext", ["gz", "bz2", "xz"])
+@pytest.mark.parametrize("keep", [0.5, 0.99, 12])
+def test_truncated_compressed_input(tmp_path: Path, ext: str, keep: float) -> None:
+    import bz2
+    import gzip
+    import lzma
+
+    packed = {"gz": gzip, "bz2": bz2, "xz": lzma}[ext].compress(EVENTS)
+    f = tmp_path / f"ev.csv.{ext}"
+    f.write_bytes(packed[: int(len(packed) * keep) if keep < 1 else keep])
+    with pytest.raises(DataError, match=rf"ev\.csv\.{ext}: cannot read as csv \(truncated or corrupt"):
+        read_events(f)
+    f.write_bytes(packed)
+    assert len(read_events(f)) == 3000
+
+
+def test_corrupt_zip_and_zst_without_zstandard(tmp_path: Path) -> None:
+    f = tmp_path / "ev.csv.zip"
+    f.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DataError, match=r"ev\.csv\.zip: cannot read as csv"):
+        read_events(f)
+    if importlib.util.find_spec("zstandard") is not None:
+        pytest.skip("zstandard is installed")
+    f = write(tmp_path / "ev.csv.zst", "anything")
+    with pytest.raises(DataError, match=r"ev\.csv\.zst: reading \.zst files needs the 'zstandard' package"):
+        read_events(f)
+
+
+def test_bom_and_spaces_around_ids_and_header(tmp_path: Path, caplog) -> None:
+    text = "\ufeffSessionId, ItemId ,Time\n\ufeff1, a ,5\n1,b\t,6\n 2 ,a,7\n"
+    f = tmp_path / "ev.csv"
+    f.write_text(text, encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="sessrec.data.readers"):
+        df = read_events(f)
+    assert df["session"].tolist() == [1, 1, 2] and df["session"].dtype == np.int64
+    assert df["item"].tolist() == ["a", "b", "a"]
+    assert "from 2 ids in column 'SessionId'" in caplog.text
+    assert "from 2 ids in column 'ItemId'" in caplog.text
+    with pytest.raises(DataError, match=r"column 'ItemId' has 1 missing value\(s\) \(first at data row 2\)"):
+        read_events(write(tmp_path / "blank.csv", "SessionId,ItemId,Time\n1,a,5\n1,  ,6\n"))
+
+
+def test_session_split_gap(tmp_path: Path, caplog) -> None:
+    day = 86400
+    rows = [("x", "a", 0), ("y", "b", 5), ("x", "b", 60), ("x", "c", 3 * day), ("x", "a", 3 * day + 1)]
+    body = "".join(f"{s},{i},{T0 + t}\n" for s, i, t in rows)
+    f = write(tmp_path / "ev.csv", "SessionId,ItemId,Time\n" + body)
+    with caplog.at_level(logging.WARNING, logger="sessrec.data.readers"):
+        kept = read_events(f)
+    assert kept["session"].tolist() == ["x", "y", "x", "x", "x"]  # default: the reference's rule
+    assert "1 of 2 session ids span more than 86400 s (e.g. 'x': 3.0 days)" in caplog.text
+    assert "--max-session-gap" in caplog.text
+    split = read_events(f, session_split_gap=day)
+    assert split["session"].tolist() == [0, 2, 0, 1, 1]  # numbered by (id, time): x, x after 3 days, y
+    assert split["item"].tolist() == kept["item"].tolist()
+    assert read_events(f, session_split_gap=10 * day)["session"].tolist() == [0, 1, 0, 0, 0]
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="session_split_gap: must be a finite number of seconds > 0"):
+            read_events(f, session_split_gap=bad)
+
+
+def test_split_sessions_ties_keep_file_order_and_int_keys_sort_numerically() -> None:
+    keys = np.array([10, 9, 10, 10], dtype=np.int64)
+    out = split_sessions(keys, np.array([0.0, 0.0, 0.0, 100.0]), gap=50.0)
+    assert out.tolist() == [1, 0, 1, 2]

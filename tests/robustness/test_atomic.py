@@ -136,6 +136,8 @@ WRITE = re.compile(r"\.write_text\(|\.write_bytes\(|\.to_parquet\(|\.to_csv\(|pq
                    r"sp\.save_npz\(|torch\.save\(|open\([^)]*[\"'][wa]b?[\"']|tarfile\.open\([^)]*[\"']w")
 ALLOWED = {  # writes that need no atomicity
     ("experiment/runner.py", "error_log.write_text("),  # the traceback of a failed run, for the user
+    ("tune/study.py", '"error.log").write_text('),  # the traceback of a failed trial, for the user
+    ("tune/report.py", "to_csv(index=False)"),  # to a string, written by atomic_write
 }
 
 

@@ -26,6 +26,7 @@ from robust_helpers import parse_test_metrics, run_cli, subprocess_env, tiny_con
 
 from sessrec.extract.image import extract_images
 from sessrec.features.store import ids_path
+from sessrec.io import output_lock
 
 
 @pytest.fixture
@@ -131,6 +132,8 @@ def test_kill_during_extraction_then_rerun_gives_identical_output(tmp_path, caps
     parts = out.with_name("img.npy.parts")
     _kill_when([*common, "--out", out], parts / "progress.json", tmp_path, "extraction ended before it could be killed")
     assert not out.exists() and not ids_path(out).exists()  # nothing merged, nothing half-written
+    with output_lock(out):  # the killed run's lock died with it: no "another sessrec run is writing here"
+        pass
     assert parts.is_dir()  # (it may hold a `.progress.json.*.tmp` the kill cut short: never read)
 
     done = json.loads((parts / "progress.json").read_text())["done"]

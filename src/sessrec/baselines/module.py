@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from sessrec.data.batching import Block
 from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
-from sessrec.metrics import RankingMetrics, top_n_items
+from sessrec.metrics import RankingMetrics, check_eval_options, top_n_items
 from sessrec.predict import PredictMixin
 
 
@@ -31,6 +31,7 @@ class BaselineModule(PredictMixin, L.LightningModule):
         eval_top_n: int | None = None,
     ) -> None:
         super().__init__()
+        check_eval_options(cutoffs, tie_mode, eval_top_n)
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.val_metrics = RankingMetrics(cutoffs, prefix="val_")

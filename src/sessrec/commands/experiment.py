@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from sessrec.experiment.runner import run_experiment  # imports lightning: after the file is valid
 
     command = shlex.join(["python", "-m", "sessrec", "experiment", "--config", str(args.config)])
-    outcome = run_experiment(experiment, only=args.only, force=args.force, command=command)
+    outcome = run_experiment(experiment, only=args.only, force=args.force, command=command,
+                             source=args.config)
     print(outcome.markdown.read_text(), end="")
     print(f"{outcome.markdown} (and results.csv): {len(outcome.trained)} run(s) trained now, "
           f"{len(outcome.skipped)} skipped as finished")

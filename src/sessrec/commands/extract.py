@@ -136,7 +136,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sh.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
 
 
+def _inputs_and_companions(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """What a kind reads (never to be written over) and the files it writes beside --out."""
+    from sessrec.features.store import ids_path
+
+    out = Path(args.out)
+    if args.kind == "shards":
+        return [args.source], []
+    if args.kind == "image":
+        weights = Path(args.weights) if args.weights and Path(args.weights).exists() else None
+        return [args.source, weights], [ids_path(out), out.with_name(out.name + ".parts")]
+    inputs = [args.items]
+    if args.kind == "properties":
+        return [*inputs, args.prices], []
+    if args.kind == "text-embed" and args.model != "minilm":
+        inputs.append(Path(args.model))
+    companions = [ids_path(out)]
+    if args.kind == "text":
+        companions.append(out.with_name(out.name.removesuffix(".npz") + ".vocab.txt"))
+    return inputs, companions
+
+
 def run(args: argparse.Namespace) -> int:
+    from sessrec.io import claim_output
+
+    inputs, companions = _inputs_and_companions(args)
+    # before any work: refuses --out (or a file written beside it) over or inside an input; locked throughout
+    with claim_output(args.out, inputs, companions=companions, folder=args.kind == "shards"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.kind == "text":
         return _text(args)
     if args.kind == "text-embed":

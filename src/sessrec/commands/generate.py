@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from pathlib import Path
 
 from sessrec.data.synthetic import SyntheticConfig, generate, write
+from sessrec.errors import DataError
+from sessrec.io import claim_output
 
 HELP = {
     "n_items": "number of items",
@@ -50,8 +53,12 @@ def run(args: argparse.Namespace) -> int:
     names = [field.name for field in dataclasses.fields(SyntheticConfig)]
     config = SyntheticConfig(**{name: getattr(args, name) for name in names})
     start = time.perf_counter()
-    data = generate(config)
-    out = write(data, args.out, overwrite=args.overwrite)
+    # before any work: refuses `--out .` (the working directory or a parent); locked throughout
+    with claim_output(args.out, folder=True):
+        if Path(args.out).exists() and not args.overwrite:
+            raise DataError(f"{args.out}: output exists (pass --overwrite to replace it)")
+        data = generate(config)
+        out = write(data, args.out, overwrite=args.overwrite)
     meta = data.meta
     print(
         f"{out}: {meta['events']:,} events, {meta['sessions']:,} sessions, {meta['items']:,} items "

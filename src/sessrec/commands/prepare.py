@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sessrec.data.prepared import SPLIT_NAMES, split_stats, write_prepared
 from sessrec.data.preprocess import preprocess
-from sessrec.data.readers import DEFAULT_SESSION_GAP, PRESETS, read_preset
-from sessrec.errors import DataError
+from sessrec.data.readers import DEFAULT_SESSION_GAP, LONG_SESSION, PRESETS, read_preset
+from sessrec.errors import ConfigError, DataError
+from sessrec.io import claim_output
 
 log = logging.getLogger(__name__)
+
+
+def _number(kind: type, low: float, strict: bool) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` (int or float) >= `low` (> `low` when `strict`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            bound = f"{'>' if strict else '>='} {low:g}"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,22 +53,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cols.add_argument("--time-unit", choices=["s", "ms"], help="unit of numeric times")
     cols.add_argument(
         "--session-gap",
-        type=float,
+        type=_number(float, 0, strict=True),
         help=f"inactivity (seconds) that ends a session cut per user (default: {DEFAULT_SESSION_GAP:g})",
+    )
+    cols.add_argument(
+        "--max-session-gap",
+        type=_number(float, 0, strict=True),
+        metavar="SECONDS",
+        help="split a session id whose events are more than SECONDS apart into several sessions "
+        "(default: off, as in the GRU4Rec reference preprocessing, so published datasets keep their "
+        f"session counts; a warning names ids spanning more than {LONG_SESSION:g} s)",
     )
     cols.add_argument(
         "--all-events", action="store_true", help="retailrocket/rees46: keep every event type, not only views"
     )
     prep = parser.add_argument_group("preprocessing")
-    prep.add_argument("--test-days", type=float, default=7.0, help="test period, days (default: 7)")
+    prep.add_argument(
+        "--test-days", type=_number(float, 0, strict=True), default=7.0, help="test period, days (default: 7)"
+    )
     prep.add_argument(
         "--valid-days",
-        type=float,
+        type=_number(float, 0, strict=False),
         default=7.0,
         help="validation period before it, days; 0 disables (default: 7)",
     )
-    prep.add_argument("--min-item-support", type=int, default=5, help="min events per item (default: 5)")
-    prep.add_argument("--min-session-length", type=int, default=2, help="min events per session (default: 2)")
+    count = _number(int, 1, strict=False)
+    prep.add_argument("--min-item-support", type=count, default=5, help="min events per item (default: 5)")
+    prep.add_argument(
+        "--min-session-length", type=count, default=2, help="min events per session (default: 2)"
+    )
     prep.add_argument("--no-dedup", action="store_true", help="keep consecutive repeats of the same item")
 
 
@@ -60,6 +92,10 @@ def reader_overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
+    if getattr(args, "max_session_gap", None) is not None:
+        if args.user_col is not None and args.session_col is None:
+            raise ConfigError("--max-session-gap: splits session ids; per-user sessions use --session-gap")
+        overrides["session_split_gap"] = args.max_session_gap
     if args.user_col is not None and args.session_col is None:
         overrides["session_col"] = None
     if args.all_events:
@@ -70,26 +106,28 @@ def reader_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Read, preprocess and write; print a table of events/sessions/items per split. Returns 0."""
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise DataError(f"{out}: output exists (pass --overwrite to replace it)")
-    overrides = reader_overrides(args)
-    events = read_preset(args.format, args.input, **overrides)
-    options = dict(
-        dedup_consecutive=not args.no_dedup,
-        min_item_support=args.min_item_support,
-        min_session_length=args.min_session_length,
-        test_days=args.test_days,
-        valid_days=args.valid_days,
-    )
-    result = preprocess(events, source=str(args.input), **options)
-    meta = {
-        "source": str(args.input),
-        "format": args.format,
-        "reader": {k: v for k, v in overrides.items()},
-        "options": options,
-        "raw": {"events": int(len(events)), "sessions": int(events["session"].nunique())},
-    }
-    write_prepared(out, result.splits, result.item_ids, meta, overwrite=args.overwrite)
+    # before any work: refuses --out over the input log or the working directory; locked throughout
+    with claim_output(out, [args.input], folder=True):
+        if out.exists() and not args.overwrite:
+            raise DataError(f"{out}: output exists (pass --overwrite to replace it)")
+        overrides = reader_overrides(args)
+        events = read_preset(args.format, args.input, **overrides)
+        options = dict(
+            dedup_consecutive=not args.no_dedup,
+            min_item_support=args.min_item_support,
+            min_session_length=args.min_session_length,
+            test_days=args.test_days,
+            valid_days=args.valid_days,
+        )
+        result = preprocess(events, source=str(args.input), **options)
+        meta = {
+            "source": str(args.input),
+            "format": args.format,
+            "reader": {k: v for k, v in overrides.items()},
+            "options": options,
+            "raw": {"events": int(len(events)), "sessions": int(events["session"].nunique())},
+        }
+        write_prepared(out, result.splits, result.item_ids, meta, overwrite=args.overwrite)
     print(
         summary_table({name: split_stats(result.splits[name]) for name in SPLIT_NAMES}, len(result.item_ids))
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from numbers import Integral
 from pathlib import Path
 from typing import Literal
 
@@ -82,8 +83,10 @@ class SessionDataModule(L.LightningDataModule):
         predict_split: SplitName = "test",
     ) -> None:
         super().__init__()
-        if batch_size <= 0 or eval_batch_size <= 0 or steps_per_block <= 0:
-            raise ConfigError("batch_size, eval_batch_size and steps_per_block must be positive")
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                            ("steps_per_block", steps_per_block)):
+            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer (got {value!r})")
         self.data_dir = Path(data_dir)
         self.data = PreparedData.load(self.data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size

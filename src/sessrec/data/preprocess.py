@@ -15,6 +15,9 @@ Steps, as in the GRU4Rec reference preprocessing (docs/gru4rec-reference.md, "Pr
 Deliberate difference from the reference: after the test split the iterative filter is applied again to
 train_full, so every item of the index has >= `min_item_support` TRAINING events (the reference can keep an
 item whose support was reached only thanks to its test events). When nothing changes, results are equal.
+Like the reference, a session id is one session however far apart its events are, unless the reader
+splits it (`read_events(session_split_gap=...)`, `prepare --max-session-gap`; it warns about ids that
+span more than a day).
 
 Output frames follow docs/design.md: `session` int64 renumbered 0..S-1 (sessions ordered by their first
 event's time, ties by the original session key), `item` int32 index into `item_ids` (train_full's items,
@@ -24,6 +27,7 @@ sorted as strings), `time` float64, events of a session ordered by time (stable)
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,6 +66,9 @@ def preprocess(
     _check_options(min_item_support, min_session_length, test_days, valid_days)
     if events.empty:
         raise DataError(f"{source}: no events")
+    bad_time = ~np.isfinite(events["time"].to_numpy(dtype=np.float64))
+    if bad_time.any():
+        raise DataError(f"{source}: {int(bad_time.sum()):,} events have a NaN or infinite time")
     data = order_events(events)
     if dedup_consecutive:
         data = drop_consecutive_duplicates(data)
@@ -109,10 +116,10 @@ def _check_options(
         raise ConfigError(
             f"min_session_length: must be >= 2 (a session needs a next item), got {min_session_length}"
         )
-    if not test_days > 0:
-        raise ConfigError(f"test_days: must be > 0, got {test_days}")
-    if not valid_days >= 0:
-        raise ConfigError(f"valid_days: must be >= 0 (0 disables validation), got {valid_days}")
+    if not (math.isfinite(test_days) and test_days > 0):
+        raise ConfigError(f"test_days: must be a finite number > 0, got {test_days}")
+    if not (math.isfinite(valid_days) and valid_days >= 0):
+        raise ConfigError(f"valid_days: must be a finite number >= 0 (0 disables validation), got {valid_days}")
 
 
 def _require(frame: pd.DataFrame, source: str, message: str) -> None:

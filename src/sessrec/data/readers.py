@@ -2,14 +2,25 @@
 
 `read_events` is the generic reader; `PRESETS` maps the name of a public dataset's layout to the
 `read_events` arguments that read it, and `read_preset(name, path, **overrides)` applies one.
-Every user error (missing file, missing column, bad time value, missing id) is a one-line
+Every user error (missing file, missing column, bad or non-finite time value, missing id, a truncated or
+corrupt .gz/.bz2/.xz/.zip, a .zst without the `zstandard` package) is a one-line
 `sessrec.errors.DataError` naming the file and the cause, never a pandas traceback.
+
+Ids are compared as text without a byte-order mark or surrounding white space (a WARNING says how many
+were stripped); text files are read as UTF-8 with an optional BOM. Suspicious times only warn: numbers
+whose median lies beyond year 5000 (milliseconds read as seconds?) or times all within January 1970.
 """
 
 from __future__ import annotations
 
+import bz2
+import importlib.util
 import logging
+import lzma
 import os
+import re
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +34,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_GAP = 1800.0
 """Inactivity gap (seconds) that ends a session when sessions are cut per user."""
+
+LONG_SESSION = 86400.0
+"""A session id whose events span more than this (seconds) is reported when `session_split_gap` is off."""
+
+MS_LIKE_SECONDS = 1e11
+"""Times whose median exceeds this many seconds (year ~5100) were probably given in a smaller unit."""
+
+_ID_PADDING = r"^[\s\ufeff]+|[\s\ufeff]+$"  # a byte-order mark or white space around an id
+_DECOMPRESS_ERRORS = (EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)  # bz2 raises OSError/EOF
 
 _COMPRESSION = {".gz", ".bz2", ".zip", ".xz", ".zst"}
 _TIME_UNITS = {"s": 1.0, "ms": 1e-3}
@@ -85,6 +105,7 @@ def read_events(
     user_col: str | None = None,
     time_unit: str = "s",
     session_gap: float = DEFAULT_SESSION_GAP,
+    session_split_gap: float | None = None,
     names: Sequence[str] | None = None,
     keep: Mapping[str, Sequence[str]] | None = None,
     offset_ms_col: str | None = None,
@@ -97,15 +118,23 @@ def read_events(
         sep: field separator of a text file (default: tab for .tsv, comma otherwise).
         session_col: column of session ids; None cuts sessions per `user_col` instead: a new session
             starts when a user has been inactive for more than `session_gap` seconds.
+        session_split_gap: with `session_col`, a session id whose events are more than this many
+            seconds apart becomes several sessions, numbered 0..S-1 by (session id, time). None (the
+            default) keeps each id one session, as the GRU4Rec reference preprocessing does, and warns
+            when an id spans more than `LONG_SESSION` seconds.
         item_col, time_col: item id and time columns. Numeric times are in `time_unit` ('s' or 'ms');
             other times are parsed as ISO date-times (UTC unless they say otherwise).
         names: column names of a text file that has no header row.
         keep: keep only rows whose column value is one of the given strings (e.g. {'event': ['view']}).
         offset_ms_col: a column of milliseconds added to the time (Diginetica's `timeframe`).
         drop_missing_sessions: drop rows without a session id instead of raising.
-    Returns the events in file order; `session` is int64 when every key is an integer, else str.
+    Returns the events in file order; `session` is int64 when every key is an integer (or when sessions
+    are split or cut per user), else str.
     """
     path = Path(path)
+    _check_gap("session_gap", session_gap)
+    if session_split_gap is not None:
+        _check_gap("session_split_gap", session_split_gap)
     if time_unit not in _TIME_UNITS:
         raise ConfigError(f"time_unit: must be 's' or 'ms', got '{time_unit}'")
     if session_col is None and user_col is None:
@@ -116,6 +145,7 @@ def read_events(
     raw = _read_table(path, fmt, sep, names, columns)
     for col, values in (keep or {}).items():
         raw = raw[raw[col].astype(str).isin([str(v) for v in values])]
+    raw = _strip_ids(raw, path, [key_col, item_col])
     if drop_missing_sessions:
         missing = raw[key_col].isna()
         if missing.any():
@@ -125,6 +155,7 @@ def read_events(
     time = _parse_time(raw[time_col], path, time_col, time_unit)
     if offset_ms_col is not None:
         time = time + _parse_time(raw[offset_ms_col], path, offset_ms_col, "ms")
+    _check_time_scale(time, path, time_col, time_unit)
     events = pd.DataFrame(
         {"key": raw[key_col].to_numpy(), "item": raw[item_col].astype(str).to_numpy(), "time": time}
     )
@@ -132,8 +163,11 @@ def read_events(
         raise DataError(f"{path}: no events left to read (rows filtered by {dict(keep or {})})")
     if session_col is None:
         events["session"] = sessionize(events["key"], events["time"].to_numpy(), session_gap)
-    else:
+    elif session_split_gap is None:
         events["session"] = _session_keys(events["key"])
+        _warn_long_sessions(events["session"], time, path)
+    else:
+        events["session"] = split_sessions(_session_keys(events["key"]), time, session_split_gap)
     log.info("%s: read %d events", path.name, len(events))
     return events[["session", "item", "time"]].reset_index(drop=True)
 
@@ -143,8 +177,7 @@ def sessionize(users: pd.Series, time: np.ndarray, gap: float = DEFAULT_SESSION_
 
     Sessions are numbered by (user, first time) order; events keep their positions.
     """
-    if gap <= 0:
-        raise ConfigError(f"session_gap: must be positive, got {gap}")
+    _check_gap("session_gap", gap)
     order = np.lexsort((time, users.to_numpy()))  # stable: ties keep file order
     user_sorted = users.to_numpy()[order]
     time_sorted = time[order]
@@ -153,6 +186,47 @@ def sessionize(users: pd.Series, time: np.ndarray, gap: float = DEFAULT_SESSION_
     session = np.empty(len(order), dtype=np.int64)
     session[order] = np.cumsum(new) - 1
     return session
+
+
+def split_sessions(keys: np.ndarray, time: np.ndarray, gap: float) -> np.ndarray:
+    """Session number (int64) per event: a key's events more than `gap` s apart are separate sessions.
+
+    Sessions are numbered 0..S-1 by (key, first time), so the numbering depends only on the data;
+    events keep their positions.
+    """
+    _check_gap("session_split_gap", gap)
+    codes = pd.factorize(keys, sort=True)[0]  # (n,) int, ordered like the keys
+    order = np.lexsort((time, codes))  # stable: ties keep file order
+    sorted_codes = codes[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (sorted_codes[1:] != sorted_codes[:-1]) | (np.diff(time[order]) > gap)
+    session = np.empty(len(order), dtype=np.int64)
+    session[order] = np.cumsum(new) - 1
+    n_keys, n_sessions = int(codes.max(initial=-1)) + 1, int(new.sum())
+    if n_sessions > n_keys:
+        log.info("split %d session ids into %d sessions at gaps over %g s", n_keys, n_sessions, gap)
+    return session
+
+
+def _check_gap(name: str, gap: float) -> None:
+    """ConfigError unless `gap` is a finite number of seconds > 0."""
+    if not (isinstance(gap, (int, float, np.number)) and np.isfinite(gap) and gap > 0):
+        raise ConfigError(f"{name}: must be a finite number of seconds > 0, got {gap!r}")
+
+
+def _warn_long_sessions(keys: np.ndarray, time: np.ndarray, path: Path) -> None:
+    """WARNING when session ids span more than `LONG_SESSION` seconds (reused ids, or one id per user)."""
+    codes, uniques = pd.factorize(keys)
+    span = pd.Series(time).groupby(codes).agg(["min", "max"])  # (K, 2)
+    length = (span["max"] - span["min"]).to_numpy()  # (K,)
+    long = length > LONG_SESSION
+    if long.any():
+        worst = int(length.argmax())
+        log.warning(
+            "%s: %d of %d session ids span more than %g s (e.g. '%s': %.1f days); a reused id stays one "
+            "session unless you pass --max-session-gap SECONDS",
+            path, int(long.sum()), len(long), LONG_SESSION, uniques[worst], length[worst] / 86400,
+        )
 
 
 def _file_type(path: Path, fmt: str | None) -> str:
@@ -177,6 +251,8 @@ def _read_table(
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     kind = _file_type(path, fmt)
+    if kind != "parquet" and path.suffix.lower() == ".zst" and importlib.util.find_spec("zstandard") is None:
+        raise DataError(f"{path}: reading .zst files needs the 'zstandard' package (pip install zstandard)")
     try:
         if kind == "parquet":
             found = _parquet_columns(path)
@@ -187,18 +263,61 @@ def _read_table(
             header = None if names is not None else "infer"
             # only an empty field is missing: ids such as "NA", "null" or "None" are ids, not gaps
             opts: dict[str, Any] = dict(
-                sep=sep, header=header, names=names, dtype=str, keep_default_na=False, na_values=[""]
-            )
+                sep=sep, header=header, names=names, dtype=str, keep_default_na=False, na_values=[""],
+                encoding="utf-8-sig",  # a byte-order mark before the header is not part of its first name
+            )  # fmt: skip
+            if len(sep) != 1:
+                opts["engine"] = "python"  # what pandas falls back to, without its warning
             found = list(names) if names is not None else list(pd.read_csv(path, nrows=0, **opts).columns)
-            _check_columns(path, columns, found)
-            frame = pd.read_csv(path, usecols=columns, **opts)
+            actual = _match_columns(columns, found)
+            _check_columns(path, columns, [*found, *actual])
+            frame = pd.read_csv(path, usecols=[actual.get(c, c) for c in columns], **opts)
+            frame = frame.rename(columns={v: k for k, v in actual.items()})
     except DataError:
         raise
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DataError(f"{path}: cannot read as {kind} ({msg})") from None
+    except re.error as err:
+        raise ConfigError(f"sep: {sep!r} is not a valid separator ({err})") from None
+    except ImportError as err:  # an optional decompressor pandas needs
+        raise DataError(f"{path}: cannot read as {kind} ({_first_line(err)})") from None
+    except (*_DECOMPRESS_ERRORS, OSError) as err:
+        if path.suffix.lower() in _COMPRESSION or isinstance(err, _DECOMPRESS_ERRORS):
+            why = f"truncated or corrupt {path.suffix} file: {_first_line(err)}"
+            raise DataError(f"{path}: cannot read as {kind} ({why})") from None
+        raise DataError(f"{path}: cannot read as {kind} ({_first_line(err)})") from None
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        raise DataError(f"{path}: cannot read as {kind} ({_first_line(err)})") from None
     if frame.empty:
         raise DataError(f"{path}: file has a header but no rows")
+    return frame
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _match_columns(wanted: list[str], found: Sequence[object]) -> dict[str, object]:
+    """Wanted column -> header name that equals it once a BOM and surrounding spaces are stripped."""
+    by_clean = {re.sub(_ID_PADDING, "", str(c)): c for c in found}
+    return {c: by_clean[c] for c in wanted if c not in found and c in by_clean}
+
+
+def _strip_ids(frame: pd.DataFrame, path: Path, cols: list[str]) -> pd.DataFrame:
+    """Text ids without a byte-order mark or surrounding white space (empty -> missing); WARNING if any."""
+    for col in dict.fromkeys(cols):
+        values = frame[col]
+        if not pd.api.types.is_string_dtype(values):
+            continue
+        padded = values.str.contains(_ID_PADDING, regex=True, na=False).to_numpy()
+        if not padded.any():
+            continue
+        example = values[padded].iloc[0]
+        stripped = values[padded].str.replace(_ID_PADDING, "", regex=True)
+        frame = frame.assign(**{col: values.mask(padded, stripped).replace("", None)})  # a copy
+        log.warning(
+            "%s: stripped a byte-order mark or surrounding spaces from %d ids in column '%s' (e.g. %r)",
+            path, int(padded.sum()), col, example,
+        )
     return frame
 
 
@@ -225,21 +344,23 @@ def _check_ids(frame: pd.DataFrame, path: Path, cols: list[str]) -> None:
     for col in cols:
         missing = frame[col].isna().to_numpy()
         if missing.any():
-            row = int(np.flatnonzero(missing)[0])
+            row = _data_row(frame[col], int(np.flatnonzero(missing)[0]))
             count = int(missing.sum())
-            raise DataError(
-                f"{path}: column '{col}' has {count} missing value(s) (first at data row {row + 1})"
-            )
+            raise DataError(f"{path}: column '{col}' has {count} missing value(s) (first at data row {row})")
+
+
+def _data_row(values: pd.Series, position: int) -> int:
+    """1-based data row (header excluded) in the file of the value at `position`, filtered rows counted."""
+    label = values.index[position]
+    return int(label) + 1 if isinstance(label, (int, np.integer)) else position + 1
 
 
 def _parse_time(values: pd.Series, path: Path, col: str, unit: str) -> np.ndarray:
     """Times as float64 seconds: numbers in `unit`, or ISO date-times; DataError with a bad example."""
     missing = values.isna().to_numpy()
     if missing.any():
-        row = int(np.flatnonzero(missing)[0])
-        raise DataError(
-            f"{path}: column '{col}' has {int(missing.sum())} missing time(s) (data row {row + 1})"
-        )
+        row = _data_row(values, int(np.flatnonzero(missing)[0]))
+        raise DataError(f"{path}: column '{col}' has {int(missing.sum())} missing time(s) (data row {row})")
     if pd.api.types.is_datetime64_any_dtype(values):
         stamps = pd.to_datetime(values, utc=True)
         return _seconds(stamps)
@@ -249,7 +370,11 @@ def _parse_time(values: pd.Series, path: Path, col: str, unit: str) -> np.ndarra
         numbers = pd.to_numeric(values, errors="coerce")
     bad = numbers.isna().to_numpy()
     if not bad.any():
-        return numbers.to_numpy(dtype=np.float64) * _TIME_UNITS[unit]
+        seconds = numbers.to_numpy(dtype=np.float64) * _TIME_UNITS[unit]
+        infinite = ~np.isfinite(seconds)
+        if infinite.any():
+            _raise_bad_time(values, infinite, path, col, "non-finite time")
+        return seconds
     if not bad.all():
         _raise_bad_time(values, bad, path, col, "non-numeric time")
     text = values.astype(str)
@@ -270,11 +395,29 @@ def _seconds(stamps: pd.Series) -> np.ndarray:
 
 def _raise_bad_time(values: pd.Series, bad: np.ndarray, path: Path, col: str, what: str) -> None:
     """Raise a DataError that shows the first bad value of the time column."""
-    row = int(np.flatnonzero(bad)[0])
-    example = values.iloc[row]
+    position = int(np.flatnonzero(bad)[0])
+    example = values.iloc[position]
+    example = example.item() if isinstance(example, np.generic) else example
     raise DataError(
-        f"{path}: column '{col}' has {int(bad.sum())} {what} value(s), e.g. {example!r} (data row {row + 1})"
+        f"{path}: column '{col}' has {int(bad.sum())} {what} value(s), e.g. {example!r} "
+        f"(data row {_data_row(values, position)})"
     )
+
+
+def _check_time_scale(seconds: np.ndarray, path: Path, col: str, unit: str) -> None:
+    """WARNING for times that look like a unit mistake: beyond year ~5100, or all in January 1970."""
+    median = float(np.median(seconds))
+    if median > MS_LIKE_SECONDS:
+        hint = "pass --time-unit ms" if unit == "s" else "convert them to seconds or milliseconds"
+        log.warning(
+            "%s: column '%s' times look too large for unit '%s' (median %.4g s after 1970, past year 5000); "
+            "%s", path, col, unit, median, hint,
+        )
+    elif seconds.min() >= 0 and seconds.max() < 31 * 86400:
+        log.warning(
+            "%s: every time in column '%s' falls in January 1970 (%.4g..%.4g s after the epoch): "
+            "relative times, or a wrong --time-unit?", path, col, seconds.min(), seconds.max(),
+        )
 
 
 def _session_keys(keys: pd.Series) -> np.ndarray:

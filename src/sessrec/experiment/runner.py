@@ -33,8 +33,8 @@ import yaml
 
 from sessrec.errors import ConfigError, SessrecError
 from sessrec.experiment.results import log_wandb_table, result_path, write_result, write_tables
-from sessrec.experiment.spec import Experiment, RunSpec, compose
-from sessrec.io import atomic_write
+from sessrec.experiment.spec import Experiment, RunSpec, compose, input_paths
+from sessrec.io import atomic_write, claim_output
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +79,25 @@ def _train(experiment: Experiment, run: RunSpec, config: Path) -> dict:
 
 
 def run_experiment(
-    experiment: Experiment, only: list[str] | None = None, force: bool = False, command: str = ""
+    experiment: Experiment,
+    only: list[str] | None = None,
+    force: bool = False,
+    command: str = "",
+    source: str | Path | None = None,
 ) -> Outcome:
     """Fit and test the selected runs that have no result.json (all selected ones with `force`).
 
     Writes the tables after every run, so an interrupted experiment keeps what finished; a failing run
-    raises SessrecError (one line) and leaves no result.json.
+    raises SessrecError (one line) and leaves no result.json. Before anything, `out_dir` is checked
+    against what the runs read (and `source`, the experiment file) and locked for the whole run.
     """
+    inputs = [source, *input_paths(experiment)]
+    option = f"{source}: out_dir" if source else "out_dir"
+    with claim_output(experiment.out_dir, inputs, option=option, folder=True):
+        return _run_all(experiment, only, force, command)
+
+
+def _run_all(experiment: Experiment, only: list[str] | None, force: bool, command: str) -> Outcome:
     from sessrec.encoders.registry import discover
     from sessrec.experiment.train import check_config
 

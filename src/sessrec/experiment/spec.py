@@ -208,3 +208,30 @@ def compose(experiment: Experiment, run: RunSpec) -> dict[str, Any]:
         callback.setdefault("init_args", {})["dirpath"] = str(run_dir / "checkpoints")
     trainer["callbacks"] = callbacks
     return config
+
+
+def _paths_under(node: Any, key: str = "path") -> list[str]:
+    """Every string value of a `key` entry in a nested config (encoder feature files)."""
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k == key and isinstance(v, str)]
+        return found + [p for v in node.values() for p in _paths_under(v, key)]
+    if isinstance(node, list):
+        return [p for v in node for p in _paths_under(v, key)]
+    return []
+
+
+def input_paths(experiment: Experiment) -> list[Path]:
+    """What the runs read and `out_dir` must not hold: run configs, data_dir, feature files (vs data_dir)."""
+    paths: list[Path] = []
+    for run in experiment.runs:
+        paths.append(Path(run.config))
+        config = compose(experiment, run)
+        data = config.get("data")
+        if not isinstance(data, dict):
+            continue
+        init = data.get("init_args")
+        data_dir = data.get("data_dir", init.get("data_dir") if isinstance(init, dict) else None)
+        if isinstance(data_dir, str):
+            paths.append(Path(data_dir))
+            paths += [Path(data_dir) / p for p in _paths_under(config.get("model"))]
+    return list(dict.fromkeys(paths))

@@ -13,8 +13,12 @@ column in row order): the layout written by `python -m sessrec generate` (image.
 Loading reorders rows to the catalogue (row i = item index i). Items without a row get zeros and
 ``mask[i] = False``; encoders decide what a missing item becomes (a learned vector or zeros). Rows whose
 id is not in the catalogue are ignored. Coverage is logged ("image.npy: 2,589/2,589 items (100.0%)").
-Bad input raises `DataError` naming the file: non-finite values, an ids file whose length differs
-from the rows, duplicate ids, a dimension other than the expected one, or no catalogue item covered.
+Bad input raises `DataError` naming the file: non-finite values (also after the cast to float32, so
+1e39 is refused), non-numeric, complex or boolean dtypes, a malformed sparse matrix (every array of the
+.npz is checked before scipy touches it: index bounds, a monotone ``indptr``), an ids file whose length
+differs from the rows, duplicate ids, a dimension other than the expected one, or no catalogue item covered.
+Ids are compared after stripping a byte-order mark and surrounding white space (a WARNING counts the ids
+that changed); a coverage below `MIN_COVERAGE` logs a WARNING with examples of missing ids.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +45,12 @@ from sessrec.io import atomic_write
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
+
+MIN_COVERAGE = 0.5
+"""Share of catalogue items a feature file should cover; below it, loading logs a WARNING."""
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_ID_PADDING = r"^[\s\ufeff]+|[\s\ufeff]+$"  # a byte-order mark or white space around an id
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,10 @@ def _read_ids(path: Path, n_rows: int) -> np.ndarray:
     """Row ids of a matrix file: its ids file, else the sibling items.parquet (generator layout)."""
     ids_file = ids_path(path)
     if ids_file.is_file():
-        ids = np.array(ids_file.read_text(encoding="utf-8").splitlines(), dtype=object)
+        try:
+            ids = np.array(ids_file.read_text(encoding="utf-8").splitlines(), dtype=object)
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{ids_file}: cannot read as UTF-8 text ({_first_line(err)})") from None
         source = ids_file
     elif (path.parent / "items.parquet").is_file():
         source = path.parent / "items.parquet"
@@ -110,8 +125,21 @@ def _read_ids(path: Path, n_rows: int) -> np.ndarray:
 
 def _parquet_ids(path: Path) -> np.ndarray:
     """The item_id column of a parquet file as strings, row order."""
-    table = _read_parquet(path, ["item_id"])
-    return np.array([str(v) for v in table["item_id"].tolist()], dtype=object)
+    return _id_strings(path, _read_parquet(path, ["item_id"])["item_id"])
+
+
+def _id_strings(path: Path, ids: pd.Series) -> np.ndarray:
+    """An item_id column as strings (object array); DataError when an id is missing."""
+    missing = ids.isna().to_numpy()
+    if missing.any():
+        first = int(missing.argmax())
+        raise DataError(f"{path}: {int(missing.sum()):,} rows without an item_id (first at row {first})")
+    return ids.astype(str).to_numpy(dtype=object)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -121,20 +149,39 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     try:
         names = pq.read_schema(path).names
     except Exception as err:  # pyarrow's errors for a corrupt or non-parquet file
-        raise DataError(f"{path}: cannot read as parquet ({str(err).splitlines()[0]})") from None
+        raise DataError(f"{path}: cannot read as parquet ({_first_line(err)})") from None
     missing = [c for c in columns if c not in names]
     if missing:
         raise DataError(f"{path}: column '{missing[0]}' not found (columns: {', '.join(names)})")
-    return pq.read_table(path, columns=list(dict.fromkeys(columns))).to_pandas()
+    try:
+        return pq.read_table(path, columns=list(dict.fromkeys(columns))).to_pandas()
+    except Exception as err:  # a valid schema over corrupt pages
+        raise DataError(f"{path}: cannot read as parquet ({_first_line(err)})") from None
+
+
+def _normalise_ids(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Ids (n,) as strings without a byte-order mark or white space around them; (ids, how many changed)."""
+    raw = pd.Series(np.asarray(ids, dtype=object), dtype=object).astype(str)
+    clean = raw.str.replace(_ID_PADDING, "", regex=True)
+    return clean.to_numpy(dtype=object), int((clean != raw).sum())
 
 
 def _align(path: Path, file_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     """Row of each catalogue item in the file, -1 where absent; logs coverage, checks ids."""
-    index = pd.Index(np.asarray([str(v) for v in file_ids], dtype=object))
+    clean, changed = _normalise_ids(file_ids)
+    if changed:
+        log.warning(
+            "%s: %s item ids had a byte-order mark or surrounding spaces; matched without them",
+            path, f"{changed:,}",
+        )
+    index = pd.Index(clean)
     if index.has_duplicates:
         dup = index[index.duplicated()]
         raise DataError(f"{path}: {len(dup):,} duplicate item ids (first: '{dup[0]}')")
-    rows = index.get_indexer(pd.Index(np.asarray(item_ids, dtype=object)))  # (N,)
+    catalogue, cat_changed = _normalise_ids(item_ids)
+    if cat_changed and pd.Index(catalogue).has_duplicates:  # the padding tells catalogue items apart
+        catalogue = np.asarray(item_ids, dtype=object)
+    rows = index.get_indexer(pd.Index(catalogue))  # (N,)
     found, total = int((rows >= 0).sum()), len(item_ids)
     if total and found == 0:
         sample = index[0] if len(index) else "none"
@@ -142,12 +189,23 @@ def _align(path: Path, file_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray
             f"{path}: covers none of the {total:,} catalogue items "
             f"(file ids like '{sample}', catalogue ids like '{item_ids[0]}')"
         )
-    log.info("%s: %s/%s items (%.1f%%)", path.name, f"{found:,}", f"{total:,}", 100.0 * found / max(total, 1))
+    share = found / max(total, 1)
+    if share < MIN_COVERAGE:
+        missing = ", ".join(f"'{v}'" for v in np.asarray(item_ids, dtype=object)[rows < 0][:3])
+        log.warning(
+            "%s: covers only %s/%s catalogue items (%.1f%%); missing items get no features (e.g. %s)",
+            path, f"{found:,}", f"{total:,}", 100.0 * share, missing,
+        )
+    else:
+        log.info("%s: %s/%s items (%.1f%%)", path.name, f"{found:,}", f"{total:,}", 100.0 * share)
     return rows
 
 
 def _check_finite(path: Path, values: np.ndarray, row_of: np.ndarray | None = None) -> None:
-    """DataError when any value is NaN or inf, saying how many rows hold one."""
+    """DataError when any value is NaN or inf, saying how many rows hold one.
+
+    Call it on float32 values: a value beyond float32's range has become inf in the cast.
+    """
     bad = ~np.isfinite(values)
     if not bad.any():
         return
@@ -155,7 +213,19 @@ def _check_finite(path: Path, values: np.ndarray, row_of: np.ndarray | None = No
         n_bad = int(bad.reshape(len(values), -1).any(axis=1).sum())
     else:
         n_bad = len(np.unique(row_of[bad]))
-    raise DataError(f"{path}: {n_bad:,} rows hold NaN or inf values")
+    raise DataError(f"{path}: {n_bad:,} rows hold NaN or inf values (or values beyond float32's range)")
+
+
+def _check_dtype(path: Path, dtype: np.dtype, what: str = "values") -> None:
+    """DataError unless `dtype` is a real number type (not bool, complex, object, string or a record)."""
+    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise DataError(f"{path}: expected real numeric {what}, found {dtype}")
+
+
+def _to_float32(values: np.ndarray) -> np.ndarray:
+    """`values` as float32; out-of-range values become inf (checked by `_check_finite`), silently."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(np.float32)
 
 
 def _mask(rows: np.ndarray) -> Tensor:
@@ -173,14 +243,18 @@ def load_dense(path: PathLike, item_ids: np.ndarray, dim: int | None = None) -> 
         raise DataError(f"{path}: cannot read as .npy ({str(err).splitlines()[0]})") from None
     if matrix.ndim != 2:
         raise DataError(f"{path}: expected a 2-d (rows, D) array, found shape {tuple(matrix.shape)}")
+    if matrix.shape[1] == 0:
+        raise DataError(f"{path}: the vectors have dimension 0")
     if dim is not None and matrix.shape[1] != dim:
         raise DataError(f"{path}: dimension {matrix.shape[1]} but {dim} expected")
-    if not np.issubdtype(matrix.dtype, np.number):
-        raise DataError(f"{path}: expected numeric values, found {matrix.dtype}")
+    _check_dtype(path, matrix.dtype)
     rows = _align(path, _read_ids(path, matrix.shape[0]), item_ids)  # (N,)
     present = rows >= 0
     values = np.zeros((len(item_ids), matrix.shape[1]), dtype=np.float32)  # (N, D)
-    values[present] = matrix[rows[present]]
+    try:
+        values[present] = _to_float32(matrix[rows[present]])
+    except (OSError, ValueError) as err:  # a truncated memory-mapped file
+        raise DataError(f"{path}: cannot read as .npy ({_first_line(err)})") from None
     _check_finite(path, values)
     return DenseFeatures(torch.from_numpy(values), _mask(rows))
 
@@ -190,23 +264,115 @@ def load_sparse(path: PathLike, item_ids: np.ndarray, dim: int | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: feature file not found")
-    try:
-        matrix = sp.load_npz(path).tocsr()  # np.load(allow_pickle=False) inside: arrays only
-    except (OSError, ValueError, KeyError) as err:
-        raise DataError(f"{path}: cannot read as a scipy sparse .npz ({str(err).splitlines()[0]})") from None
-    if dim is not None and matrix.shape[1] != dim:
-        raise DataError(f"{path}: dimension {matrix.shape[1]:,} but {dim:,} expected")
-    rows = _align(path, _read_ids(path, matrix.shape[0]), item_ids)  # (N,)
+    fmt, shape, arrays = _read_npz(path)
+    if dim is not None and shape[1] != dim:
+        raise DataError(f"{path}: dimension {shape[1]:,} but {dim:,} expected")
+    rows = _align(path, _read_ids(path, shape[0]), item_ids)  # (N,)
+    matrix = _build_csr(path, fmt, shape, arrays)  # (rows, V), only after every array was checked
     present = np.flatnonzero(rows >= 0)
-    picked = matrix[rows[present]].astype(np.float32)  # (P, V), rows of the present items
-    _check_finite(path, picked.data, np.repeat(np.arange(picked.shape[0]), np.diff(picked.indptr)))
+    picked = matrix[rows[present]]  # (P, V) float32, rows of the present items
     scatter = sp.csr_matrix(
         (np.ones(len(present), dtype=np.float32), (present, np.arange(len(present)))),
         shape=(len(item_ids), len(present)),
     )  # (N, P) places row p at item present[p]
-    csr = (scatter @ picked).tocsr()  # (N, V)
+    csr = (scatter @ picked).tocsr()  # (N, V), duplicate entries summed
     csr.sort_indices()
+    _check_finite(path, csr.data, np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)))
     return SparseFeatures(csr, _mask(rows))
+
+
+_NPZ_KEYS = {  # the arrays scipy.sparse.save_npz writes per format, besides 'format' and 'shape'
+    "csr": ("data", "indices", "indptr"),
+    "csc": ("data", "indices", "indptr"),
+    "coo": ("data", "row", "col"),
+}
+_NPZ_ERRORS = (  # what np.load raises for a corrupt zip or npy member
+    OSError, ValueError, KeyError, EOFError, RuntimeError, NotImplementedError, MemoryError,
+    UnicodeDecodeError, zipfile.BadZipFile, zlib.error,
+)  # fmt: skip
+
+
+def _bad_npz(path: Path, why: str) -> DataError:
+    return DataError(f"{path}: cannot read as a scipy sparse .npz ({why})")
+
+
+def _read_npz(path: Path) -> tuple[str, tuple[int, int], dict[str, np.ndarray]]:
+    """(format, shape, arrays) of a ``scipy.sparse.save_npz`` file, every array checked (no pickles)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise _bad_npz(path, "a single array, not an archive")
+        with loaded as npz:
+            names = set(npz.files)
+            if "format" not in names or "shape" not in names:
+                raise _bad_npz(path, "no 'format' or 'shape' array")
+            fmt = npz["format"]
+            fmt = fmt.item().decode("ascii") if fmt.dtype.kind == "S" and fmt.ndim == 0 else str(fmt)
+            if fmt not in _NPZ_KEYS:
+                raise _bad_npz(path, f"format '{fmt[:20]}'; save a CSR matrix")
+            absent = [k for k in _NPZ_KEYS[fmt] if k not in names]
+            if absent:
+                raise _bad_npz(path, f"no '{absent[0]}' array")
+            arrays = {k: npz[k] for k in ("shape", *_NPZ_KEYS[fmt])}
+    except DataError:
+        raise
+    except _NPZ_ERRORS as err:
+        raise _bad_npz(path, _first_line(err)) from None
+    shape = arrays.pop("shape")
+    if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer) or (shape < 0).any():
+        raise _bad_npz(path, "'shape' must be two non-negative integers")
+    n_rows, n_cols = int(shape[0]), int(shape[1])
+    if max(n_rows, n_cols) >= 2**62:
+        raise _bad_npz(path, f"shape ({n_rows}, {n_cols}) is too large")
+    _check_sparse_arrays(path, fmt, (n_rows, n_cols), arrays)
+    return fmt, (n_rows, n_cols), arrays
+
+
+def _check_sparse_arrays(path: Path, fmt: str, shape: tuple[int, int], arrays: dict[str, np.ndarray]) -> None:
+    """DataError unless the arrays form a valid `fmt` matrix of `shape`: dtypes, lengths, index bounds.
+
+    Runs before scipy sees the arrays: scipy trusts a CSR's indices and crashes on one out of bounds.
+    """
+    data = arrays["data"]
+    if data.ndim != 1:
+        raise _bad_npz(path, f"'data' must be 1-d, found shape {data.shape}")
+    _check_dtype(path, data.dtype)
+    for name in _NPZ_KEYS[fmt][1:]:
+        if arrays[name].ndim != 1 or not np.issubdtype(arrays[name].dtype, np.integer):
+            raise _bad_npz(path, f"'{name}' must be a 1-d integer array, found {arrays[name].dtype}")
+    if fmt == "coo":
+        bounds = {"row": shape[0], "col": shape[1]}
+    else:
+        major, minor = shape if fmt == "csr" else shape[::-1]
+        indptr, nnz = arrays["indptr"], len(arrays["indices"])
+        ends = len(indptr) == major + 1 and indptr[0] == 0 and indptr[-1] == nnz
+        if not ends or (indptr[1:] < indptr[:-1]).any():
+            raise _bad_npz(path, f"'indptr' must rise from 0 to {nnz:,} in {major + 1:,} entries")
+        bounds = {"indices": minor}
+    for name, limit in bounds.items():
+        index = arrays[name]
+        if len(index) != len(data):
+            raise _bad_npz(path, f"'{name}' has {len(index):,} entries but 'data' {len(data):,}")
+        if len(index) and (index.min() < 0 or index.max() >= limit):
+            lo, hi = int(index.min()), int(index.max())
+            raise _bad_npz(path, f"'{name}' holds {lo}..{hi}, outside 0..{limit - 1}")
+
+
+def _build_csr(path: Path, fmt: str, shape: tuple[int, int], arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    """The float32 CSR matrix of arrays that `_check_sparse_arrays` accepted, scipy's full check on top."""
+    data = _to_float32(arrays["data"])  # scipy has no float16; values beyond float32 become inf (refused)
+    try:
+        if fmt == "coo":
+            matrix = sp.coo_matrix((data, (arrays["row"], arrays["col"])), shape=shape).tocsr()
+        else:
+            cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
+            matrix = cls((data, arrays["indices"], arrays["indptr"]), shape=shape)
+            matrix.check_format(full_check=True)
+            matrix = matrix.tocsr()
+        matrix.check_format(full_check=True)
+    except (ValueError, TypeError, OverflowError, MemoryError) as err:
+        raise _bad_npz(path, _first_line(err)) from None
+    return matrix
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -220,16 +386,27 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
 
 
 def _numeric(path: Path, frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """Numeric columns as float64 (rows, k), NaN for nulls; DataError for strings or inf."""
+    """Numeric columns as float64 (rows, k), NaN for nulls; DataError for strings, inf or values that
+    float32 (the model's type) cannot hold."""
     out = np.zeros((len(frame), len(columns)), dtype=np.float64)
     for j, col in enumerate(columns):
+        if pd.api.types.is_complex_dtype(frame[col]):
+            raise DataError(f"{path}: column '{col}' must be real numbers, found {frame[col].dtype}")
         try:
-            out[:, j] = pd.to_numeric(frame[col], errors="raise").astype(np.float64).to_numpy()
-        except (TypeError, ValueError):
+            out[:, j] = pd.to_numeric(frame[col], errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError, OverflowError):
             raise DataError(f"{path}: column '{col}' must be numeric, found {frame[col].dtype}") from None
     n_inf = int(np.isinf(out).any(axis=1).sum())
     if n_inf:
         raise DataError(f"{path}: {n_inf:,} rows hold inf values")
+    with np.errstate(invalid="ignore"):
+        huge = np.abs(out) > _FLOAT32_MAX  # (rows, k); NaN compares False
+    if huge.any():
+        row, j = np.argwhere(huge)[0]
+        raise DataError(
+            f"{path}: {int(huge.any(axis=1).sum()):,} rows hold values beyond float32's range "
+            f"(e.g. {out[row, j]:g} in column '{columns[j]}')"
+        )
     return out
 
 
@@ -242,7 +419,7 @@ def load_properties(
     """Read ``numeric`` and ``categorical`` columns of a parquet with ``item_id`` aligned to `item_ids`."""
     path = Path(path)
     frame = _read_parquet(path, ["item_id", *numeric, *categorical])
-    rows = _align(path, frame["item_id"].astype(str).to_numpy(dtype=object), item_ids)  # (N,)
+    rows = _align(path, _id_strings(path, frame["item_id"]), item_ids)  # (N,)
     present = rows >= 0
     num_file = _numeric(path, frame, numeric)  # (rows, k)
     num = np.full((len(item_ids), len(numeric)), np.nan)  # (N, k)
@@ -269,7 +446,7 @@ def load_text(path: PathLike, item_ids: np.ndarray, column: str = "text") -> Tex
     """Read the string column `column` of a parquet with ``item_id``, aligned to `item_ids`."""
     path = Path(path)
     frame = _read_parquet(path, ["item_id", column])
-    rows = _align(path, frame["item_id"].astype(str).to_numpy(dtype=object), item_ids)  # (N,)
+    rows = _align(path, _id_strings(path, frame["item_id"]), item_ids)  # (N,)
     raw = frame[column].to_numpy(dtype=object)
     texts = ["" if r < 0 or raw[r] is None or raw[r] != raw[r] else str(raw[r]) for r in rows]
     return TextFeatures(texts, _mask(rows))

@@ -1,0 +1,179 @@
+"""Collect result JSONs (RecBole peers and sessrec runs) into a markdown leaderboard, mean ± std over seeds.
+
+    python benchmarks/recbole/leaderboard.py benchmarks/recbole/results runs/my-experiment --out table.md
+
+Runs in the sessrec venv (standard library, plus PyYAML for sessrec's run.yaml). Reads every ``*.json``
+under the given files/folders:
+
+* the shared schema ``"schema": "sessrec-leaderboard/1"`` (what benchmarks/recbole/run.py writes; write
+  the same for any other framework)::
+
+      {"schema": "sessrec-leaderboard/1", "framework": "recbole" | "sessrec" | ...,
+       "model": str, "dataset": str, "seed": int | null, "tie_mode": "conservative" | ...,
+       "metrics": {"valid": {"recall@20": float, ...}, "test": {"recall@20": float, "mrr@20": float, ...}},
+       "epochs": int | null, "train_seconds": float | null, "train_events_per_s": float | null,
+       "params": {...}, "command": str, "created": str, "extra": {...}}
+
+* sessrec's experiment ``result.json`` (``python -m sessrec experiment``: ``metrics`` with ``test_*``
+  keys, ``config``, ``epochs``, ``fit_seconds``), converted on the fly (framework "sessrec"; dataset from
+  ``--sessrec-dataset`` or the config's data_dir; seed from ``seed_everything``, read from the run's
+  ``run.yaml`` beside the result when the record's config is a path).
+
+Rows are grouped by (dataset, framework, model); each metric is shown as mean ± sample std over the
+group's seeds (just the value for one seed). When the RecBole venv (``--recbole-venv``, default
+.venv-recbole) is absent, RecBole results are skipped with a message (``--keep-recbole`` keeps them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+SCHEMA = "sessrec-leaderboard/1"
+METRICS = ("recall@20", "mrr@20", "recall@10", "mrr@10")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def from_sessrec_result(record: dict, dataset: str | None, path: Path | None = None) -> dict:
+    """Convert a sessrec experiment result.json into the shared schema.
+
+    The seed and data_dir come from the record's config when it is a dict, else from the composed
+    ``run.yaml`` beside the result (what ``sessrec experiment`` writes).
+    """
+    config = record.get("config")
+    if not isinstance(config, dict):
+        config = {}
+        run_yaml = path.parent / "run.yaml" if path is not None else None
+        if run_yaml is not None and run_yaml.is_file():
+            import yaml
+
+            config = yaml.safe_load(run_yaml.read_text()) or {}
+    data_dir = ((config.get("data") or {}).get("init_args") or config.get("data") or {}).get("data_dir")
+    test = {k[len("test_") :]: v for k, v in record["metrics"].items() if k.startswith("test_")}
+    return {
+        "schema": SCHEMA,
+        "framework": "sessrec",
+        "model": record.get("label") or record.get("name") or "?",
+        "dataset": dataset or (Path(data_dir).parent.name if data_dir else "?"),
+        "seed": config.get("seed_everything"),
+        "tie_mode": "conservative",
+        "metrics": {"test": test},
+        "epochs": record.get("epochs"),
+        "train_seconds": record.get("fit_seconds"),
+        "train_events_per_s": None,
+    }
+
+
+def load_results(paths: list[str], sessrec_dataset: str | None = None) -> list[dict]:
+    """Every recognised result under `paths` (files or folders, recursively), in the shared schema."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(p.rglob("*.json")) if p.is_dir() else [p])
+    out = []
+    for path in files:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            print(f"skipped {path}: {err}", file=sys.stderr)
+            continue
+        if not isinstance(record, dict):
+            continue
+        if record.get("schema") == SCHEMA:
+            out.append(record)
+        elif isinstance(record.get("metrics"), dict) and any(
+            k.startswith("test_") for k in record["metrics"]
+        ):
+            out.append(from_sessrec_result(record, sessrec_dataset, path))
+    return out
+
+
+def mean_std(values: list[float], digits: int = 4) -> str:
+    """'m' for one value, 'm ± s' (sample std) for several, '' for none."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return ""
+    m = sum(values) / len(values)
+    if len(values) == 1:
+        return str(values[0]) if isinstance(values[0], int) else f"{m:.{digits}f}"
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def table(results: list[dict]) -> str:
+    """The markdown leaderboard: one row per (dataset, framework, model), ordered by dataset then MRR@20."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r.get("dataset", "?"), r.get("framework", "?"), r.get("model", "?"))].append(r)
+
+    def test_values(rows: list[dict], metric: str) -> list[float]:
+        return [r.get("metrics", {}).get("test", {}).get(metric) for r in rows]
+
+    def sort_key(item):
+        (dataset, _, _), rows = item
+        vals = [v for v in test_values(rows, "mrr@20") if v is not None]
+        return (dataset, -(sum(vals) / len(vals)) if vals else 0.0)
+
+    names = {"recall": "Recall", "mrr": "MRR"}
+    header = [
+        "dataset",
+        "framework",
+        "model",
+        "seeds",
+        "ties",
+        *(names[m.split("@")[0]] + "@" + m.split("@")[1] for m in METRICS),
+        "epochs",
+        "train events/s",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (dataset, framework, model), rows in sorted(groups.items(), key=sort_key):
+        seeds = sorted({str(r.get("seed")) for r in rows})
+        ties = sorted({str(r.get("tie_mode", "?")) for r in rows})
+        cells = [dataset, framework, model, f"{len(rows)} ({', '.join(seeds)})", "/".join(ties)]
+        cells += [mean_std(test_values(rows, m)) for m in METRICS]
+        cells.append(mean_std([r.get("epochs") for r in rows], 1))
+        cells.append(mean_std([r.get("train_events_per_s") for r in rows], 0))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("paths", nargs="+", help="result JSON files or folders")
+    parser.add_argument("--out", default=None, help="write the markdown table here (default: stdout)")
+    parser.add_argument("--recbole-venv", default=str(REPO / ".venv-recbole"))
+    parser.add_argument(
+        "--keep-recbole",
+        action="store_true",
+        help="list RecBole results even when the RecBole venv is absent",
+    )
+    parser.add_argument("--sessrec-dataset", default=None, help="dataset label for sessrec result.json files")
+    args = parser.parse_args(argv)
+    results = load_results(args.paths, args.sessrec_dataset)
+    venv = Path(args.recbole_venv)
+    if not (venv / "bin" / "python").exists() and not args.keep_recbole:
+        n = sum(r.get("framework") == "recbole" for r in results)
+        print(
+            f"RecBole venv not found at {venv}: RecBole part skipped ({n} result(s) left out; "
+            "create it with `bash benchmarks/recbole/setup_venv.sh`, or pass --keep-recbole)",
+            file=sys.stderr,
+        )
+        results = [r for r in results if r.get("framework") != "recbole"]
+    if not results:
+        print("no results found", file=sys.stderr)
+    text = table(results)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out} ({len(results)} result(s))", file=sys.stderr)
+    else:
+        print(text, end="")
+    return text
+
+
+if __name__ == "__main__":
+    main()

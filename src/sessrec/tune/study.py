@@ -1,0 +1,221 @@
+"""The Optuna study: TPE sampling, median pruning on per-epoch validation, persistent shared storage.
+
+Each trial composes its config (sessrec.tune.compose), writes it to <out>/trials/<number>/trial.yaml and
+trains it in this process through SessrecCLI, as `sessrec experiment` does. A trial that raises (a
+constructor rejecting a combination, a non-finite loss, any error in training) is recorded as FAIL
+with its one-line message (user attribute `error`, traceback in <out>/trials/<number>/error.log) and
+the study goes on; only TrialPruned ends a trial early on purpose.
+
+Storage is an Optuna RDB URL (SQLite file by default) opened with `load_if_exists`, so a rerun resumes
+the study and several processes (or machines, with a database server) share it, each running its own
+trials. `n_trials` counts the study's finished trials (complete, pruned or failed) across processes
+(Optuna's MaxTrialsCallback), so a rerun after a kill completes the count; one process never starts
+more than `n_trials` itself. A trial whose process died (kill -9, lost machine) stays RUNNING until its
+heartbeat is `GRACE_S` old: the next process to start a trial then marks it FAIL and queues its values
+again once (RetryHeartbeatStaleTrialCallback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+import traceback
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from optuna.trial import TrialState
+
+from sessrec.errors import ConfigError
+from sessrec.io import atomic_write
+from sessrec.tune.compose import base_config, check, trial_config
+from sessrec.tune.spec import Param, TuneSpec
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 30  # a running trial writes a heartbeat this often ...
+GRACE_S = 120  # ... and is failed as dead (and retried) when none came for this long
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+class TrialReport(Callback):
+    """Reports the objective to Optuna after every validation; prunes; stops on a non-finite loss."""
+
+    def __init__(self, trial: optuna.Trial, metric: str) -> None:
+        self.trial, self.metric = trial, metric
+        self.value: float | None = None
+        self.reports = 0
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        loss = trainer.callback_metrics.get("train_loss_step")  # the block's mean loss, as logged
+        if loss is not None and not math.isfinite(float(loss)):
+            raise FloatingPointError(f"train_loss is {float(loss)} at epoch {trainer.current_epoch}, "
+                                     f"step {trainer.global_step}")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.metric)
+        if value is None:
+            logged = ", ".join(sorted(k for k in trainer.callback_metrics if k.startswith("val_"))) or "none"
+            raise ConfigError(f"objective {self.metric} was not logged (validation metrics: {logged})")
+        self.value = float(value)
+        if not math.isfinite(self.value):
+            raise FloatingPointError(f"{self.metric} is {self.value} at epoch {trainer.current_epoch}")
+        self.trial.report(self.value, self.reports)
+        self.reports += 1
+        if self.trial.should_prune():
+            epoch = trainer.current_epoch
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}: {self.metric} {self.value:.4f}")
+
+
+def suggest(trial: optuna.Trial, spec: TuneSpec) -> dict[str, Any]:
+    """The trial's config values, in the space's order; a conditional key only when its condition holds."""
+    values: dict[str, Any] = {}
+    for param in spec.space:
+        if all(k in values and values[k] == v for k, v in param.when.items()):
+            values[param.key] = param.value(_suggest_one(trial, param))
+    return values
+
+
+def _suggest_one(trial: optuna.Trial, param: Param) -> Any:
+    if param.kind == "categorical":
+        return trial.suggest_categorical(param.key, param.labels)
+    if param.kind == "int":
+        return trial.suggest_int(param.key, param.low, param.high, step=int(param.step or 1), log=param.log)
+    return trial.suggest_float(param.key, param.low, param.high, step=param.step, log=param.log)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _train(config: Path, metric: str, trial: optuna.Trial) -> float:
+    from sessrec.experiment.train import _cli
+    from sessrec.lightning_cli import SessrecCLI
+
+    cli = _cli(SessrecCLI, config)
+    trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    report = TrialReport(trial, metric)
+    trainer.callbacks.append(report)
+    if is_overridden("training_step", model):
+        trainer.fit(model, datamodule=data)
+    else:  # a baseline: nothing to train, its parameters are scored as they are
+        trainer.validate(model, datamodule=data, verbose=False)
+    if report.value is None:
+        raise RuntimeError(f"no validation ran, so {metric} was never measured (check limit_val_batches)")
+    return report.value
+
+
+class Objective:
+    """Optuna's objective: compose the trial's config, train it, return the last validation objective."""
+
+    def __init__(self, spec: TuneSpec, base: dict[str, Any]) -> None:
+        self.spec, self.base = spec, base
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        folder = Path(self.spec.out) / "trials" / str(trial.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            params = suggest(trial, self.spec)
+            config = folder / "trial.yaml"
+            composed = trial_config(self.spec, self.base, params, folder)
+            with atomic_write(config) as tmp:
+                tmp.write_text(yaml.safe_dump(composed, sort_keys=False))
+            return _train(config, self.spec.objective, trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:  # recorded as FAIL by study.optimize(catch=...): the study goes on
+            trial.set_user_attr("error", _one_line(err))
+            (folder / "error.log").write_text(traceback.format_exc())
+            raise
+
+
+def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """One line per finished trial: number, state, value, seconds, values (and why it failed)."""
+    seconds = trial.duration.total_seconds() if trial.duration else float("nan")
+    params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+    value = "" if trial.value is None else f" {study.metric_names[0] if study.metric_names else 'value'}" \
+        f"={trial.value:.4f}"
+    error = trial.user_attrs.get("error")
+    log.info("trial %d %s%s in %.1f s: %s%s", trial.number, trial.state.name, value, seconds, params,
+             f" ({error})" if error else "")
+
+
+@contextlib.contextmanager
+def _lightning_quiet() -> Iterator[None]:
+    """Lightning's per-trial banners (devices, seeds, the fused step) at WARNING while the study runs."""
+    names = ("lightning.pytorch", "lightning.fabric", "sessrec.module")
+    levels = {n: logging.getLogger(n).level for n in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def open_study(spec: TuneSpec) -> optuna.Study:
+    """Create or load the study in its storage, with a TPE sampler and the median (or no) pruner."""
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    Path(spec.out).mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats and metric names: stable enough
+        try:
+            storage = RDBStorage(spec.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except Exception as err:  # SQLAlchemy's errors for a bad URL or an unreachable database
+            raise ConfigError(f"{spec.source}: storage {spec.storage_url}: {_one_line(err)}") from None
+        pruner = optuna.pruners.MedianPruner() if spec.pruner else optuna.pruners.NopPruner()
+        study = optuna.create_study(storage=storage, study_name=spec.study_name, direction="maximize",
+                                    pruner=pruner, load_if_exists=True)
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise ConfigError(f"{spec.source}: study {spec.study_name!r} in {spec.storage_url} is "
+                              "not maximised")
+        study.set_metric_names([spec.objective])
+    # A resumed study (or a second process) starts its sampler further on, not at the first trial's draws.
+    seed = None if spec.seed is None else spec.seed + len(study.trials)
+    study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+    return study
+
+
+def counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def run_study(spec: TuneSpec) -> tuple[optuna.Study, dict[str, Any], list[int]]:
+    """Check the file against the parser, run trials until n_trials / timeout: (study, base, trials run)."""
+    from sessrec.encoders.registry import discover
+
+    discover()  # plug-in encoders become nameable in the configs, as in `sessrec fit`
+    base = base_config(spec)
+    check(spec, base)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial from log_trial instead
+    study = open_study(spec)
+    mine: list[int] = []
+    callbacks = [lambda s, t: mine.append(t.number), log_trial]
+    if spec.n_trials is not None:
+        callbacks.append(optuna.study.MaxTrialsCallback(spec.n_trials, states=COUNTED))
+        if counted(study) >= spec.n_trials:
+            log.info("study %s already has %d finished trials: nothing to run", spec.study_name,
+                     counted(study))
+            return study, base, mine
+    log.info("study %s (%s): %d trial(s) in storage; tuning %d key(s) for %s", spec.study_name,
+             spec.storage_url, len(study.trials), len(spec.space), spec.objective)
+    start = time.perf_counter()
+    with _lightning_quiet():
+        study.optimize(Objective(spec, base), n_trials=spec.n_trials, timeout=spec.timeout,
+                       catch=(Exception,), callbacks=callbacks, gc_after_trial=True)
+    log.info("ran %d trial(s) in %.0f s", len(mine), time.perf_counter() - start)
+    return study, base, mine

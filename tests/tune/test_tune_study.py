@@ -1,0 +1,130 @@
+"""A tiny study in this process: outputs, the test split never read, failed trials, pruning."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import yaml
+
+from conftest import write_tune
+from sessrec.cli import main
+from sessrec.data.prepared import PreparedData
+from sessrec.tune.study import TrialReport
+
+
+def _tune(path) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["tune", "--config", str(path)])
+    assert stop.value.code == 0
+
+
+def _rows(out) -> list[dict[str, str]]:
+    with open(out / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def no_test_split(small, tmp_path, monkeypatch):
+    """A copy of the prepared folder whose test.parquet is garbage, and a spy on the splits read."""
+    prepared = tmp_path / "prepared"
+    shutil.copytree(small / "prepared", prepared)
+    (prepared / "test.parquet").write_bytes(b"not parquet: reading the test split fails the trial")
+    read: list[str] = []
+    original = PreparedData.split
+
+    def spy(self, name):
+        read.append(name)
+        return original(self, name)
+
+    monkeypatch.setattr(PreparedData, "split", spy)
+    return prepared, read
+
+
+def test_study_writes_best_yaml_and_never_reads_test(tmp_path, no_test_split, capsys):
+    prepared, read = no_test_split
+    _tune(write_tune(tmp_path, prepared, n_trials=3))
+    out = tmp_path / "out"
+    rows = _rows(out)
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 3
+    assert set(read) == {"train", "valid"}  # "test" (and train_full) never opened while tuning
+    best = yaml.safe_load((out / "best.yaml").read_text())
+    values = [float(r["value_val_mrr@20"]) for r in rows]
+    best_row = rows[values.index(max(values))]
+    assert best["model"]["init_args"]["lr"] == pytest.approx(float(best_row["params_model.init_args.lr"]))
+    assert best["model"]["init_args"]["net"]["init_args"]["layers"] == [
+        int(best_row["params_model.init_args.net.init_args.layers.0"])]
+    assert best["data"]["train_split"] == "train_full" and best["data"]["data_dir"] == str(prepared)
+    assert (out / "history.png").stat().st_size > 0 and (out / "importances.png").stat().st_size > 0
+    assert (out / "trials" / "0" / "trial.yaml").is_file() and not (out / "test.json").exists()
+    printed = capsys.readouterr()
+    assert "best: trial" in printed.out
+    with pytest.raises(SystemExit) as stop:  # best.yaml is a config the real CLI accepts
+        main(["fit", "--config", str(out / "best.yaml"), "--print_config"])
+    assert stop.value.code in (0, None)
+    assert "train_full" in capsys.readouterr().out
+    # A rerun finds the study finished: nothing trains, outputs are rewritten.
+    _tune(write_tune(tmp_path, prepared, n_trials=3))
+    assert len(_rows(out)) == 3
+
+
+def test_refit_tests_once(tmp_path, small):
+    _tune(write_tune(tmp_path, small / "prepared", n_trials=2, refit=True,
+                     space={"model.init_args.lr": {"categorical": [0.05, 0.1]}}))
+    result = json.loads((tmp_path / "out" / "test.json").read_text())
+    assert 0 < result["metrics"]["test_recall@20"] <= 1 and result["epochs"] == 2
+    assert result["params"]["model.init_args.lr"] in (0.05, 0.1)
+    assert (tmp_path / "out" / "refit" / "checkpoints" / "last.ckpt").is_file()
+
+
+def _write_poison(folder) -> None:
+    """A callback that makes the weights NaN before training: the loss is NaN from the first step."""
+    (folder / "tune_poison.py").write_text(
+        "import math\nfrom lightning.pytorch import Callback\n\n"
+        "class PoisonWeights(Callback):\n"
+        "    def on_train_start(self, trainer, pl_module):\n"
+        "        for p in pl_module.parameters():\n"
+        "            p.data.fill_(math.nan)\n")
+
+
+def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, small, monkeypatch):
+    _write_poison(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    space = {
+        "trainer.callbacks": {"categorical": [[], [{"class_path": "tune_poison.PoisonWeights"}]]},
+        "model.init_args.optimizer": {"categorical": ["adagrad_momentum", "adam"]},
+    }
+    overrides = {"data.data_dir": str(small / "prepared"), "trainer.max_epochs": 1,
+                 "model.init_args.n_sample": 64, "model.init_args.logq": 0.0, "model.init_args.momentum": 0.5}
+    # seed 0 draws: poison + adagrad, poison + adam, none + adagrad, poison + adam
+    _tune(write_tune(tmp_path, small / "prepared", space=space, overrides=overrides, n_trials=4, seed=0,
+                     pruner=False))
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 4  # failed trials count toward n_trials
+    errors = [r["user_attrs_error"] for r in rows if r["state"] == "FAIL"]
+    assert any("nan" in e for e in errors), errors  # sessrec.module or TrialReport stops a NaN loss
+    assert any("momentum is only used by optimizer='adagrad_momentum'" in e for e in errors), errors
+    first_fail = min(int(r["number"]) for r in rows if r["state"] == "FAIL")
+    assert any(int(r["number"]) > first_fail and r["state"] == "COMPLETE" for r in rows)  # went on
+    for row in rows:
+        error_log = tmp_path / "out" / "trials" / row["number"] / "error.log"
+        assert error_log.is_file() == (row["state"] == "FAIL")  # the traceback of each failed trial
+
+
+def test_report_prunes_on_the_validation_metric():
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    trial.should_prune = lambda: True
+    report = TrialReport(trial, "val_mrr@20")
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=1, callback_metrics={"val_mrr@20": 0.25})
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1: val_mrr@20 0.2500"):
+        report.on_validation_end(trainer, None)
+    assert report.value == 0.25 and study.trials[0].intermediate_values == {0: 0.25}
+    trainer.callback_metrics = {"val_recall@20": 0.5}
+    with pytest.raises(Exception, match=r"objective val_mrr@20 was not logged \(validation metrics: "
+                                        r"val_recall@20\)"):
+        report.on_validation_end(trainer, None)
