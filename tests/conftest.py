@@ -34,3 +34,20 @@ def tiny_prepared(tmp_path_factory) -> Path:
         main(["prepare", str(root / "raw" / "events.tsv"), "--out", str(root / "prepared")])
     assert exit_info.value.code == 0
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def small(tmp_path_factory) -> Path:
+    """A very small generated data set: raw/ (events.tsv, image.npy, text.npz, items.parquet) and its
+    prepared/ folder. About 80 items and 1,400 training events: a 1-epoch fit takes about a second."""
+    from sessrec.cli import main
+
+    root = tmp_path_factory.mktemp("small")
+    for args in (
+        ["generate", "--out", root / "raw", "--n-items", "100", "--n-sessions", "400", "--n-topics", "10"],
+        ["prepare", root / "raw" / "events.tsv", "--out", root / "prepared"],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main([str(a) for a in args])
+        assert stop.value.code == 0
+    return root

@@ -3,6 +3,7 @@
 `torch.load(weights_only=True)` unpickles only tensors and plain containers (dict, list, str, numbers):
 a checkpoint cannot make sessrec import or run code. What a checkpoint holds is data; what a config
 holds is not: its `class_path` entries import modules (see docs/design.md, "Safe loading").
+Also the global RNG state a checkpoint saves for an exact mid-epoch resume (`rng_state`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from torch import Tensor
 
 from sessrec.errors import DataError
 
@@ -39,6 +42,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu", mmap: bo
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise DataError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
+
+
+def rng_state(device: torch.device) -> dict[str, Tensor]:
+    """The global RNG states that dropout draws from: CPU, and the CUDA device's when training there."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    """Restores what `rng_state` saved (the CUDA state only when training on a CUDA device)."""
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def check_ckpt_path(ckpt_path: str | os.PathLike | None) -> dict[str, tuple[int, ...]] | None:

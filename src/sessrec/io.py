@@ -1,4 +1,4 @@
-"""Safe output: validated paths, one writer at a time, atomic replacement, modes that follow the umask.
+"""Safe input and output: YAML files read with one-line errors; validated paths, one writer at a time, atomic replacement, modes that follow the umask.
 
 Every command that writes calls `claim_output` (or the atomic helpers below, which claim their own path):
 
@@ -30,8 +30,11 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from sessrec.errors import DataError
+import yaml
+
+from sessrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -281,3 +284,23 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
+    """The content of a YAML file; ConfigError '<file>: invalid YAML at line L, column C: <problem>' or
+    '<file>: cannot read the <what> (<reason>)'."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read the {what} ({reason})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(err).split())}") from None

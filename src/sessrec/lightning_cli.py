@@ -19,6 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from sessrec.checkpoints import check_ckpt_path, check_fits, load_checkpoint
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.errors import ConfigError, DataError, SessrecError, one_line_parser_error
+from sessrec.io import read_yaml
 
 EVAL_OPTIONS = ("cutoffs", "tie_mode", "eval_top_n")  # never taken from a checkpoint's hyperparameters
 
@@ -201,20 +202,9 @@ def _first_line(err: BaseException) -> str:
 
 
 def _check_yaml(path: str) -> None:
-    """ConfigError '<file>: invalid YAML at line L, column C: <problem>' (jsonargparse names neither)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return  # jsonargparse reports a missing or unreadable file itself
-    try:
-        yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = " ".join(str(err.problem or err.context or "syntax error").split())
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {_first_line(err)}") from None
+    """ConfigError naming the file, line and column of a YAML syntax error (jsonargparse names neither)."""
+    if Path(path).is_file():  # jsonargparse reports a missing file itself
+        read_yaml(path)
 
 
 def _check_trainer_options(trainer: Any) -> None:

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sessrec.checks import check_choice, check_number
 from sessrec.errors import ConfigError
 
 LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
@@ -269,11 +270,9 @@ class SampledLoss(nn.Module):
         self, name: LossName = "cross-entropy", bpreg: float = 1.0, elu_param: float = 0.5, logq: float = 0.0
     ) -> None:
         super().__init__()
-        if name not in LOSS_NAMES:
-            raise ConfigError(f"loss name must be one of {', '.join(LOSS_NAMES)}; got {name!r}")
+        check_choice("loss name", name, LOSS_NAMES)
         for option, value in (("logq", logq), ("bpreg", bpreg), ("elu_param", elu_param)):
-            if not (math.isfinite(value) and value >= 0):  # NaN fails both
-                raise ConfigError(f"{option} must be a finite number >= 0, got {value}")
+            check_number(option, value, low=0)
         if logq and name != "cross-entropy":
             raise ConfigError(f"logq={logq} is only supported with the 'cross-entropy' loss, not {name!r}")
         self.name, self.bpreg, self.elu_param, self.logq = name, bpreg, elu_param, logq

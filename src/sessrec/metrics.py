@@ -24,6 +24,7 @@ import torch
 from torchmetrics import Metric
 
 from sessrec import kernels
+from sessrec.checks import check_choice, check_number
 from sessrec.errors import ConfigError
 from sessrec.screening import FactoredScores
 
@@ -57,12 +58,11 @@ def check_eval_options(cutoffs: Sequence[int], tie_mode: str, eval_top_n: int | 
     ints = isinstance(cutoffs, Sequence) and not isinstance(cutoffs, str) and all(
         isinstance(k, Integral) and not isinstance(k, bool) for k in cutoffs)
     if not ints or not cutoffs or min(cutoffs) < 1 or len(set(cutoffs)) != len(cutoffs):
-        raise ConfigError(f"cutoffs must be a non-empty list of distinct positive integers (got {cutoffs!r})")
-    if tie_mode not in TIE_MODES:
-        raise ConfigError(f"tie_mode must be one of {', '.join(TIE_MODES)} (got {tie_mode!r})")
-    if eval_top_n is not None and (not isinstance(eval_top_n, Integral) or isinstance(eval_top_n, bool)
-                                   or eval_top_n < 1):
-        raise ConfigError(f"eval_top_n must be an integer >= 1, or null for all items (got {eval_top_n!r})")
+        raise ConfigError(f"cutoffs must be a non-empty list of distinct positive integers, got {cutoffs!r}")
+    check_choice("tie_mode", tie_mode, TIE_MODES)
+    if eval_top_n is not None:
+        check_number("eval_top_n", eval_top_n, low=1, integer=True,
+                     what="an integer >= 1, or null for all items")
 
 
 def top_n_items(counts: torch.Tensor, n: int) -> torch.Tensor:
@@ -84,8 +84,7 @@ def target_ranks(
     ``max_rank``, factored scores may give a rank above max_rank only as "some rank > max_rank" (all
     Recall@k / MRR@k with k <= max_rank need). See the module docstring.
     """
-    if mode not in TIE_MODES:
-        raise ConfigError(f"rank mode must be one of {', '.join(TIE_MODES)} (got {mode!r})")
+    check_choice("rank mode", mode, TIE_MODES)
     if isinstance(scores, FactoredScores):
         ranks = scores.table.ranks(scores.query, targets, mode, candidates, max_rank)  # (B,) or None
         if ranks is not None:
@@ -131,7 +130,7 @@ class RankingMetrics(Metric):
         super().__init__()
         cutoffs = tuple(int(k) for k in cutoffs)
         if not cutoffs or min(cutoffs) < 1 or len(set(cutoffs)) != len(cutoffs):
-            raise ConfigError(f"cutoffs must be distinct positive integers (got {cutoffs})")
+            raise ConfigError(f"cutoffs must be distinct positive integers, got {cutoffs}")
         self.cutoffs, self.prefix = cutoffs, prefix
         k = len(cutoffs)
         self.register_buffer("_k", torch.tensor(cutoffs, dtype=torch.float64), persistent=False)  # (K,)

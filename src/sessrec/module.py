@@ -8,10 +8,7 @@ once per T steps.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from numbers import Integral, Real
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
@@ -21,21 +18,21 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
-from sessrec.checkpoints import check_state_keys
+from sessrec.checkpoints import check_state_keys, rng_state, set_rng_state
+from sessrec.checks import check_choice, check_training_options
 from sessrec.data.batching import Block
 from sessrec.data.sampler import PopularitySampler
 from sessrec.distributed import all_reduce_row_sparse, broadcast_parameters, ignore_in_ddp
 from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
 from sessrec.fused import FusedGRU4RecStep, unsupported
-from sessrec.losses import SampledLoss, log_q_columns
+from sessrec.losses import LossName, SampledLoss, log_q_columns
 from sessrec.metrics import RankingMetrics, check_eval_options, top_n_items
 from sessrec.models.rows import row_sparse_parameters
 from sessrec.optim import AdagradMomentum
 from sessrec.predict import PredictMixin
 from sessrec.screening import FactoredScores, ScreenedTable
 
-LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
 OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
 TieMode = Literal["standard", "conservative", "median"]
 _CHECK_EVERY = 32  # blocks between the host-side checks of the training loss on accelerators
@@ -95,7 +92,9 @@ class SessionRecModule(PredictMixin, L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        _check_training_options(self.hparams)
+        check_training_options(self.hparams)
+        check_choice("loss", loss, get_args(LossName))
+        check_choice("optimizer", optimizer, get_args(OptimizerName))
         check_eval_options(cutoffs, tie_mode, eval_top_n)
         if optimizer != "adagrad_momentum" and momentum:
             raise ConfigError(f"momentum is only used by optimizer='adagrad_momentum' (got {optimizer!r})")
@@ -340,7 +339,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         if self._hidden is not None:  # every rank calls this hook: gather the per-rank states
             gathered = [self.all_gather(h) if self.trainer.world_size > 1 else h[None] for h in self._hidden]
             checkpoint["sessrec_hidden"] = [h.cpu() for h in gathered]  # (W, B, H_l) per layer
-        checkpoint["sessrec_rng"] = _rng_state(self.device)  # dropout's stream (rank 0's; ranks agree)
+        checkpoint["sessrec_rng"] = rng_state(self.device)  # dropout's stream (rank 0's; ranks agree)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None:  # every parameter exists now (configure_model ran): check the keys
@@ -374,42 +373,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             self._hidden = [h[self.global_rank].to(self.device) for h in saved]  # (B, H_l)
         rng, self._saved_rng = self._saved_rng, None
         if rng is not None:  # nothing draws from the global RNG between here and the first batch
-            _set_rng_state(rng, self.device)
-
-
-def _check_training_options(hp: Mapping[str, Any]) -> None:
-    """ConfigError naming the first training option that is not a finite number in its range."""
-    for name, low, above in (("lr", 0, True), ("momentum", 0, False), ("weight_decay", 0, False),
-                             ("logq", 0, False), ("bpreg", 0, False), ("elu_param", 0, False),
-                             ("sample_alpha", 0, False)):
-        value = hp[name]
-        if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        if value < low or (above and value == low):
-            raise ConfigError(f"{name} must be {'>' if above else '>='} {low}, got {value!r}")
-    if hp["momentum"] >= 1:
-        raise ConfigError(f"momentum must be in [0, 1), got {hp['momentum']!r}")
-    for name, low in (("n_sample", 0), ("sample_cache_size", 1)):
-        value = hp[name]
-        if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    for name, choices in (("loss", LossName), ("optimizer", OptimizerName)):
-        if hp[name] not in choices.__args__:
-            raise ConfigError(f"{name} must be one of {', '.join(choices.__args__)}, got {hp[name]!r}")
-
-
-def _rng_state(device: torch.device) -> dict[str, Tensor]:
-    """The global RNG states that dropout draws from: CPU, and the CUDA device's when training there."""
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+            set_rng_state(rng, self.device)
 
 
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")

@@ -45,7 +45,7 @@ def test_invalid_experiment_names_the_key(over, message):
 def test_load_experiment_reports_bad_yaml(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML at line 2"):
         load_experiment(path)
 
 

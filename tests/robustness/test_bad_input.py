@@ -8,6 +8,7 @@ A handful run here through `python -m sessrec` in a fresh interpreter.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import shutil
@@ -445,8 +446,11 @@ def test_enough_kinds_of_bad_input() -> None:
     assert len(CASES) >= 15
 
 
-def test_one_corrupt_image_is_skipped_with_a_warning(tmp_path: Path, capsys, caplog) -> None:
+def test_one_corrupt_image_is_skipped_with_a_warning(tmp_path: Path, capsys, caplog, monkeypatch) -> None:
     """A corrupt image among good ones is left out (and named), not fatal: the store masks the item."""
+    sessrec_log = logging.getLogger("sessrec")  # through caplog, whichever test set up the CLI's handler
+    monkeypatch.setattr(sessrec_log, "handlers", [logging.NullHandler()])
+    monkeypatch.setattr(sessrec_log, "propagate", True)
     folder = _image_folder(tmp_path, 3, 1)
     result = run_cli(["extract", "image", folder, "--out", tmp_path / "img.npy", "--size", "32",
                       "--workers", "0", "--no-progress"], capsys)

@@ -105,6 +105,28 @@ def extract_text_out_is_the_input(tmp, small):
                 ["items.csv"])
 
 
+def _tune_file(tmp: Path, small: Path, out: str) -> Path:
+    import yaml
+
+    return _write(tmp / "tune" / "tune.yaml", yaml.safe_dump({
+        "base": str(GRU4REC), "overrides": {"data.data_dir": str(small / "prepared")},
+        "space": {"model.init_args.lr": {"float": [0.01, 0.1]}}, "n_trials": 1, "out": out}))
+
+
+def tune_out_is_the_working_directory(tmp, small):
+    return Case(["tune", "--config", _tune_file(tmp, small, ".")], ["tune.yaml: out", "working directory"])
+
+
+def tune_out_contains_the_tune_file(tmp, small):
+    return Case(["tune", "--config", _tune_file(tmp, small, str(tmp / "tune"))],
+                ["tune.yaml: out", "contains the input"])
+
+
+def tune_out_inside_the_data(tmp, small):
+    return Case(["tune", "--config", _tune_file(tmp, small, str(small / "prepared" / "tuning"))],
+                ["tune.yaml: out", "lies inside the input"])
+
+
 def prepare_truncated_gzip(tmp, small):
     data = gzip.compress((small / "raw" / "events.tsv").read_bytes())
     f = _write(tmp / "events.tsv.gz", data[: len(data) // 2])
@@ -265,7 +287,8 @@ def features_dense_overflows_float32(tmp, small):
 NEW_CASES: dict[str, Callable] = {f.__name__: f for f in [
     prepare_out_is_the_input_folder, prepare_out_contains_the_input, prepare_out_is_the_working_directory,
     prepare_out_contains_the_working_directory, generate_out_is_the_working_directory,
-    extract_text_out_is_the_input, prepare_truncated_gzip, prepare_truncated_bz2,
+    extract_text_out_is_the_input, tune_out_is_the_working_directory, tune_out_contains_the_tune_file,
+    tune_out_inside_the_data, prepare_truncated_gzip, prepare_truncated_bz2,
     prepare_zstd_without_its_package, prepare_infinite_time, prepare_nan_test_days,
     prepare_negative_valid_days, prepare_zero_item_support, prepare_infinite_session_gap, config_nan_lr,
     config_infinite_lr, config_nan_logq, config_infinite_bpreg, config_weight_decay_ignored,

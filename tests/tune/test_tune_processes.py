@@ -15,7 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 import sessrec.tune.study as tune_study
-from conftest import write_tune
+from tune_helpers import write_tune
 from sessrec.cli import main
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import GRU4REC, REPO, write_tune
+from tune_helpers import GRU4REC, REPO, write_tune
 from sessrec.cli import main
 from sessrec.errors import ConfigError
 from sessrec.tune import load_tune, parse_tune

@@ -11,7 +11,7 @@ import optuna
 import pytest
 import yaml
 
-from conftest import write_tune
+from tune_helpers import write_tune
 from sessrec.cli import main
 from sessrec.data.prepared import PreparedData
 from sessrec.tune.study import TrialReport

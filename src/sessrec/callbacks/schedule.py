@@ -23,6 +23,12 @@ when they train: "always" (default; the paper trains the output layer on top of 
 state in every phase), "with_last" (only while the last subnet of `order` trains, e.g. residual: the
 output layer is fitted with the last phase) or "never" (kept fixed).
 
+A subnet whose input embedding is the output item table (`ItemIdEncoder(shared_with_output=True)`)
+freezes with what it owns: with weighted fusion the table is its own, so its input and output rows stay
+fixed together; with concat fusion the table is shared, so freezing the subnet fixes its GRU only, while
+its input embedding moves with the output layer in the phases where the shared parameters train (a
+warning says so at fit start; use weighted fusion, or `train_shared`, to keep it fixed).
+
 The phase is a function of the epoch and of the module's global sub-step counter, both restored from
 checkpoints, so a run resumed mid-schedule continues in the right phase at the right step.
 
@@ -137,6 +143,7 @@ class TrainingSchedule(L.Callback):
             active = set(self.active_subnets(phase))
             frozen = [p for name in order if name not in active for p in subnets[name].parameters()]
             self._frozen.append(frozen + ([] if self.trains_shared(phase) else shared))
+        self._warn_moving_inputs(net)
         self._epoch = -1
         max_epochs = trainer.max_epochs
         if self.mode == "residual" and max_epochs not in (None, -1):
@@ -144,6 +151,16 @@ class TrainingSchedule(L.Callback):
             if max_epochs != total:
                 rank_zero_warn(f"TrainingSchedule(residual): the phases take {total} epochs but max_epochs "
                                f"is {max_epochs} (after the last phase, {order[-1]!r} keeps training)")
+
+    def _warn_moving_inputs(self, net: nn.Module) -> None:
+        """Warn when a frozen subnet reads its input from shared parameters that train meanwhile."""
+        readers = set(getattr(net, "shared_table_readers", []))
+        moving = sorted({name for phase in range(self.n_phases) if self.trains_shared(phase)
+                         for name in readers - set(self.active_subnets(phase))})
+        if moving:
+            rank_zero_warn(f"TrainingSchedule: subnet(s) {', '.join(moving)} read their input from the shared "
+                           f"output item table (concat fusion): while frozen only their GRU stays fixed, the "
+                           f"table trains (train_shared={self.train_shared!r})")
 
     # ---- per step ------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sessrec.checks import number_problem
 from sessrec.data.prepared import SPLIT_NAMES, split_stats, write_prepared
 from sessrec.data.preprocess import preprocess
 from sessrec.data.readers import DEFAULT_SESSION_GAP, LONG_SESSION, PRESETS, read_preset
@@ -26,9 +26,10 @@ def _number(kind: type, low: float, strict: bool) -> Callable[[str], float]:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not math.isfinite(value) or value < low or (strict and value == low):
-            bound = f"{'>' if strict else '>='} {low:g}"
-            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+        what = f"a finite number {'>' if strict else '>='} {low:g}"
+        problem = number_problem(value, low=low, low_open=strict, what=what)
+        if problem is not None:  # argparse names the option: "argument --test-days: must be ..."
+            raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
         return value
 
     return parse

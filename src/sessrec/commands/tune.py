@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from sessrec.errors import SessrecError
+from sessrec.io import check_output
 from sessrec.tune.spec import load_tune
 
 
@@ -14,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = load_tune(args.config)
+    # a study resumes in its own folder (no lock: several processes may share it), but never over inputs
+    inputs = [args.config, *spec.base, spec.overrides.get("data.data_dir")]
+    check_output(spec.out, inputs, option=f"{args.config}: out")
     from sessrec.tune.report import refit, write_reports  # lightning and optuna: once the file is valid
     from sessrec.tune.study import run_study
 

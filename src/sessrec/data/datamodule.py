@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from numbers import Integral
 from pathlib import Path
 from typing import Literal
 
@@ -12,9 +11,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from sessrec.checks import check_number
 from sessrec.data.batching import Block, SessionParallelIterator
 from sessrec.data.prepared import PreparedData, Split
-from sessrec.errors import ConfigError
 from sessrec.features.catalogue import Catalogue
 from sessrec.predict import with_sentinels
 
@@ -85,8 +84,7 @@ class SessionDataModule(L.LightningDataModule):
         super().__init__()
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                             ("steps_per_block", steps_per_block)):
-            if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer (got {value!r})")
+            check_number(name, value, low=1, integer=True, what="a positive integer")
         self.data_dir = Path(data_dir)
         self.data = PreparedData.load(self.data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size

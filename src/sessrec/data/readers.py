@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sessrec.checks import number_problem
+from sessrec.data.times import TIME_UNITS, check_time_scale, data_row, parse_time
 from sessrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -38,14 +40,10 @@ DEFAULT_SESSION_GAP = 1800.0
 LONG_SESSION = 86400.0
 """A session id whose events span more than this (seconds) is reported when `session_split_gap` is off."""
 
-MS_LIKE_SECONDS = 1e11
-"""Times whose median exceeds this many seconds (year ~5100) were probably given in a smaller unit."""
-
 _ID_PADDING = r"^[\s\ufeff]+|[\s\ufeff]+$"  # a byte-order mark or white space around an id
 _DECOMPRESS_ERRORS = (EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile)  # bz2 raises OSError/EOF
 
 _COMPRESSION = {".gz", ".bz2", ".zip", ".xz", ".zst"}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # GRU4Rec's own preprocessed files: tab-separated SessionId, ItemId, Time (seconds).
@@ -135,7 +133,7 @@ def read_events(
     _check_gap("session_gap", session_gap)
     if session_split_gap is not None:
         _check_gap("session_split_gap", session_split_gap)
-    if time_unit not in _TIME_UNITS:
+    if time_unit not in TIME_UNITS:
         raise ConfigError(f"time_unit: must be 's' or 'ms', got '{time_unit}'")
     if session_col is None and user_col is None:
         raise ConfigError("no session column and no user column: cannot form sessions")
@@ -152,10 +150,10 @@ def read_events(
             log.warning("%s: dropped %d rows without a value in '%s'", path.name, missing.sum(), key_col)
             raw = raw[~missing]
     _check_ids(raw, path, [key_col, item_col])
-    time = _parse_time(raw[time_col], path, time_col, time_unit)
+    time = parse_time(raw[time_col], path, time_col, time_unit)
     if offset_ms_col is not None:
-        time = time + _parse_time(raw[offset_ms_col], path, offset_ms_col, "ms")
-    _check_time_scale(time, path, time_col, time_unit)
+        time = time + parse_time(raw[offset_ms_col], path, offset_ms_col, "ms")
+    check_time_scale(time, path, time_col, time_unit)
     events = pd.DataFrame(
         {"key": raw[key_col].to_numpy(), "item": raw[item_col].astype(str).to_numpy(), "time": time}
     )
@@ -210,8 +208,9 @@ def split_sessions(keys: np.ndarray, time: np.ndarray, gap: float) -> np.ndarray
 
 def _check_gap(name: str, gap: float) -> None:
     """ConfigError unless `gap` is a finite number of seconds > 0."""
-    if not (isinstance(gap, (int, float, np.number)) and np.isfinite(gap) and gap > 0):
-        raise ConfigError(f"{name}: must be a finite number of seconds > 0, got {gap!r}")
+    problem = number_problem(gap, low=0, low_open=True, what="a finite number of seconds > 0")
+    if problem is not None:
+        raise ConfigError(f"{name}: {problem}, got {gap!r}")
 
 
 def _warn_long_sessions(keys: np.ndarray, time: np.ndarray, path: Path) -> None:
@@ -344,80 +343,9 @@ def _check_ids(frame: pd.DataFrame, path: Path, cols: list[str]) -> None:
     for col in cols:
         missing = frame[col].isna().to_numpy()
         if missing.any():
-            row = _data_row(frame[col], int(np.flatnonzero(missing)[0]))
+            row = data_row(frame[col], int(np.flatnonzero(missing)[0]))
             count = int(missing.sum())
             raise DataError(f"{path}: column '{col}' has {count} missing value(s) (first at data row {row})")
-
-
-def _data_row(values: pd.Series, position: int) -> int:
-    """1-based data row (header excluded) in the file of the value at `position`, filtered rows counted."""
-    label = values.index[position]
-    return int(label) + 1 if isinstance(label, (int, np.integer)) else position + 1
-
-
-def _parse_time(values: pd.Series, path: Path, col: str, unit: str) -> np.ndarray:
-    """Times as float64 seconds: numbers in `unit`, or ISO date-times; DataError with a bad example."""
-    missing = values.isna().to_numpy()
-    if missing.any():
-        row = _data_row(values, int(np.flatnonzero(missing)[0]))
-        raise DataError(f"{path}: column '{col}' has {int(missing.sum())} missing time(s) (data row {row})")
-    if pd.api.types.is_datetime64_any_dtype(values):
-        stamps = pd.to_datetime(values, utc=True)
-        return _seconds(stamps)
-    if pd.api.types.is_numeric_dtype(values):
-        numbers = values.astype("float64")
-    else:
-        numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna().to_numpy()
-    if not bad.any():
-        seconds = numbers.to_numpy(dtype=np.float64) * _TIME_UNITS[unit]
-        infinite = ~np.isfinite(seconds)
-        if infinite.any():
-            _raise_bad_time(values, infinite, path, col, "non-finite time")
-        return seconds
-    if not bad.all():
-        _raise_bad_time(values, bad, path, col, "non-numeric time")
-    text = values.astype(str)
-    if text.iloc[0].endswith(" UTC"):
-        text = text.str.removesuffix(" UTC") + "Z"
-    stamps = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        _raise_bad_time(values, bad, path, col, "unparseable time")
-    return _seconds(stamps)
-
-
-def _seconds(stamps: pd.Series) -> np.ndarray:
-    """Seconds since the Unix epoch, float64."""
-    delta = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-    return delta.to_numpy(dtype=np.float64)
-
-
-def _raise_bad_time(values: pd.Series, bad: np.ndarray, path: Path, col: str, what: str) -> None:
-    """Raise a DataError that shows the first bad value of the time column."""
-    position = int(np.flatnonzero(bad)[0])
-    example = values.iloc[position]
-    example = example.item() if isinstance(example, np.generic) else example
-    raise DataError(
-        f"{path}: column '{col}' has {int(bad.sum())} {what} value(s), e.g. {example!r} "
-        f"(data row {_data_row(values, position)})"
-    )
-
-
-def _check_time_scale(seconds: np.ndarray, path: Path, col: str, unit: str) -> None:
-    """WARNING for times that look like a unit mistake: beyond year ~5100, or all in January 1970."""
-    median = float(np.median(seconds))
-    if median > MS_LIKE_SECONDS:
-        hint = "pass --time-unit ms" if unit == "s" else "convert them to seconds or milliseconds"
-        log.warning(
-            "%s: column '%s' times look too large for unit '%s' (median %.4g s after 1970, past year 5000); "
-            "%s", path, col, unit, median, hint,
-        )
-    elif seconds.min() >= 0 and seconds.max() < 31 * 86400:
-        log.warning(
-            "%s: every time in column '%s' falls in January 1970 (%.4g..%.4g s after the epoch): "
-            "relative times, or a wrong --time-unit?", path, col, seconds.min(), seconds.max(),
-        )
 
 
 def _session_keys(keys: pd.Series) -> np.ndarray:

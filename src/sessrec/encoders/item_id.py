@@ -1,4 +1,4 @@
-"""`id`: a learned embedding per item (the ID subnet's input)."""
+"""`id`: a learned embedding per item (the ID subnet's input), its own table or the output item table."""
 
 from __future__ import annotations
 
@@ -17,18 +17,25 @@ class ItemIdEncoder(FeatureEncoder):
     Args:
         dim: embedding size.
         sparse_grad: row-sparse gradients (for `sessrec.optim.AdagradMomentum`; False for Adam/AdamW).
+            Unused with `shared_with_output` (the table follows the model's `sparse_grad`).
+        shared_with_output: no table of its own: the embedding of an item is its subnet's columns of
+            the output item table (GRU4Rec's "constrained embedding"). Only as the encoder of a
+            `ParallelRNN` subnet, which reads the rows and feeds them to the subnet; `dim` must equal
+            that subnet's last layer size.
     """
 
     name = "id"
 
-    def __init__(self, dim: int = 100, sparse_grad: bool = True) -> None:
+    def __init__(self, dim: int = 100, sparse_grad: bool = True, shared_with_output: bool = False) -> None:
         super().__init__()
         if dim <= 0:
             raise ValueError(f"ItemIdEncoder: dim must be positive, got {dim}")
-        self.dim, self.sparse_grad = dim, sparse_grad
+        self.dim, self.sparse_grad, self.shared_with_output = dim, sparse_grad, shared_with_output
         self.weight: nn.Parameter | None = None
 
     def build(self, catalogue: Catalogue) -> int:
+        if self.shared_with_output:
+            return self.dim  # the rows come from the model's output item table
         weight = nn.Parameter(torch.empty(catalogue.n_items, self.dim))  # (N, dim)
         self.weight = mark_row_sparse(weight, self.sparse_grad)
         uniform_init_(self.weight, catalogue.n_items, self.dim)
@@ -37,4 +44,10 @@ class ItemIdEncoder(FeatureEncoder):
     def forward(self, items: Tensor) -> Tensor:
         """items (B,) -> (B, dim)."""
         self.check_bound()
+        if self.weight is None:
+            raise RuntimeError("ItemIdEncoder(shared_with_output=True) has no table: its ParallelRNN reads "
+                               "the output item table's rows for it")
         return gather_rows(self.weight, items, self.sparse_grad)  # (B, dim)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", shared_with_output=True" if self.shared_with_output else "")

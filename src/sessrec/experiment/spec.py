@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 from sessrec.errors import ConfigError
+from sessrec.io import read_yaml
 
 CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -143,12 +143,7 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the experiment file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    data = read_yaml(path, "experiment file")
     return parse_experiment(data, str(path))
 
 
@@ -184,11 +179,7 @@ def loggers(experiment: Experiment, run: RunSpec) -> list[dict[str, Any]]:
 
 def compose(experiment: Experiment, run: RunSpec) -> dict[str, Any]:
     """The run's LightningCLI config: its file, `base` and `set` replaced, outputs under the run folder."""
-    try:
-        config = yaml.safe_load(Path(run.config).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        reason = " ".join(str(err).split())
-        raise ConfigError(f"{run.config}: cannot read the run's config ({reason})") from None
+    config = read_yaml(run.config, "run's config")
     if not isinstance(config, dict):
         raise ConfigError(f"{run.config}: expected a LightningCLI config mapping")
     for key, value in [*experiment.base.items(), *run.set.items()]:

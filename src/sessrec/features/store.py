@@ -26,8 +26,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import zipfile
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ import torch
 from torch import Tensor
 
 from sessrec.errors import DataError
+from sessrec.features.npz import build_csr, check_dtype, check_finite, first_line, read_npz, to_float32
 from sessrec.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -111,7 +110,7 @@ def _read_ids(path: Path, n_rows: int) -> np.ndarray:
         try:
             ids = np.array(ids_file.read_text(encoding="utf-8").splitlines(), dtype=object)
         except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"{ids_file}: cannot read as UTF-8 text ({_first_line(err)})") from None
+            raise DataError(f"{ids_file}: cannot read as UTF-8 text ({first_line(err)})") from None
         source = ids_file
     elif (path.parent / "items.parquet").is_file():
         source = path.parent / "items.parquet"
@@ -137,11 +136,6 @@ def _id_strings(path: Path, ids: pd.Series) -> np.ndarray:
     return ids.astype(str).to_numpy(dtype=object)
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     """Read `columns` of a parquet file; DataError naming the file and the missing column."""
     if not path.is_file():
@@ -149,14 +143,14 @@ def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     try:
         names = pq.read_schema(path).names
     except Exception as err:  # pyarrow's errors for a corrupt or non-parquet file
-        raise DataError(f"{path}: cannot read as parquet ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot read as parquet ({first_line(err)})") from None
     missing = [c for c in columns if c not in names]
     if missing:
         raise DataError(f"{path}: column '{missing[0]}' not found (columns: {', '.join(names)})")
     try:
         return pq.read_table(path, columns=list(dict.fromkeys(columns))).to_pandas()
     except Exception as err:  # a valid schema over corrupt pages
-        raise DataError(f"{path}: cannot read as parquet ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot read as parquet ({first_line(err)})") from None
 
 
 def _normalise_ids(ids: np.ndarray) -> tuple[np.ndarray, int]:
@@ -201,33 +195,6 @@ def _align(path: Path, file_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray
     return rows
 
 
-def _check_finite(path: Path, values: np.ndarray, row_of: np.ndarray | None = None) -> None:
-    """DataError when any value is NaN or inf, saying how many rows hold one.
-
-    Call it on float32 values: a value beyond float32's range has become inf in the cast.
-    """
-    bad = ~np.isfinite(values)
-    if not bad.any():
-        return
-    if row_of is None:
-        n_bad = int(bad.reshape(len(values), -1).any(axis=1).sum())
-    else:
-        n_bad = len(np.unique(row_of[bad]))
-    raise DataError(f"{path}: {n_bad:,} rows hold NaN or inf values (or values beyond float32's range)")
-
-
-def _check_dtype(path: Path, dtype: np.dtype, what: str = "values") -> None:
-    """DataError unless `dtype` is a real number type (not bool, complex, object, string or a record)."""
-    if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
-        raise DataError(f"{path}: expected real numeric {what}, found {dtype}")
-
-
-def _to_float32(values: np.ndarray) -> np.ndarray:
-    """`values` as float32; out-of-range values become inf (checked by `_check_finite`), silently."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return values.astype(np.float32)
-
-
 def _mask(rows: np.ndarray) -> Tensor:
     return torch.from_numpy(rows >= 0)  # (N,) bool
 
@@ -247,15 +214,15 @@ def load_dense(path: PathLike, item_ids: np.ndarray, dim: int | None = None) -> 
         raise DataError(f"{path}: the vectors have dimension 0")
     if dim is not None and matrix.shape[1] != dim:
         raise DataError(f"{path}: dimension {matrix.shape[1]} but {dim} expected")
-    _check_dtype(path, matrix.dtype)
+    check_dtype(path, matrix.dtype)
     rows = _align(path, _read_ids(path, matrix.shape[0]), item_ids)  # (N,)
     present = rows >= 0
     values = np.zeros((len(item_ids), matrix.shape[1]), dtype=np.float32)  # (N, D)
     try:
-        values[present] = _to_float32(matrix[rows[present]])
+        values[present] = to_float32(matrix[rows[present]])
     except (OSError, ValueError) as err:  # a truncated memory-mapped file
-        raise DataError(f"{path}: cannot read as .npy ({_first_line(err)})") from None
-    _check_finite(path, values)
+        raise DataError(f"{path}: cannot read as .npy ({first_line(err)})") from None
+    check_finite(path, values)
     return DenseFeatures(torch.from_numpy(values), _mask(rows))
 
 
@@ -264,11 +231,11 @@ def load_sparse(path: PathLike, item_ids: np.ndarray, dim: int | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: feature file not found")
-    fmt, shape, arrays = _read_npz(path)
+    fmt, shape, arrays = read_npz(path)
     if dim is not None and shape[1] != dim:
         raise DataError(f"{path}: dimension {shape[1]:,} but {dim:,} expected")
     rows = _align(path, _read_ids(path, shape[0]), item_ids)  # (N,)
-    matrix = _build_csr(path, fmt, shape, arrays)  # (rows, V), only after every array was checked
+    matrix = build_csr(path, fmt, shape, arrays)  # (rows, V), only after every array was checked
     present = np.flatnonzero(rows >= 0)
     picked = matrix[rows[present]]  # (P, V) float32, rows of the present items
     scatter = sp.csr_matrix(
@@ -277,102 +244,8 @@ def load_sparse(path: PathLike, item_ids: np.ndarray, dim: int | None = None) ->
     )  # (N, P) places row p at item present[p]
     csr = (scatter @ picked).tocsr()  # (N, V), duplicate entries summed
     csr.sort_indices()
-    _check_finite(path, csr.data, np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)))
+    check_finite(path, csr.data, np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)))
     return SparseFeatures(csr, _mask(rows))
-
-
-_NPZ_KEYS = {  # the arrays scipy.sparse.save_npz writes per format, besides 'format' and 'shape'
-    "csr": ("data", "indices", "indptr"),
-    "csc": ("data", "indices", "indptr"),
-    "coo": ("data", "row", "col"),
-}
-_NPZ_ERRORS = (  # what np.load raises for a corrupt zip or npy member
-    OSError, ValueError, KeyError, EOFError, RuntimeError, NotImplementedError, MemoryError,
-    UnicodeDecodeError, zipfile.BadZipFile, zlib.error,
-)  # fmt: skip
-
-
-def _bad_npz(path: Path, why: str) -> DataError:
-    return DataError(f"{path}: cannot read as a scipy sparse .npz ({why})")
-
-
-def _read_npz(path: Path) -> tuple[str, tuple[int, int], dict[str, np.ndarray]]:
-    """(format, shape, arrays) of a ``scipy.sparse.save_npz`` file, every array checked (no pickles)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise _bad_npz(path, "a single array, not an archive")
-        with loaded as npz:
-            names = set(npz.files)
-            if "format" not in names or "shape" not in names:
-                raise _bad_npz(path, "no 'format' or 'shape' array")
-            fmt = npz["format"]
-            fmt = fmt.item().decode("ascii") if fmt.dtype.kind == "S" and fmt.ndim == 0 else str(fmt)
-            if fmt not in _NPZ_KEYS:
-                raise _bad_npz(path, f"format '{fmt[:20]}'; save a CSR matrix")
-            absent = [k for k in _NPZ_KEYS[fmt] if k not in names]
-            if absent:
-                raise _bad_npz(path, f"no '{absent[0]}' array")
-            arrays = {k: npz[k] for k in ("shape", *_NPZ_KEYS[fmt])}
-    except DataError:
-        raise
-    except _NPZ_ERRORS as err:
-        raise _bad_npz(path, _first_line(err)) from None
-    shape = arrays.pop("shape")
-    if shape.shape != (2,) or not np.issubdtype(shape.dtype, np.integer) or (shape < 0).any():
-        raise _bad_npz(path, "'shape' must be two non-negative integers")
-    n_rows, n_cols = int(shape[0]), int(shape[1])
-    if max(n_rows, n_cols) >= 2**62:
-        raise _bad_npz(path, f"shape ({n_rows}, {n_cols}) is too large")
-    _check_sparse_arrays(path, fmt, (n_rows, n_cols), arrays)
-    return fmt, (n_rows, n_cols), arrays
-
-
-def _check_sparse_arrays(path: Path, fmt: str, shape: tuple[int, int], arrays: dict[str, np.ndarray]) -> None:
-    """DataError unless the arrays form a valid `fmt` matrix of `shape`: dtypes, lengths, index bounds.
-
-    Runs before scipy sees the arrays: scipy trusts a CSR's indices and crashes on one out of bounds.
-    """
-    data = arrays["data"]
-    if data.ndim != 1:
-        raise _bad_npz(path, f"'data' must be 1-d, found shape {data.shape}")
-    _check_dtype(path, data.dtype)
-    for name in _NPZ_KEYS[fmt][1:]:
-        if arrays[name].ndim != 1 or not np.issubdtype(arrays[name].dtype, np.integer):
-            raise _bad_npz(path, f"'{name}' must be a 1-d integer array, found {arrays[name].dtype}")
-    if fmt == "coo":
-        bounds = {"row": shape[0], "col": shape[1]}
-    else:
-        major, minor = shape if fmt == "csr" else shape[::-1]
-        indptr, nnz = arrays["indptr"], len(arrays["indices"])
-        ends = len(indptr) == major + 1 and indptr[0] == 0 and indptr[-1] == nnz
-        if not ends or (indptr[1:] < indptr[:-1]).any():
-            raise _bad_npz(path, f"'indptr' must rise from 0 to {nnz:,} in {major + 1:,} entries")
-        bounds = {"indices": minor}
-    for name, limit in bounds.items():
-        index = arrays[name]
-        if len(index) != len(data):
-            raise _bad_npz(path, f"'{name}' has {len(index):,} entries but 'data' {len(data):,}")
-        if len(index) and (index.min() < 0 or index.max() >= limit):
-            lo, hi = int(index.min()), int(index.max())
-            raise _bad_npz(path, f"'{name}' holds {lo}..{hi}, outside 0..{limit - 1}")
-
-
-def _build_csr(path: Path, fmt: str, shape: tuple[int, int], arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
-    """The float32 CSR matrix of arrays that `_check_sparse_arrays` accepted, scipy's full check on top."""
-    data = _to_float32(arrays["data"])  # scipy has no float16; values beyond float32 become inf (refused)
-    try:
-        if fmt == "coo":
-            matrix = sp.coo_matrix((data, (arrays["row"], arrays["col"])), shape=shape).tocsr()
-        else:
-            cls = sp.csr_matrix if fmt == "csr" else sp.csc_matrix
-            matrix = cls((data, arrays["indices"], arrays["indptr"]), shape=shape)
-            matrix.check_format(full_check=True)
-            matrix = matrix.tocsr()
-        matrix.check_format(full_check=True)
-    except (ValueError, TypeError, OverflowError, MemoryError) as err:
-        raise _bad_npz(path, _first_line(err)) from None
-    return matrix
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -479,7 +352,7 @@ def write_dense(path: PathLike, values: np.ndarray, item_ids: Sequence[object]) 
     values = np.asarray(values, dtype=np.float32)
     if values.ndim != 2:
         raise DataError(f"{path}: expected a 2-d (rows, D) array, got shape {values.shape}")
-    _check_finite(path, values)
+    check_finite(path, values)
     with _atomic_pair(path, _ids_text(path, item_ids, values.shape[0])) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, values)
@@ -490,7 +363,7 @@ def write_sparse(path: PathLike, matrix: sp.spmatrix, item_ids: Sequence[object]
     """Write ``matrix`` (rows, V) as a float32 CSR ``<name>.npz`` plus ``<name>.ids.txt``, atomically."""
     path = Path(path)
     csr = sp.csr_matrix(matrix, dtype=np.float32)
-    _check_finite(path, csr.data, np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)))
+    check_finite(path, csr.data, np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr)))
     with _atomic_pair(path, _ids_text(path, item_ids, csr.shape[0])) as tmp:
         with open(tmp, "wb") as fh:
             sp.save_npz(fh, csr)

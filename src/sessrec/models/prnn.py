@@ -11,6 +11,18 @@ Fusion of the last-layer hidden states h_k (B, H_k):
 - "weighted": scores = sum_k s_k ([h_k | 1] @ [W_k | b_k]^T), one item table per subnet.
 The scales s_k are fixed (`subnet_scale`, default 1) or learned (`learn_scale`, initialised there).
 
+Shared input embedding (GRU4Rec's "constrained embedding"): a subnet whose encoder is
+`ItemIdEncoder(shared_with_output=True)` has no embedding table of its own; its input for item i is ITS
+columns of the output item table, W_k[i] (the slice multiplying its own h_k: concat's table columns
+[sum_{j<k} H_j, sum_{j<=k} H_j), or weighted fusion's whole W_k, never the bias). So `dim` must equal
+the subnet's last layer size H_k in both fusions, and an ID-only p-RNN with it is GRU4Rec with
+input_mode="shared". The table's input rows and scored rows are read in one lookup
+(`gather_row_sets`): one row-sparse gradient over their union, the sum of both uses, as in `GRU4Rec`.
+Its own columns rather than concat's whole row, so the subnet's input does not depend on the other
+subnets' sizes or output weights. Freezing that subnet (`sessrec.callbacks.schedule`) freezes what it
+owns: with weighted fusion its table, so input and output stay fixed together; with concat fusion only
+its GRU, since the table is shared and trains per `train_shared` (the schedule warns).
+
 The paper's other architectures are configurations, not classes: ID-only = one subnet with an `id`
 encoder; feature-only = one subnet with a feature encoder; "concat input" (one GRU fed [ID; features]) =
 one subnet with a `sessrec.encoders.ConcatEncoder`.
@@ -33,9 +45,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sessrec.encoders.base import FeatureEncoder
+from sessrec.encoders.item_id import ItemIdEncoder
+from sessrec.errors import ConfigError
 from sessrec.features.catalogue import Catalogue
-from sessrec.models.gru import GRUStack, uniform_init_
-from sessrec.models.rows import gather_rows, mark_row_sparse
+from sessrec.models.gru import GRUStack, dropout, uniform_init_
+from sessrec.models.rows import gather_row_sets, gather_rows, mark_row_sparse
 from sessrec.models.rows import score_rows as score_table_rows
 
 Fusion = Literal["concat", "weighted"]
@@ -53,8 +67,16 @@ def score_rows(out: Tensor, rows: Tensor) -> Tensor:
     return score_table_rows(F.pad(out, (0, 1), value=1.0), rows)  # (B, C)
 
 
+def reads_output_table(encoder: FeatureEncoder) -> bool:
+    """Whether `encoder`'s input embedding is its subnet's columns of the output item table."""
+    return isinstance(encoder, ItemIdEncoder) and encoder.shared_with_output
+
+
 class Subnet(nn.Module):
-    """Encoder -> input dropout -> GRUStack; with weighted fusion also its own item table [W_k | b_k]."""
+    """Encoder -> input dropout -> GRUStack; with weighted fusion also its own item table [W_k | b_k].
+
+    An encoder that `reads_output_table` is not called: the model passes its rows as `x`.
+    """
 
     def __init__(
         self, encoder: FeatureEncoder, layers: list[int], dropout_embed: float, dropout_hidden: float
@@ -63,6 +85,7 @@ class Subnet(nn.Module):
         if not layers or any(h <= 0 for h in layers):
             raise ValueError(f"layers must be a non-empty list of positive sizes, got {layers}")
         self.encoder, self.layers = encoder, list(layers)
+        self.reads_table = reads_output_table(encoder)
         self.dropout_embed, self.dropout_hidden = dropout_embed, dropout_hidden
         self.gru: GRUStack | None = None
         self.item_table: nn.Parameter | None = None
@@ -73,10 +96,12 @@ class Subnet(nn.Module):
         if own_table:
             self.item_table = new_item_table(n_items, self.layers[-1], sparse)  # (N, H_k+1)
 
-    def forward(self, items: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """items (B,), hidden [(B, H_l)] -> last layer output (B, H_k), new hidden."""
-        x = F.dropout(self.encoder(items), self.dropout_embed, self.training)  # (B, D_k)
-        return self.gru(x, hidden)
+    def forward(
+        self, items: Tensor, hidden: list[Tensor], x: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """items (B,), hidden [(B, H_l)], x (B, D_k) the input when given -> last output (B, H_k), hidden."""
+        x = self.encoder(items) if x is None else x  # (B, D_k)
+        return self.gru(dropout(x, self.dropout_embed, self.training), hidden)
 
 
 class ParallelRNN(nn.Module):
@@ -92,7 +117,8 @@ class ParallelRNN(nn.Module):
         learn_scale: learn the scales (initialised at `subnet_scale`).
         dropout_embed: dropout on each encoder's output; dropout_hidden: after each GRU layer.
         sparse_grad: row-sparse gradients for the item tables (False for Adam/AdamW; encoders have
-            their own `sparse_grad`).
+            their own `sparse_grad`, except `ItemIdEncoder(shared_with_output=True)`, which reads an
+            item table).
         catalogue: bind the encoders now; None leaves it to `bind` (see the module docstring).
     """
 
@@ -122,11 +148,15 @@ class ParallelRNN(nn.Module):
         if not 0.0 <= dropout_embed < 1.0:
             raise ValueError(f"dropout_embed must be in [0, 1), got {dropout_embed}")
         self.n_items, self.fusion, self.sparse_table = n_items, fusion, sparse_grad
-        self.sparse = sparse_grad or any(getattr(e, "sparse_grad", False) for e in encoders.values())
+        self.sparse = sparse_grad or any(
+            getattr(e, "sparse_grad", False) for e in encoders.values() if not reads_output_table(e)
+        )
         self.subnets = nn.ModuleDict(
             {k: Subnet(enc, layers[k] if isinstance(layers, dict) else layers, dropout_embed, dropout_hidden)
              for k, enc in encoders.items()}
         )
+        self._check_shared_embeddings()
+        self._reads: list[list[tuple[str, slice]]] = []  # per output table: (subnet, its input columns)
         self.shared = nn.Module()
         scale = torch.tensor([float((subnet_scale or {}).get(k, 1.0)) for k in names])  # (K,)
         if learn_scale:
@@ -144,6 +174,17 @@ class ParallelRNN(nn.Module):
             raise ValueError(f"{option}: unknown subnet(s) {unknown} (subnets: {', '.join(names)})")
         if option == "layers" and isinstance(value, dict) and set(value) != set(names):
             raise ValueError(f"layers: give sizes for every subnet ({', '.join(names)}) or one list for all")
+
+    def _check_shared_embeddings(self) -> None:
+        for name, subnet in self.subnets.items():
+            nested = [m for m in subnet.encoder.modules() if reads_output_table(m) and m is not subnet.encoder]
+            if nested:
+                raise ConfigError(f"encoders.{name}: ItemIdEncoder(shared_with_output=True) must be a subnet's "
+                                  f"own encoder, not a part of {type(subnet.encoder).__name__}")
+            if subnet.reads_table and subnet.encoder.dim != subnet.layers[-1]:
+                raise ConfigError(f"encoders.{name}: ItemIdEncoder(shared_with_output=True) reads its subnet's "
+                                  f"columns of the output item table, so dim ({subnet.encoder.dim}) must "
+                                  f"equal the subnet's last layer size ({subnet.layers[-1]})")
 
     # ---- binding ----------------------------------------------------------------------------
     @property
@@ -164,7 +205,18 @@ class ParallelRNN(nn.Module):
         if not weighted:
             width = sum(self.subnet_sizes)
             self.shared.item_table = new_item_table(self.n_items, width, self.sparse_table)  # (N, width+1)
+        self._reads = self._table_reads()
         self._bound = True
+
+    def _table_reads(self) -> list[list[tuple[str, slice]]]:
+        """Per output table: the subnets reading their input from it, with their columns of it."""
+        reads, start = [], 0
+        for name, subnet in self.subnets.items():
+            h = subnet.layers[-1]
+            part = slice(start, start + h) if self.fusion == "concat" else slice(0, h)
+            reads.append([(name, part)] if subnet.reads_table else [])
+            start += h
+        return [[r for rs in reads for r in rs]] if self.fusion == "concat" else reads
 
     # ---- parameters and state ---------------------------------------------------------------
     @property
@@ -181,6 +233,11 @@ class ParallelRNN(nn.Module):
         """Parameters owned by no subnet (concat's output table, learned scales)."""
         return list(self.shared.parameters())
 
+    @property
+    def shared_table_readers(self) -> list[str]:
+        """Subnets whose input embedding is a shared parameter: concat fusion's output table."""
+        return [name for name, _ in self._reads[0]] if self.fusion == "concat" and self._reads else []
+
     def init_hidden(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
         return [torch.zeros(batch_size, h, device=device) for h in self.hidden_sizes]
 
@@ -192,9 +249,27 @@ class ParallelRNN(nn.Module):
         return out
 
     # ---- forward ----------------------------------------------------------------------------
-    def _rows(self, table: Tensor, cols: Tensor | None) -> Tensor:
-        """The scored rows of an item table: (C, H+1), or the whole table (N, H+1)."""
-        return table if cols is None else gather_rows(table, cols, self.sparse_table)
+    def _tables(self) -> list[Tensor]:
+        """The output item tables: concat's one, or one per subnet (weighted)."""
+        if self.fusion == "concat":
+            return [self.shared.item_table]
+        return [s.item_table for s in self.subnets.values()]
+
+    def _read_tables(self, inputs: Tensor, cols: Tensor | None) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """The scored rows of every output table, (C, H+1) or the whole table (N, H+1), and the inputs
+        (B, H_k) of the subnets that read a table (with `cols`, one lookup for both, as `GRU4Rec`)."""
+        out_rows, x = [], {}
+        for table, reads in zip(self._tables(), self._reads):
+            if not reads:
+                out_rows.append(table if cols is None else gather_rows(table, cols, self.sparse_table))
+                continue
+            if cols is None:
+                in_rows, rows = gather_rows(table, inputs, self.sparse_table), table  # (B, H+1), (N, H+1)
+            else:
+                in_rows, rows = gather_row_sets(table, (inputs, cols), self.sparse_table)  # (B|C, H+1)
+            out_rows.append(rows)
+            x.update((name, in_rows[:, part]) for name, part in reads)  # (B, H_k) each
+        return out_rows, x
 
     def forward(
         self, inputs: Tensor, hidden: list[Tensor], cols: Tensor | None = None
@@ -204,24 +279,24 @@ class ParallelRNN(nn.Module):
         inputs (B,) item ids, hidden (flat over subnets, see `hidden_sizes`), cols (C,) item ids to score
         (None: all N items). Returns scores (B, C) or (B, N) and the new hidden state.
         """
-        outs, new_hidden = self._outputs(inputs, hidden)  # [(B, H_k)]
-        if self.fusion == "concat":
-            scores = score_rows(self._concat(outs), self._rows(self.shared.item_table, cols))  # (B, C)
-        else:
-            scale = self.shared.scale  # (K,)
-            scores = sum(
-                scale[k] * score_rows(o, self._rows(s.item_table, cols))  # (B, C)
-                for k, (o, s) in enumerate(zip(outs, self.subnets.values()))
-            )
-        return scores, new_hidden
-
-    def _outputs(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """Every subnet's step: outputs [(B, H_k)] and the new flat hidden state."""
         if not self._bound:
             raise RuntimeError("ParallelRNN: call bind(catalogue) (or pass catalogue=) before forward")
+        rows, x = self._read_tables(inputs, cols)  # [(C, H+1)], {name: (B, H_k)}
+        outs, new_hidden = self._outputs(inputs, hidden, x)  # [(B, H_k)]
+        if self.fusion == "concat":
+            scores = score_rows(self._concat(outs), rows[0])  # (B, C)
+        else:
+            scale = self.shared.scale  # (K,)
+            scores = sum(scale[k] * score_rows(o, r) for k, (o, r) in enumerate(zip(outs, rows)))  # (B, C)
+        return scores, new_hidden
+
+    def _outputs(
+        self, inputs: Tensor, hidden: list[Tensor], x: dict[str, Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Every subnet's step (x: inputs of the subnets reading a table): outputs [(B, H_k)], new hidden."""
         outs, new_hidden = [], []
-        for subnet, h in zip(self.subnets.values(), self.split_hidden(hidden).values()):
-            out, h = subnet(inputs, h)  # (B, H_k)
+        for (name, subnet), h in zip(self.subnets.items(), self.split_hidden(hidden).values()):
+            out, h = subnet(inputs, h, x.get(name))  # (B, H_k)
             outs.append(out)
             new_hidden += h
         return outs, new_hidden
@@ -235,7 +310,10 @@ class ParallelRNN(nn.Module):
         """The fused output (B, width) of concat fusion (see `ranking_table`) and the new hidden state."""
         if self.fusion != "concat":
             raise RuntimeError("ParallelRNN.query needs fusion='concat'")
-        outs, new_hidden = self._outputs(inputs, hidden)  # [(B, H_k)]
+        if not self._bound:
+            raise RuntimeError("ParallelRNN: call bind(catalogue) (or pass catalogue=) before query")
+        _, x = self._read_tables(inputs, None)  # {name: (B, H_k)}
+        outs, new_hidden = self._outputs(inputs, hidden, x)  # [(B, H_k)]
         return self._concat(outs), new_hidden  # (B, width)
 
     def _concat(self, outs: list[Tensor]) -> Tensor:

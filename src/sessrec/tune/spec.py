@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from sessrec.errors import ConfigError
+from sessrec.io import read_yaml
 
 KINDS = ("float", "int", "categorical")
 OBJECTIVE_PREFIX = "val_"  # trials are scored on the valid split only
@@ -254,10 +255,5 @@ def parse_tune(data: Any, source: str = "tune file", root: Path | None = None) -
 def load_tune(path: str | Path) -> TuneSpec:
     """Read and validate a tune YAML file (the parser checks come later: sessrec.tune.compose.check)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the tune file ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    data = read_yaml(path, "tune file")
     return parse_tune(data, str(path), path.parent)

@@ -1,31 +1,15 @@
-"""Tune fixtures: a very small generated data set and a tune-file writer over configs/gru4rec."""
+"""Tune test helpers: a tune-file writer over configs/gru4rec (the data: the `small` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from sessrec.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 GRU4REC = REPO / "configs" / "gru4rec" / "synthetic.yaml"
-
-
-@pytest.fixture(scope="session")
-def small(tmp_path_factory) -> Path:
-    """Generated raw data and its prepared folder: about 70 items, 900 training events (1 s per fit)."""
-    root = tmp_path_factory.mktemp("small")
-    for args in (
-        ["generate", "--out", root / "raw", "--n-items", "100", "--n-sessions", "400", "--n-topics", "10"],
-        ["prepare", root / "raw" / "events.tsv", "--out", root / "prepared"],
-    ):
-        with pytest.raises(SystemExit) as stop:
-            main([str(a) for a in args])
-        assert stop.value.code == 0
-    return root
 
 
 def write_tune(folder: Path, prepared: Path, **fields: Any) -> Path:

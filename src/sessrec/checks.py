@@ -1,0 +1,64 @@
+"""One validation layer for options: numbers (finite, integer, in range) and choices, with a
+`ConfigError` that names the option: `<name> must be <what>, got <value>`.
+
+`number_problem` decides and words what is wrong; `check_number` raises it as a ConfigError, and the
+CLI's argparse types (`sessrec.commands.prepare`) as an `argparse.ArgumentTypeError`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from numbers import Integral, Real
+from typing import Any
+
+from sessrec.errors import ConfigError
+
+
+def number_problem(
+    value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+    high_open: bool = False, integer: bool = False, what: str | None = None,
+) -> str | None:
+    """None when `value` is a finite real (an integer with `integer`; never a bool) within the bounds
+    (`low_open` / `high_open` exclude them); otherwise "must be ...": `what` when given, else e.g.
+    "must be a finite number", "must be > 0", "must be in [0, 1)" or "must be an integer >= 1".
+    """
+    kind = Integral if integer else Real
+    typed = isinstance(value, kind) and not isinstance(value, bool) and (integer or math.isfinite(value))
+    if typed and (low is None or value > low or (not low_open and value == low)) and (
+            high is None or value < high or (not high_open and value == high)):
+        return None
+    if what is not None:
+        return f"must be {what}"
+    if low is not None and high is not None:
+        bounds = f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    elif low is not None:
+        bounds = f"{'>' if low_open else '>='} {low}"
+    else:
+        bounds = f"{'<' if high_open else '<='} {high}" if high is not None else ""
+    if integer:
+        return " ".join(("must be an integer", bounds)).rstrip()
+    return f"must be {bounds}" if typed else "must be a finite number"
+
+
+def check_number(name: str, value: Any, **bounds: Any) -> None:
+    """ConfigError `<name> must be ..., got <value>` when `number_problem(value, **bounds)` finds one."""
+    problem = number_problem(value, **bounds)
+    if problem is not None:
+        raise ConfigError(f"{name} {problem}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """ConfigError `<name> must be one of a, b, c, got <value>` when `value` is not among `choices`."""
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def check_training_options(hp: Mapping[str, Any]) -> None:
+    """The numeric training options of `SessionRecModule` (ConfigError naming the first invalid one)."""
+    check_number("lr", hp["lr"], low=0, low_open=True)
+    check_number("momentum", hp["momentum"], low=0, high=1, high_open=True)
+    for name in ("weight_decay", "logq", "bpreg", "elu_param", "sample_alpha"):
+        check_number(name, hp[name], low=0)
+    check_number("n_sample", hp["n_sample"], low=0, integer=True)
+    check_number("sample_cache_size", hp["sample_cache_size"], low=1, integer=True)
