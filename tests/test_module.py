@@ -57,14 +57,16 @@ def test_tiny_model_overfits_tiny_fixture(loss):
     assert correct == total, f"{correct}/{total} next items ranked first"
 
 
-def test_adam_needs_dense_gradients():
-    with pytest.raises(ConfigError, match="sparse_grad"):
-        SessionRecModule(GRU4Rec(10, [4]), optimizer="adam")
+def test_adam_takes_row_sparse_tables_but_no_momentum():
+    from sessrec.optim import RowSparseAdam
+
+    module = SessionRecModule(GRU4Rec(10, [4]), optimizer="adam")  # sparse_grad on: lazy rows (optim.py)
+    assert type(module.configure_optimizers()) is RowSparseAdam
     with pytest.raises(ConfigError, match="momentum"):
-        SessionRecModule(GRU4Rec(10, [4], sparse_grad=False), optimizer="adam", momentum=0.5)
+        SessionRecModule(GRU4Rec(10, [4]), optimizer="adam", momentum=0.5)
 
 
-@pytest.mark.parametrize("optimizer,sparse", [("adagrad_momentum", True), ("adamw", False)])
+@pytest.mark.parametrize("optimizer,sparse", [("adagrad_momentum", True), ("adamw", False), ("adam", True)])
 def test_fit_then_checkpoint_round_trip(tiny_prepared, tmp_path, optimizer, sparse):
     L.seed_everything(0)
     dm = SessionDataModule(str(tiny_prepared), batch_size=16, eval_batch_size=64, steps_per_block=8,

@@ -55,10 +55,25 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def check_training_options(hp: Mapping[str, Any]) -> None:
-    """The numeric training options of `SessionRecModule` (ConfigError naming the first invalid one)."""
+    """The numeric training options of `SessionRecModule` and their combinations (ConfigError naming the
+    first invalid one)."""
     check_number("lr", hp["lr"], low=0, low_open=True)
     check_number("momentum", hp["momentum"], low=0, high=1, high_open=True)
     for name in ("weight_decay", "logq", "bpreg", "elu_param", "sample_alpha"):
         check_number(name, hp[name], low=0)
     check_number("n_sample", hp["n_sample"], low=0, integer=True)
     check_number("sample_cache_size", hp["sample_cache_size"], low=1, integer=True)
+    check_number("bptt", hp.get("bptt", 1), low=1, integer=True)
+    optimizer = hp["optimizer"]
+    if optimizer != "adagrad_momentum" and hp["momentum"]:
+        raise ConfigError(f"momentum is only used by optimizer='adagrad_momentum' (got {optimizer!r})")
+    if optimizer == "adagrad_momentum" and hp["weight_decay"]:
+        raise ConfigError(
+            f"weight_decay={hp['weight_decay']} is not supported by optimizer='adagrad_momentum' (the "
+            "reference's has none): use optimizer 'adamw' (or 'adam') for weight decay, or weight_decay 0"
+        )
+    if hp.get("negatives", "sampled") == "all" and hp["logq"]:
+        raise ConfigError(
+            f"logq={hp['logq']} corrects for sampled negatives: with negatives='all' (the full softmax) "
+            "nothing is sampled, so set logq 0 (or negatives 'sampled')"
+        )

@@ -237,14 +237,19 @@ def unsupported(module: object) -> str | None:
     """Why `FusedGRU4RecStep` does not apply to a `SessionRecModule` about to train (None: it applies).
 
     Needs what `SessionRecModule._direct` needs (one device, 32-bit, no backward or optimiser-step hook)
-    plus: the cross-entropy or BPR-max loss, no per-sub-step callback hook, and `_unsupported_net` /
-    `_unsupported_optimizer`.
+    plus: one-step BPTT (`bptt` 1), the cross-entropy or BPR-max loss, sampled negatives, no per-sub-step
+    callback hook, and `_unsupported_net` / `_unsupported_optimizer`.
     """
     if not getattr(module, "_direct", False):
         return "the step runs through Lightning's strategy or precision plugin, or a step hook is set"
+    bptt = getattr(module, "hparams", {}).get("bptt", 1)
+    if bptt != 1:
+        return f"bptt is {bptt} (the fused step back-propagates through one sub-step only)"
     reason = _unsupported_loss(module.loss_fn.name)
     if reason:
         return reason
+    if getattr(module, "hparams", {}).get("negatives", "sampled") != "sampled":
+        return "negatives is 'all' (the full softmax: only sampled columns are fused)"
     if any(hasattr(cb, "on_before_substep_step") for cb in module.trainer.callbacks):
         return "a callback hooks every sub-step (on_before_substep_step)"
     opt = module.optimizers()

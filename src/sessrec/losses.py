@@ -29,6 +29,12 @@ and the Theano hidasib/GRU4Rec ``gru4rec.py``, read for facts only):
   by n_cols (Adagrad is nearly scale-invariant, so this matters little).
 With masking, n_cols counts the valid columns (active targets + S samples).
 
+Full softmax (``SessionRecModule(negatives="all")``): every loss also takes ``targets`` (B,), the column
+of each row's target in scores (B, C) over a candidate set shared by all rows (all N items, C = N). The
+formulas are the same with "the target" read at ``scores[i, targets[i]]`` instead of the diagonal; no
+column is masked (a padding row's target is not a negative for anyone here: the columns are the
+catalogue, not the rows' targets), ``active`` only drops rows. Nothing larger than (B, C) is built.
+
 Deliberate differences: no ELU (final activation) for TOP1 / TOP1-max / BPR (the PyTorch reference only
 offers cross-entropy and BPR-max; the Theano one had a separate ``final_act`` option). The reference
 divides by the configured batch size even when the batch shrinks at the end of an epoch; here padding
@@ -48,6 +54,7 @@ from sessrec.checks import check_choice, check_number
 from sessrec.errors import ConfigError
 
 LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
+Negatives = Literal["sampled", "all"]  # SessionRecModule's choice: sampled columns or the full softmax
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 _EPS = 1e-24
 _LOG_EPS = math.log(_EPS)
@@ -55,6 +62,7 @@ _LOG_EPS = math.log(_EPS)
 __all__ = [
     "LOSS_NAMES",
     "LossName",
+    "Negatives",
     "SampledLoss",
     "bpr",
     "bpr_max",
@@ -88,11 +96,22 @@ def log_q_columns(log_pop: Tensor, targets: Tensor, samples: Tensor, alpha: floa
     return torch.cat([lq_targets, lq_samples])  # (B+S,)
 
 
-def _check(scores: Tensor, active: Tensor | None) -> None:
-    if scores.dim() != 2 or scores.shape[1] < scores.shape[0]:
+def _check(scores: Tensor, active: Tensor | None, targets: Tensor | None = None) -> Tensor | None:
+    """Validate the shapes; returns the active mask of the COLUMNS' rows (None with ``targets``: the
+    columns are then a shared candidate set, none of them masked)."""
+    if targets is None and (scores.dim() != 2 or scores.shape[1] < scores.shape[0]):
         raise ValueError(f"scores must be (B, B+S) with S >= 0, got {tuple(scores.shape)}")
+    if targets is not None and (scores.dim() != 2 or targets.shape != scores.shape[:1]):
+        got = tuple(targets.shape)
+        raise ValueError(f"targets must be ({scores.shape[0]},) for scores (B, C), got {got}")
     if active is not None and active.shape != scores.shape[:1]:
         raise ValueError(f"active must be ({scores.shape[0]},), got {tuple(active.shape)}")
+    return active if targets is None else None
+
+
+def _target(x: Tensor, targets: Tensor | None) -> Tensor:
+    """(B, C) -> (B,): each row's target entry, on the diagonal or at column ``targets[i]``."""
+    return x.diagonal() if targets is None else x.gather(1, targets.unsqueeze(1)).squeeze(1)
 
 
 def _column_valid(active: Tensor, n_cols: int) -> Tensor:
@@ -131,10 +150,12 @@ class _CrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, offset: Tensor | None, active: Tensor | None) -> Tensor:
+    def forward(
+        ctx, scores: Tensor, offset: Tensor | None, active: Tensor | None, targets: Tensor | None = None
+    ) -> Tensor:
         z = scores if offset is None else scores + offset  # (B, B+S)
         p = torch.softmax(z, dim=1)  # (B, B+S)
-        x = p.diagonal().log() - _LOG_EPS  # (B,) log p_target - log eps (-inf when p underflows)
+        x = _target(p, targets).log() - _LOG_EPS  # (B,) log p_target - log eps (-inf when p underflows)
         # -log(p + eps) = -log(eps) - softplus(log p - log eps), exact and finite for p -> 0.
         per_row = -_LOG_EPS - F.softplus(x)  # (B,)
         weight = torch.sigmoid(x)  # (B,) p / (p + eps) = -d per_row / d log p_target
@@ -144,40 +165,48 @@ class _CrossEntropy(torch.autograd.Function):
             n = active.sum().clamp_min(1)
             per_row = torch.where(active, per_row, per_row.new_zeros(()))  # (B,)
             weight = torch.where(active, weight, weight.new_zeros(()))  # (B,)
-        ctx.save_for_backward(p, weight / n)
+        ctx.save_for_backward(p, weight / n, targets)
         ctx.has_active = active is not None
         return per_row.sum() / n
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        p, weight = ctx.saved_tensors
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        p, weight, targets = ctx.saved_tensors
         weight = weight * grad  # (B,)
         grad_z = p * weight.unsqueeze(1)  # (B, B+S) w_i p_ij
         if ctx.has_active:  # an inactive row may be all -inf (NaN probabilities): its gradient is 0
             grad_z.masked_fill_(weight.unsqueeze(1) == 0, 0.0)
-        grad_z.diagonal().sub_(weight)
+        if targets is None:
+            grad_z.diagonal().sub_(weight)
+        else:
+            grad_z.scatter_add_(1, targets.unsqueeze(1), -weight.unsqueeze(1))  # (B, C) -w_i at the target
         grad_offset = grad_z.sum(0) if ctx.needs_input_grad[1] else None  # (B+S,)
-        return grad_z, grad_offset, None
+        return grad_z, grad_offset, None, None
 
 
 def cross_entropy(
-    scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None, logq: float = 0.0
+    scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None, logq: float = 0.0,
+    targets: Tensor | None = None,
 ) -> Tensor:
-    """Softmax cross-entropy with the target on the diagonal: mean of -log(p_target + 1e-24).
+    """Softmax cross-entropy, the target on the diagonal (or at ``targets``): mean -log(p_target + 1e-24).
 
     ``log_q`` (B+S,) from :func:`log_q_columns` is applied as ``scores - logq * log_q`` (pass it in
     training only).
     """
-    _check(scores, active)
-    offset = _column_offset(active, scores.shape[1], log_q, logq)
-    return _CrossEntropy.apply(scores, offset, active)
+    columns = _check(scores, active, targets)
+    offset = _column_offset(columns, scores.shape[1], log_q, logq)
+    return _CrossEntropy.apply(scores, offset, active, targets)
 
 
-def _negative_softmax(r: Tensor, active: Tensor | None) -> Tensor:
-    """Softmax over each row with the target (diagonal) and inactive columns excluded; (B, B+S)."""
+def _negative_softmax(r: Tensor, active: Tensor | None, targets: Tensor | None = None) -> Tensor:
+    """Softmax over each row with the target (diagonal, or ``targets``) and inactive columns excluded
+    (``active`` masks columns here: pass None for a shared candidate set); (B, B+S)."""
     offset = _column_offset(active, r.shape[1], None, 0.0)
     logits = r.clone() if offset is None else r + offset  # (B, B+S)
-    logits.diagonal().fill_(float("-inf"))
+    if targets is None:
+        logits.diagonal().fill_(float("-inf"))
+    else:
+        logits.scatter_(1, targets.unsqueeze(1), float("-inf"))
     return torch.softmax(logits, dim=1)  # (B, B+S)
 
 
@@ -206,23 +235,26 @@ def elu(x: Tensor, alpha: float) -> Tensor:
     return _CpuElu.apply(x, alpha) if x.device.type == "cpu" else F.elu(x, alpha=alpha)
 
 
-def bpr_max(scores: Tensor, active: Tensor | None = None, bpreg: float = 1.0, elu_param: float = 0.5) -> Tensor:
+def bpr_max(
+    scores: Tensor, active: Tensor | None = None, bpreg: float = 1.0, elu_param: float = 0.5,
+    targets: Tensor | None = None,
+) -> Tensor:
     """BPR-max (CIKM 2018): -log sum_j s_j sigmoid(r_i - r_j) + bpreg * sum_j s_j r_j^2."""
-    _check(scores, active)
+    columns = _check(scores, active, targets)
     r = elu(scores, elu_param) if elu_param > 0 else scores  # (B, B+S)
-    s = _negative_softmax(r, active)  # (B, B+S)
-    target = r.diagonal().unsqueeze(1)  # (B, 1)
+    s = _negative_softmax(r, columns, targets)  # (B, B+S)
+    target = _target(r, targets).unsqueeze(1)  # (B, 1)
     ranked = (torch.sigmoid(target - r) * s).sum(dim=1)  # (B,)
     reg = (r.square() * s).sum(dim=1)  # (B,)
     per_row = -torch.log(ranked + _EPS) + bpreg * reg  # (B,)
     return _reduce(per_row, active)
 
 
-def top1_max(scores: Tensor, active: Tensor | None = None) -> Tensor:
+def top1_max(scores: Tensor, active: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
     """TOP1-max (CIKM 2018): sum_j s_j (sigmoid(r_j - r_i) + sigmoid(r_j^2)), s excluding the target."""
-    _check(scores, active)
-    s = _negative_softmax(scores, active)  # (B, B+S)
-    target = scores.diagonal().unsqueeze(1)  # (B, 1)
+    columns = _check(scores, active, targets)
+    s = _negative_softmax(scores, columns, targets)  # (B, B+S)
+    target = _target(scores, targets).unsqueeze(1)  # (B, 1)
     terms = torch.sigmoid(scores - target) + torch.sigmoid(scores.square())  # (B, B+S)
     return _reduce((terms * s).sum(dim=1), active)
 
@@ -235,22 +267,22 @@ def _column_mean(terms: Tensor, active: Tensor | None) -> tuple[Tensor, Tensor |
     return terms @ weight, weight.sum()  # (B,), ()
 
 
-def top1(scores: Tensor, active: Tensor | None = None) -> Tensor:
+def top1(scores: Tensor, active: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
     """TOP1 (ICLR 2016): mean_j [sigmoid(r_j - r_i) + sigmoid(r_j^2)] without the target's regulariser."""
-    _check(scores, active)
-    target = scores.diagonal().unsqueeze(1)  # (B, 1)
+    columns = _check(scores, active, targets)
+    target = _target(scores, targets).unsqueeze(1)  # (B, 1)
     terms = torch.sigmoid(scores - target) + torch.sigmoid(scores.square())  # (B, B+S)
-    total, n_cols = _column_mean(terms, active)  # (B,)
+    total, n_cols = _column_mean(terms, columns)  # (B,)
     per_row = (total - torch.sigmoid(target.squeeze(1).square())) / n_cols  # (B,)
     return _reduce(per_row, active)
 
 
-def bpr(scores: Tensor, active: Tensor | None = None) -> Tensor:
+def bpr(scores: Tensor, active: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
     """BPR (ICLR 2016): -mean_j log sigmoid(r_i - r_j), the mean over all valid columns."""
-    _check(scores, active)
-    target = scores.diagonal().unsqueeze(1)  # (B, 1)
+    columns = _check(scores, active, targets)
+    target = _target(scores, targets).unsqueeze(1)  # (B, 1)
     terms = F.logsigmoid(target - scores)  # (B, B+S)
-    total, n_cols = _column_mean(terms, active)  # (B,)
+    total, n_cols = _column_mean(terms, columns)  # (B,)
     return _reduce(-total / n_cols, active)
 
 
@@ -277,17 +309,24 @@ class SampledLoss(nn.Module):
             raise ConfigError(f"logq={logq} is only supported with the 'cross-entropy' loss, not {name!r}")
         self.name, self.bpreg, self.elu_param, self.logq = name, bpreg, elu_param, logq
 
-    def forward(self, scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None) -> Tensor:
-        """scores (B, B+S), active (B,) bool, log_q (B+S,) -> scalar loss averaged over active rows."""
+    def forward(
+        self, scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None,
+        targets: Tensor | None = None,
+    ) -> Tensor:
+        """scores (B, B+S), active (B,) bool, log_q (B+S,) -> scalar loss averaged over active rows.
+
+        With ``targets`` (B,): scores (B, C) over shared candidates (the full softmax, C = N items) and
+        row i's target at column ``targets[i]`` (see the module docstring).
+        """
         if self.name == "cross-entropy":
-            return cross_entropy(scores, active, log_q, self.logq)
+            return cross_entropy(scores, active, log_q, self.logq, targets)
         if self.name == "bpr-max":
-            return bpr_max(scores, active, self.bpreg, self.elu_param)
+            return bpr_max(scores, active, self.bpreg, self.elu_param, targets)
         if self.name == "top1-max":
-            return top1_max(scores, active)
+            return top1_max(scores, active, targets)
         if self.name == "top1":
-            return top1(scores, active)
-        return bpr(scores, active)
+            return top1(scores, active, targets)
+        return bpr(scores, active, targets)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, bpreg={self.bpreg}, elu_param={self.elu_param}, logq={self.logq}"

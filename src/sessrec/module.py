@@ -2,8 +2,8 @@
 
 The network (GRU4Rec, ParallelRNN, ...) comes in through the constructor. Training is manual: one
 `training_step` processes a block of T session-parallel steps, each with its own forward, backward and
-optimiser step (one-step truncated BPTT, as the reference), so Lightning's per-call overhead is paid
-once per T steps.
+optimiser step (one-step truncated BPTT, as the reference; `bptt` > 1: one per window, `sessrec.bptt`),
+so Lightning's per-call overhead is paid once per T steps.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
+from sessrec.bptt import window_loss, windows
 from sessrec.checkpoints import check_state_keys, rng_state, set_rng_state
 from sessrec.checks import check_choice, check_training_options
 from sessrec.data.batching import Block
@@ -26,10 +27,10 @@ from sessrec.distributed import all_reduce_row_sparse, broadcast_parameters, ign
 from sessrec.errors import ConfigError
 from sessrec.evaluation import evaluate_block
 from sessrec.fused import FusedGRU4RecStep, unsupported
-from sessrec.losses import LossName, SampledLoss, log_q_columns
+from sessrec.losses import LossName, Negatives, SampledLoss, log_q_columns
 from sessrec.metrics import RankingMetrics, check_eval_options, top_n_items
 from sessrec.models.rows import row_sparse_parameters
-from sessrec.optim import AdagradMomentum
+from sessrec.optim import build_optimizer
 from sessrec.predict import PredictMixin
 from sessrec.screening import FactoredScores, ScreenedTable
 
@@ -48,9 +49,13 @@ class SessionRecModule(PredictMixin, L.LightningModule):
     Args:
         net: the network, e.g. `sessrec.models.GRU4Rec`.
         loss, bpreg, elu_param, logq: the sampled loss (see `sessrec.losses.SampledLoss`).
+        negatives: "sampled" (the reference: the in-batch targets plus n_sample shared samples) or "all":
+            the full softmax over every item (small catalogues; n_sample, sample_alpha and
+            sample_cache_size are then unused, logq > 0 is refused; trains through autograd).
         n_sample: extra negatives shared by the mini-batch, drawn with popularity**sample_alpha.
         sample_cache_size: ids pre-drawn at once by the sampler (the reference's 10M).
-        optimizer: "adagrad_momentum" (the reference's, needs sparse gradients), "adam" or "adamw".
+        optimizer: "adagrad_momentum" (the reference's), "adam" or "adamw" (`sessrec.optim.RowSparseAdam`:
+            lazy row-wise updates of row-sparse tables, as torch's SparseAdam; Adam / AdamW elsewhere).
         lr, momentum, weight_decay: optimiser settings (momentum only for adagrad_momentum; weight_decay
             only for adam / adamw: adagrad_momentum and the fused step have none, as the reference, and
             refuse a non-zero value rather than ignore it).
@@ -61,6 +66,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         fused_step: train GRU4Rec (shared embedding, cross-entropy or bpr-max, adagrad_momentum) on CPU
             with the hand-written step of `sessrec.fused` (the same updates up to float rounding);
             False, or any other set-up, trains through autograd.
+        bptt: sub-steps per backward (>= 1): 1 is the reference's one-step truncated BPTT; k > 1 back-
+            propagates through windows of k sub-steps, one optimiser step each (`sessrec.bptt`; autograd).
 
     Every numeric option is checked (finite, in range) here, with a `ConfigError` naming it. A training
     loss that becomes NaN or infinite stops the run with `TrainingDiverged` (checked once per block).
@@ -81,6 +88,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         n_sample: int = 2048,
         sample_alpha: float = 0.5,
         sample_cache_size: int = 10_000_000,
+        negatives: Negatives = "sampled",
         optimizer: OptimizerName = "adagrad_momentum",
         lr: float = 0.05,
         momentum: float = 0.0,
@@ -89,22 +97,15 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         tie_mode: TieMode = "conservative",
         eval_top_n: int | None = None,
         fused_step: bool = True,
+        bptt: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
-        check_training_options(self.hparams)
         check_choice("loss", loss, get_args(LossName))
         check_choice("optimizer", optimizer, get_args(OptimizerName))
+        check_choice("negatives", negatives, get_args(Negatives))
+        check_training_options(self.hparams)  # numbers and combinations (momentum, weight_decay, logq)
         check_eval_options(cutoffs, tie_mode, eval_top_n)
-        if optimizer != "adagrad_momentum" and momentum:
-            raise ConfigError(f"momentum is only used by optimizer='adagrad_momentum' (got {optimizer!r})")
-        if optimizer != "adagrad_momentum" and getattr(net, "sparse", False):
-            raise ConfigError(f"optimizer={optimizer!r} needs dense gradients: set net sparse_grad: false")
-        if optimizer == "adagrad_momentum" and weight_decay:
-            raise ConfigError(
-                f"weight_decay={weight_decay} is not supported by optimizer='adagrad_momentum' (the "
-                "reference's has none): use optimizer 'adamw' (or 'adam') for weight decay, or weight_decay 0"
-            )
         self.net = net
         self.automatic_optimization = False
         self.loss_fn = SampledLoss(loss, bpreg=bpreg, elu_param=elu_param, logq=logq)
@@ -138,7 +139,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
             self.candidates = top_n_items(counts, hp.eval_top_n).to(self.device)
         if stage == "fit":
             self.log_pop = counts.clamp_min(1).log().float().to(self.device)  # (N,)
-            if hp.n_sample > 0:
+            if hp.n_sample > 0 and hp.negatives == "sampled":
                 self.sampler = PopularitySampler(
                     counts.numpy(), hp.sample_alpha, hp.n_sample, hp.sample_cache_size,
                     seed=torch.initial_seed() % 2**31 + self.global_rank, device=self.device,
@@ -171,10 +172,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        if hp.optimizer == "adagrad_momentum":
-            return AdagradMomentum(self.net.parameters(), lr=hp.lr, momentum=hp.momentum)
-        opt_cls = torch.optim.Adam if hp.optimizer == "adam" else torch.optim.AdamW
-        return opt_cls(self.net.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        return build_optimizer(hp.optimizer, self.net.parameters(), hp.lr, hp.momentum, hp.weight_decay)
 
     # ---- training ---------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -192,18 +190,16 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         full = block.n_events == steps * batch
         losses = torch.zeros(steps, device=self.device)  # (T,) each sub-step's loss, checked once per block
         keep_all = (~block.reset).unsqueeze(2).to(losses.dtype)  # (T, B, 1): 0 where a new session starts
-        for t in range(steps):
-            keep = keep_all[t]  # (B, 1)
-            hidden = [h * keep for h in hidden]
-            if full and self._fused is not None:  # the same step without autograd (sessrec.fused)
+        for start, stop in windows(steps, self.hparams.bptt):  # one optimiser step per window (sessrec.bptt)
+            if full and self._fused is not None:  # the same step without autograd (sessrec.fused; bptt 1)
                 opt._on_before_step()
-                loss, hidden = self._fused_step(block.inputs[t], block.targets[t], hidden)
+                loss, hidden = self._fused_step(block.inputs[start], block.targets[start],
+                                                [h * keep_all[start] for h in hidden])
                 opt._on_after_step()
                 self.global_substep += 1
-                losses[t] = loss
+                losses[start] = loss
                 continue
-            active = None if full else block.active[t]  # (B,)
-            loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, active)
+            loss, hidden = window_loss(self._train_step, block, keep_all, start, stop, hidden, full, losses)
             opt.zero_grad(set_to_none=True)
             if self._direct:
                 loss.backward()
@@ -219,9 +215,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
                 opt._on_after_step()
             else:
                 opt.step()
-            self.global_substep += 1
+            self.global_substep += stop - start
             hidden = [h.detach() for h in hidden]
-            losses[t] = loss.detach()
         self._hidden = hidden
         self._watch_losses(losses)
         self.log("train_loss", losses.mean(), prog_bar=True, on_epoch=True, batch_size=block.n_events)
@@ -261,13 +256,17 @@ class SessionRecModule(PredictMixin, L.LightningModule):
     def _train_step(
         self, inputs: Tensor, targets: Tensor, hidden: list[Tensor], active: Tensor | None
     ) -> tuple[Tensor, list[Tensor]]:
-        samples = self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
-        cols = torch.cat([targets, samples])  # (B+S,)
-        scores, hidden = self.net(inputs, hidden, cols)  # (B, B+S)
-        log_q = None
-        if self.hparams.logq:
-            log_q = log_q_columns(self.log_pop, targets, samples, self.hparams.sample_alpha)  # (B+S,)
-        loss = self.loss_fn(scores, active=active, log_q=log_q)
+        if self.hparams.negatives == "all":  # the full softmax: the target of row i is column targets[i]
+            scores, hidden = self.net(inputs, hidden)  # (B, N) the output table's dense gradient follows
+            loss = self.loss_fn(scores, active=active, targets=targets)
+        else:
+            samples = self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
+            cols = torch.cat([targets, samples])  # (B+S,)
+            scores, hidden = self.net(inputs, hidden, cols)  # (B, B+S)
+            log_q = None
+            if self.hparams.logq:
+                log_q = log_q_columns(self.log_pop, targets, samples, self.hparams.sample_alpha)  # (B+S,)
+            loss = self.loss_fn(scores, active=active, log_q=log_q)
         if active is not None:  # the reference normalises by the full batch size, also when it shrinks
             loss = loss * active.sum() / inputs.shape[0]
         return loss, hidden

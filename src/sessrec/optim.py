@@ -16,7 +16,12 @@ where every element's velocity decays each step. So a dense gradient that is zer
 NOT equivalent to the sparse one when momentum > 0 (and costs a full pass over the table): turn it into
 a sparse one with :func:`sparse_rows_grad`, or look the rows up with ``F.embedding(..., sparse=True)``
 so autograd produces a sparse gradient directly (sparse + sparse accumulates sparse; sparse + dense
-becomes dense).
+becomes dense: the full softmax, `SessionRecModule(negatives="all")`, scores every row of the output
+table, so its gradient is dense and gets the dense update, one pass per step as the (B, N) scores).
+
+`RowSparseAdam` is Adam / AdamW with the same split: the dense update for dense gradients, a lazy
+row-wise one for row-sparse gradients (see its docstring). `build_optimizer` maps the module's
+`optimizer` option to one of the two.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from torch.optim import Optimizer
 
 from sessrec import kernels
 
-__all__ = ["AdagradMomentum", "coalesced_rows", "sparse_rows_grad"]
+__all__ = ["AdagradMomentum", "RowSparseAdam", "build_optimizer", "coalesced_rows", "sparse_rows_grad"]
 
 
 def sparse_rows_grad(grad: Tensor, rows: Tensor) -> Tensor:
@@ -65,7 +70,20 @@ def coalesced_rows(grad: Tensor) -> Tensor:
     return grad.coalesce()
 
 
-class AdagradMomentum(Optimizer):
+class _Optimizer(Optimizer):
+    """The base of this module's optimisers."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """As `torch.optim.Optimizer.zero_grad`, without its per-call profiler record (~60 us a step)."""
+        if not set_to_none:
+            super().zero_grad(set_to_none=False)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+
+class AdagradMomentum(_Optimizer):
     """Adagrad with (heavy-ball) momentum and row-sparse updates, as in the GRU4Rec reference.
 
     No weight decay (the reference has none): `SessionRecModule` refuses weight_decay != 0 with it.
@@ -120,14 +138,6 @@ class AdagradMomentum(Optimizer):
                     _dense_update(p, grad, acc, mom, lr, momentum, eps)
         return loss
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """As `torch.optim.Optimizer.zero_grad`, without its per-call profiler record (~60 us a step)."""
-        if not set_to_none:
-            super().zero_grad(set_to_none=False)
-            return
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
 
 
 def _dense_update(
@@ -160,3 +170,112 @@ def _sparse_update(
     mom_rows = mom.index_select(0, rows).mul_(momentum).addcdiv_(values, denom, value=-lr)  # (K, D)
     mom.index_copy_(0, rows, mom_rows)
     p.index_add_(0, rows, mom_rows)
+
+
+class RowSparseAdam(_Optimizer):
+    """Adam, or AdamW with `decoupled_weight_decay`, with lazy row-wise updates for row-sparse gradients.
+
+    Dense gradients get torch.optim.Adam's update (AdamW's with `decoupled_weight_decay`; no amsgrad)::
+
+        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+        p -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)
+
+    Row-sparse gradients (coalesced first, as in `AdagradMomentum`) get the same formulas on the touched
+    rows only, as torch.optim.SparseAdam and TensorFlow's LazyAdam: untouched rows keep their moments
+    frozen (not decayed) and their values unchanged, so a step costs O(rows touched), not a pass over a
+    1M-row table (dense Adam would decay every row's moments and move every row each step). `t` counts
+    the parameter's steps (one per step with a gradient), shared by all its rows (as SparseAdam); eps is
+    placed as in Adam (SparseAdam adds it before the bias correction: the two differ by
+    ~eps / sqrt(1 - b2^t)). A table every row of which is touched each step moves exactly as with Adam.
+
+    Weight decay on row-sparse tables applies to the touched rows only (lazy, like the rest): AdamW
+    multiplies them by (1 - lr * weight_decay) before the update, Adam adds weight_decay * p to their
+    gradient. Frequent items are thus decayed more often than rare ones (per occurrence, not per step).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate (> 0).
+        betas: the moments' decay rates, each in [0, 1).
+        eps: added to the denominator (> 0).
+        weight_decay: >= 0; L2 (Adam) or decoupled (AdamW).
+        decoupled_weight_decay: AdamW's decoupled decay instead of Adam's L2 term.
+    """
+
+    def __init__(
+        self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        if not (math.isfinite(lr) and lr > 0.0):
+            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+        if not (math.isfinite(eps) and eps > 0.0):
+            raise ValueError(f"eps must be a finite number > 0, got {eps}")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0.0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        decoupled_weight_decay=decoupled_weight_decay)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "step" not in state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                if p.grad.is_sparse:
+                    _sparse_adam(p, p.grad, state, group)
+                else:
+                    _adam_(p, p.grad, state["exp_avg"], state["exp_avg_sq"], state["step"], group)
+        return loss
+
+
+def _adam_(p: Tensor, grad: Tensor, m: Tensor, v: Tensor, t: int, group: dict[str, Any]) -> None:
+    """One Adam / AdamW step in place on p, m, v (whole tensors or gathered rows, (K, D))."""
+    lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    if wd and group["decoupled_weight_decay"]:
+        p.mul_(1 - lr * wd)
+    elif wd:
+        grad = grad.add(p, alpha=wd)
+    m.lerp_(grad, 1 - beta1)  # m = b1 m + (1 - b1) g
+    v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v = b2 v + (1 - b2) g^2
+    denom = (v.sqrt() / (1 - beta2**t) ** 0.5).add_(eps)  # (torch's arithmetic, to the bit)
+    p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
+
+
+def _sparse_adam(p: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+    """The lazy step: gather the touched rows of p, m and v (K, D), update them, write them back."""
+    if grad.sparse_dim() != 1:
+        raise ValueError(f"sparse gradients must be row-sparse (sparse_dim 1), got {grad.sparse_dim()}")
+    grad = coalesced_rows(grad)  # repeated rows summed
+    rows = grad.indices()[0]  # (K,) unique
+    p_rows = p.index_select(0, rows)  # (K, D)
+    m_rows = state["exp_avg"].index_select(0, rows)  # (K, D)
+    v_rows = state["exp_avg_sq"].index_select(0, rows)  # (K, D)
+    _adam_(p_rows, grad.values(), m_rows, v_rows, state["step"], group)
+    state["exp_avg"].index_copy_(0, rows, m_rows)
+    state["exp_avg_sq"].index_copy_(0, rows, v_rows)
+    p.index_copy_(0, rows, p_rows)
+
+
+def build_optimizer(
+    name: str, params: Iterable[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> Optimizer:
+    """`SessionRecModule`'s `optimizer` option: "adagrad_momentum" (the reference's), "adam" or "adamw"
+    (`RowSparseAdam`: lazy on row-sparse tables, torch's Adam / AdamW on the rest)."""
+    if name == "adagrad_momentum":
+        return AdagradMomentum(params, lr=lr, momentum=momentum)
+    if name not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be one of adagrad_momentum, adam, adamw, got {name!r}")
+    return RowSparseAdam(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=name == "adamw")

@@ -248,8 +248,8 @@ def config_file_missing(tmp, small):
 
 
 def config_invalid_combination(tmp, small):
-    return Case(_fit(tmp, small / "prepared", "--model.init_args.optimizer", "adam"),
-                ["optimizer='adam' needs dense gradients", "sparse_grad"], [tmp / "run"])
+    return Case(_fit(tmp, small / "prepared", "--model.init_args.negatives", "all"),
+                ["logq=1.0", "negatives='all'"], [tmp / "run"])
 
 
 def config_invalid_value(tmp, small):

@@ -34,7 +34,10 @@ checkpoints, so a run resumed mid-schedule continues in the right phase at the r
 
 Sessrec-specific hook: `SessionRecModule` calls `on_before_substep_step(trainer, module, substep)` on
 every callback that defines it, after each sub-step's backward and before its `optimizer.step()`;
-`substep` is the module's global sub-step counter.
+`substep` is the module's global sub-step counter. With `SessionRecModule(bptt=k > 1)` the hook runs once
+per window of k sub-steps (one backward, one step; `sessrec.bptt`) with the window's first sub-step: the
+epoch-based modes (simultaneous, residual, alternating) freeze per window as per step (a window never
+spans two epochs); "interleaved" refuses k > 1 (it switches subnets per sub-step).
 """
 
 from __future__ import annotations
@@ -122,6 +125,10 @@ class TrainingSchedule(L.Callback):
 
     # ---- set-up ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        bptt = getattr(pl_module, "hparams", {}).get("bptt", 1)
+        if self.mode == "interleaved" and bptt != 1:  # one optimiser step per window of bptt sub-steps
+            raise ConfigError(f"TrainingSchedule(mode='interleaved') switches subnets at every sub-step: it "
+                              f"needs the model's bptt 1, got bptt {bptt} (use another mode, or bptt 1)")
         net = pl_module.net
         subnets = getattr(net, "subnets", None)
         if not isinstance(subnets, nn.ModuleDict):
@@ -158,9 +165,9 @@ class TrainingSchedule(L.Callback):
         moving = sorted({name for phase in range(self.n_phases) if self.trains_shared(phase)
                          for name in readers - set(self.active_subnets(phase))})
         if moving:
-            rank_zero_warn(f"TrainingSchedule: subnet(s) {', '.join(moving)} read their input from the shared "
-                           f"output item table (concat fusion): while frozen only their GRU stays fixed, the "
-                           f"table trains (train_shared={self.train_shared!r})")
+            rank_zero_warn(f"TrainingSchedule: subnet(s) {', '.join(moving)} read their input from the "
+                           f"shared output item table (concat fusion): while frozen only their GRU stays "
+                           f"fixed, the table trains (train_shared={self.train_shared!r})")
 
     # ---- per step ------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):

@@ -12,23 +12,22 @@ Fusion of the last-layer hidden states h_k (B, H_k):
 The scales s_k are fixed (`subnet_scale`, default 1) or learned (`learn_scale`, initialised there).
 
 Shared input embedding (GRU4Rec's "constrained embedding"): a subnet whose encoder is
-`ItemIdEncoder(shared_with_output=True)` has no embedding table of its own; its input for item i is ITS
-columns of the output item table, W_k[i] (the slice multiplying its own h_k: concat's table columns
-[sum_{j<k} H_j, sum_{j<=k} H_j), or weighted fusion's whole W_k, never the bias). So `dim` must equal
-the subnet's last layer size H_k in both fusions, and an ID-only p-RNN with it is GRU4Rec with
-input_mode="shared". The table's input rows and scored rows are read in one lookup
-(`gather_row_sets`): one row-sparse gradient over their union, the sum of both uses, as in `GRU4Rec`.
-Its own columns rather than concat's whole row, so the subnet's input does not depend on the other
-subnets' sizes or output weights. Freezing that subnet (`sessrec.callbacks.schedule`) freezes what it
-owns: with weighted fusion its table, so input and output stay fixed together; with concat fusion only
-its GRU, since the table is shared and trains per `train_shared` (the schedule warns).
+`ItemIdEncoder(shared_with_output=True)` has no embedding table of its own; its input for item i is its
+own columns of the output item table, W_k[i] (concat: the columns that multiply s_k h_k; weighted: W_k;
+never the bias). So `dim` must equal the subnet's last layer size H_k in either fusion, and an ID-only
+p-RNN with it is GRU4Rec with input_mode="shared" (same seed: same weights, dropout masks and scores).
+Its own columns, not concat's whole row, so its input does not depend on the other subnets. The input
+rows and the scored rows are read in one lookup (`gather_row_sets`): one row-sparse gradient over their
+union, summing both uses, as in `GRU4Rec`. A training schedule freezes what the subnet owns: with
+weighted fusion its table (input and output fixed together); with concat fusion only its GRU, as the
+table is shared and trains per `train_shared` (`sessrec.callbacks.schedule` warns).
 
 The paper's other architectures are configurations, not classes: ID-only = one subnet with an `id`
 encoder; feature-only = one subnet with a feature encoder; "concat input" (one GRU fed [ID; features]) =
 one subnet with a `sessrec.encoders.ConcatEncoder`.
 
-Deliberate differences from the paper: the ID subnet's input is a learned embedding (an `id` encoder)
-rather than a one-hot vector, and the item tables are read with `gather_rows` (row-sparse gradients,
+Deliberate differences from the paper: the ID subnet's input is a learned embedding (an `id` encoder,
+its own table or the output table's rows) rather than a one-hot vector, and the item tables are read with `gather_rows` (row-sparse gradients,
 one lookup of the scored columns per table) as in `GRU4Rec`.
 
 Encoders read their feature files at `bind(catalogue)`, which creates every parameter: pass `catalogue`
@@ -176,15 +175,16 @@ class ParallelRNN(nn.Module):
             raise ValueError(f"layers: give sizes for every subnet ({', '.join(names)}) or one list for all")
 
     def _check_shared_embeddings(self) -> None:
+        shared = "ItemIdEncoder(shared_with_output=True)"
         for name, subnet in self.subnets.items():
-            nested = [m for m in subnet.encoder.modules() if reads_output_table(m) and m is not subnet.encoder]
-            if nested:
-                raise ConfigError(f"encoders.{name}: ItemIdEncoder(shared_with_output=True) must be a subnet's "
-                                  f"own encoder, not a part of {type(subnet.encoder).__name__}")
-            if subnet.reads_table and subnet.encoder.dim != subnet.layers[-1]:
-                raise ConfigError(f"encoders.{name}: ItemIdEncoder(shared_with_output=True) reads its subnet's "
-                                  f"columns of the output item table, so dim ({subnet.encoder.dim}) must "
-                                  f"equal the subnet's last layer size ({subnet.layers[-1]})")
+            enc = subnet.encoder
+            if any(reads_output_table(m) for m in enc.modules() if m is not enc):
+                raise ConfigError(f"encoders.{name}: {shared} must be a subnet's own encoder, "
+                                  f"not a part of {type(enc).__name__}")
+            if subnet.reads_table and enc.dim != subnet.layers[-1]:
+                raise ConfigError(f"encoders.{name}: {shared} reads its subnet's columns of the output item "
+                                  f"table, so dim ({enc.dim}) must equal the subnet's last layer size "
+                                  f"({subnet.layers[-1]})")
 
     # ---- binding ----------------------------------------------------------------------------
     @property
