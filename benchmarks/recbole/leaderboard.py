@@ -16,7 +16,7 @@ under the given files/folders:
 
 * sessrec's experiment ``result.json`` (``python -m sessrec experiment``: ``metrics`` with ``test_*``
   keys, ``config``, ``epochs``, ``fit_seconds``), converted on the fly (framework "sessrec"; dataset from
-  ``--sessrec-dataset`` or the config's data_dir; seed from ``seed_everything``, read from the run's
+  ``--sessrec-dataset [DATA_DIR=]LABEL`` or the config's data_dir; seed from ``seed_everything``, read from the run's
   ``run.yaml`` beside the result when the record's config is a path).
 
 Rows are grouped by (dataset, framework, model); each metric is shown as mean ± sample std over the
@@ -38,7 +38,7 @@ METRICS = ("recall@20", "mrr@20", "recall@10", "mrr@10")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def from_sessrec_result(record: dict, dataset: str | None, path: Path | None = None) -> dict:
+def from_sessrec_result(record: dict, dataset: str | list[str] | None, path: Path | None = None) -> dict:
     """Convert a sessrec experiment result.json into the shared schema.
 
     The seed and data_dir come from the record's config when it is a dict, else from the composed
@@ -54,21 +54,51 @@ def from_sessrec_result(record: dict, dataset: str | None, path: Path | None = N
             config = yaml.safe_load(run_yaml.read_text()) or {}
     data_dir = ((config.get("data") or {}).get("init_args") or config.get("data") or {}).get("data_dir")
     test = {k[len("test_") :]: v for k, v in record["metrics"].items() if k.startswith("test_")}
+    data = config.get("data") or {}
+    train_split = (data.get("init_args") or data).get("train_split", "train_full")
+    pairs = _train_pairs(data_dir, train_split)
+    epochs, fit_seconds = record.get("epochs"), record.get("fit_seconds")
+    speed = pairs * epochs / fit_seconds if pairs and epochs and fit_seconds else None
     return {
         "schema": SCHEMA,
         "framework": "sessrec",
         "model": record.get("label") or record.get("name") or "?",
-        "dataset": dataset or (Path(data_dir).parent.name if data_dir else "?"),
+        "dataset": _dataset_label(dataset, data_dir),
         "seed": config.get("seed_everything"),
         "tie_mode": "conservative",
         "metrics": {"test": test},
         "epochs": record.get("epochs"),
-        "train_seconds": record.get("fit_seconds"),
-        "train_events_per_s": None,
+        "train_seconds": fit_seconds,
+        # approximate: sessrec's result has the whole fit time (Lightning setup included)
+        "train_events_per_s": speed,
     }
 
 
-def load_results(paths: list[str], sessrec_dataset: str | None = None) -> list[dict]:
+def _dataset_label(labels: str | list[str] | None, data_dir: str | None) -> str:
+    """--sessrec-dataset: 'LABEL' for every result, or 'DATA_DIR=LABEL' per prepared folder."""
+    default = Path(data_dir).parent.name if data_dir else "?"
+    for entry in [labels] if isinstance(labels, str) else labels or []:
+        key, sep, label = entry.partition("=")
+        if not sep:
+            default = entry
+        elif data_dir and Path(key).resolve() == Path(data_dir).resolve():
+            return label
+    return default
+
+
+def _train_pairs(data_dir: str | None, split: str) -> int | None:
+    """(input, target) pairs of a prepared split from its meta.json (events - sessions), if found."""
+    if not data_dir:
+        return None
+    for root in (Path.cwd(), REPO):
+        meta = root / data_dir / "meta.json"
+        if meta.is_file():
+            info = json.loads(meta.read_text()).get("splits", {}).get(split)
+            return info["events"] - info["sessions"] if info else None
+    return None
+
+
+def load_results(paths: list[str], sessrec_dataset: str | list[str] | None = None) -> list[dict]:
     """Every recognised result under `paths` (files or folders, recursively), in the shared schema."""
     files: list[Path] = []
     for p in map(Path, paths):
@@ -152,7 +182,13 @@ def main(argv: list[str] | None = None) -> str:
         action="store_true",
         help="list RecBole results even when the RecBole venv is absent",
     )
-    parser.add_argument("--sessrec-dataset", default=None, help="dataset label for sessrec result.json files")
+    parser.add_argument(
+        "--sessrec-dataset",
+        action="append",
+        default=[],
+        metavar="[DATA_DIR=]LABEL",
+        help="dataset label of sessrec result.json files: for all, or per prepared folder (repeatable)",
+    )
     args = parser.parse_args(argv)
     results = load_results(args.paths, args.sessrec_dataset)
     venv = Path(args.recbole_venv)

@@ -210,7 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     cwd = os.getcwd()
     os.chdir(work)  # RecBole's logger writes ./log/
     try:
-        config = Config(model=args.model, dataset=name, config_dict=config_dict)
+        argv_saved, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config also parses --key=value argv
+        try:
+            config = Config(model=args.model, dataset=name, config_dict=config_dict)
+        finally:
+            sys.argv = argv_saved
         init_seed(config["seed"], config["reproducibility"])
         init_logger(config)
         torch.set_num_threads(args.threads)  # init_seed/Config may touch threads

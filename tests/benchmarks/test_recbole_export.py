@@ -200,3 +200,5 @@ def test_leaderboard_reads_sessrec_results_and_skips_recbole_without_its_venv(tm
     assert "RecBole part skipped" in capsys.readouterr().err
     assert "SASRec" not in text
     assert "| toy | sessrec | GRU4Rec (sessrec) | 1 (42) | conservative | 0.5000 | 0.2500 |" in text
+    mapped = leaderboard.main([str(run_dir), "--sessrec-dataset", "data/toy/prepared=Toy data"])
+    assert "| Toy data | sessrec | GRU4Rec (sessrec) |" in mapped
