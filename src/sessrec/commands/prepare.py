@@ -1,4 +1,8 @@
-"""Read an event log, filter it and split it by time into a prepared data folder (train/valid/test)."""
+"""Read an event log, filter it and split it by time into a prepared data folder (train/valid/test);
+or import files that are already split (`--train A --test B [--valid C]`).
+
+The work runs on polars (`--engine polars`, the default: `sessrec.data.columnar`); `--engine pandas`
+keeps the original implementation (`sessrec.data.preprocess`), which writes the same folder."""
 
 from __future__ import annotations
 
@@ -9,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from sessrec.checks import number_problem
+from sessrec.data.columnar import preprocess_columnar
 from sessrec.data.prepared import SPLIT_NAMES, split_stats, write_prepared
 from sessrec.data.preprocess import preprocess
+from sessrec.data.presplit import import_splits
 from sessrec.data.readers import DEFAULT_SESSION_GAP, LONG_SESSION, PRESETS, read_preset
+from sessrec.data.scan import read_columnar_preset
 from sessrec.errors import ConfigError, DataError
 from sessrec.io import claim_output
 
@@ -37,9 +44,21 @@ def _number(kind: type, low: float, strict: bool) -> Callable[[str], float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the `prepare` options on `parser`."""
-    parser.add_argument("input", type=Path, help="event log (.csv, .tsv, .dat, .parquet; may be compressed)")
+    parser.add_argument(
+        "input", type=Path, nargs="?", help="event log (.csv, .tsv, .dat, .parquet; may be compressed)"
+    )
+    presplit = parser.add_argument_group("pre-split files (instead of INPUT; read with the same options)")
+    presplit.add_argument("--train", type=Path, help="training events, imported as they are")
+    presplit.add_argument("--test", type=Path, help="test events (restricted to the training items)")
+    presplit.add_argument("--valid", type=Path, help="validation events (restricted to the --train items)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (written atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    parser.add_argument(
+        "--engine",
+        default="polars",
+        choices=["polars", "pandas"],
+        help="polars (default, columnar) or pandas (the original implementation; same output)",
+    )
     parser.add_argument(
         "--format", default="gru4rec", choices=sorted(PRESETS), help="layout of the input (default: gru4rec)"
     )
@@ -68,22 +87,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cols.add_argument(
         "--all-events", action="store_true", help="retailrocket/rees46: keep every event type, not only views"
     )
-    prep = parser.add_argument_group("preprocessing")
+    prep = parser.add_argument_group("preprocessing (pre-split files: none unless given)")
     prep.add_argument(
-        "--test-days", type=_number(float, 0, strict=True), default=7.0, help="test period, days (default: 7)"
+        "--test-days", type=_number(float, 0, strict=True), help="test period, days (default: 7)"
     )
     prep.add_argument(
         "--valid-days",
         type=_number(float, 0, strict=False),
-        default=7.0,
         help="validation period before it, days; 0 disables (default: 7)",
     )
     count = _number(int, 1, strict=False)
-    prep.add_argument("--min-item-support", type=count, default=5, help="min events per item (default: 5)")
+    prep.add_argument("--min-item-support", type=count, help="min events per item (default: 5)")
+    prep.add_argument("--min-session-length", type=count, help="min events per session (default: 2)")
     prep.add_argument(
-        "--min-session-length", type=count, default=2, help="min events per session (default: 2)"
+        "--dedup",
+        action=argparse.BooleanOptionalAction,
+        help="drop consecutive repeats of the same item in a session (default: on; pre-split files: off)",
     )
-    prep.add_argument("--no-dedup", action="store_true", help="keep consecutive repeats of the same item")
 
 
 def reader_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,34 +126,93 @@ def reader_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Read, preprocess and write; print a table of events/sessions/items per split. Returns 0."""
+    inputs = _inputs(args)
     out = Path(args.out)
-    # before any work: refuses --out over the input log or the working directory; locked throughout
-    with claim_output(out, [args.input], folder=True):
+    # before any work: refuses --out over an input or the working directory; locked throughout
+    with claim_output(out, inputs, folder=True):
         if out.exists() and not args.overwrite:
             raise DataError(f"{out}: output exists (pass --overwrite to replace it)")
         overrides = reader_overrides(args)
-        events = read_preset(args.format, args.input, **overrides)
-        options = dict(
-            dedup_consecutive=not args.no_dedup,
-            min_item_support=args.min_item_support,
-            min_session_length=args.min_session_length,
-            test_days=args.test_days,
-            valid_days=args.valid_days,
-        )
-        result = preprocess(events, source=str(args.input), **options)
-        meta = {
-            "source": str(args.input),
-            "format": args.format,
-            "reader": {k: v for k, v in overrides.items()},
-            "options": options,
-            "raw": {"events": int(len(events)), "sessions": int(events["session"].nunique())},
-        }
-        write_prepared(out, result.splits, result.item_ids, meta, overwrite=args.overwrite)
-    print(
-        summary_table({name: split_stats(result.splits[name]) for name in SPLIT_NAMES}, len(result.item_ids))
-    )
+        if args.train is not None:
+            splits, item_ids, meta = _import(args, overrides)
+        else:
+            splits, item_ids, meta = _split(args, overrides)
+        write_prepared(out, splits, item_ids, meta, overwrite=args.overwrite)
+    print(summary_table({name: split_stats(splits[name]) for name in SPLIT_NAMES}, len(item_ids)))
     print(f"wrote {out}")
     return 0
+
+
+def _inputs(args: argparse.Namespace) -> list[Path]:
+    """The input files; ConfigError for INPUT with --train, or an incomplete pre-split set."""
+    given = [f"--{n}" for n in ("train", "test", "valid") if getattr(args, n, None) is not None]
+    if args.input is not None and given:
+        raise ConfigError(
+            f"{given[0]}: give either an event log INPUT or pre-split --train/--test files, not both"
+        )
+    if args.input is not None:
+        return [args.input]
+    if not given:
+        raise ConfigError("prepare: give an event log INPUT, or pre-split files with --train and --test")
+    if args.train is None or args.test is None:
+        raise ConfigError(f"{given[0]}: pre-split files need both --train and --test")
+    for name in ("test_days", "valid_days"):
+        if getattr(args, name) is not None:
+            option = "--" + name.replace("_", "-")
+            raise ConfigError(f"{option}: splits a raw log; --train/--test are already split")
+    if args.engine == "pandas":
+        raise ConfigError("--engine pandas: pre-split files are imported by the polars engine only")
+    return [p for p in (args.train, args.test, args.valid) if p is not None]
+
+
+def _split(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[dict, Any, dict]:
+    """Read INPUT and preprocess it with the chosen engine: (splits, item ids, meta)."""
+    options = dict(
+        dedup_consecutive=args.dedup is not False,
+        min_item_support=5 if args.min_item_support is None else args.min_item_support,
+        min_session_length=2 if args.min_session_length is None else args.min_session_length,
+        test_days=7.0 if args.test_days is None else args.test_days,
+        valid_days=7.0 if args.valid_days is None else args.valid_days,
+    )
+    if args.engine == "pandas":
+        events = read_preset(args.format, args.input, **overrides)
+        raw = {"events": int(len(events)), "sessions": int(events["session"].nunique())}
+        result = preprocess(events, source=str(args.input), **options)
+    else:
+        events = read_columnar_preset(args.format, args.input, **overrides)
+        raw = {"events": events.height, "sessions": events["session"].n_unique()}
+        result = preprocess_columnar(events, source=str(args.input), **options)
+    del events
+    meta = {
+        "source": str(args.input),
+        "format": args.format,
+        "reader": {k: v for k, v in overrides.items()},
+        "options": options,
+        "raw": raw,
+    }
+    return result.splits, result.item_ids, meta
+
+
+def _import(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[dict, Any, dict]:
+    """Read the pre-split files and import them: (splits, item ids, meta)."""
+    files = {n: getattr(args, n) for n in ("train", "test", "valid") if getattr(args, n) is not None}
+    frames = {n: read_columnar_preset(args.format, path, **overrides) for n, path in files.items()}
+    options = dict(
+        dedup_consecutive=bool(args.dedup),
+        min_item_support=args.min_item_support,
+        min_session_length=args.min_session_length,
+    )
+    result = import_splits(
+        frames["train"], frames["test"], frames.get("valid"), source=str(args.train), **options
+    )
+    meta = {
+        "source": {n: str(p) for n, p in files.items()},
+        "format": args.format,
+        "reader": {k: v for k, v in overrides.items()},
+        "options": {**options, "presplit": True},
+        "raw": {n: {"events": f.height, "sessions": f["session"].n_unique()} for n, f in frames.items()},
+    }
+    return result.splits, result.item_ids, meta
 
 
 def summary_table(stats: dict[str, dict[str, int]], n_items: int) -> str:

@@ -147,15 +147,16 @@ def _load_split(path: Path, n_items: int) -> Split:
 
 def write_prepared(
     out_dir: str | os.PathLike,
-    splits: dict[str, pd.DataFrame],
-    item_ids: np.ndarray,
+    splits: dict[str, Any],
+    item_ids: Any,
     meta: dict[str, Any],
     overwrite: bool = False,
 ) -> Path:
     """Write the split frames, items.parquet and meta.json into `out_dir` atomically; returns `out_dir`.
 
-    Frames must already follow the design order (see `sessrec.data.preprocess.finalize`). Per-split
-    events/sessions/items are added to meta under "splits".
+    Frames (pandas or polars) must already follow the design order (see `sessrec.data.preprocess.finalize`);
+    `item_ids` is a numpy array or a polars Series of strings. Per-split events/sessions/items are added
+    to meta under "splits".
     """
     out_dir = Path(out_dir)
     missing = [s for s in SPLIT_NAMES if s not in splits]
@@ -167,15 +168,15 @@ def write_prepared(
             frame = splits[name]
             table = pa.table(
                 {
-                    "session": pa.array(frame["session"].to_numpy(dtype=np.int64), pa.int64()),
-                    "item": pa.array(frame["item"].to_numpy(dtype=np.int32), pa.int32()),
-                    "time": pa.array(frame["time"].to_numpy(dtype=np.float64), pa.float64()),
+                    "session": pa.array(_numbers(frame["session"], np.int64), pa.int64()),
+                    "item": pa.array(_numbers(frame["item"], np.int32), pa.int32()),
+                    "time": pa.array(_numbers(frame["time"], np.float64), pa.float64()),
                 }
             )
             pq.write_table(table, tmp / f"{name}.parquet")
         items = pa.table(
             {
-                "item_id": pa.array([str(v) for v in item_ids], pa.string()),
+                "item_id": _strings(item_ids),
                 "idx": pa.array(np.arange(len(item_ids), dtype=np.int32), pa.int32()),
             }
         )
@@ -184,10 +185,26 @@ def write_prepared(
     return out_dir
 
 
+def _numbers(column: Any, dtype: type) -> np.ndarray:
+    """A pandas or polars column as a numpy array of `dtype`."""
+    return np.asarray(column.to_numpy(), dtype=dtype)
+
+
+def _strings(ids: Any) -> pa.Array:
+    """Item ids as an Arrow string array: a polars Series directly, anything else value by value."""
+    if hasattr(ids, "to_arrow"):
+        return ids.to_arrow().cast(pa.string())
+    return pa.array([str(v) for v in ids], pa.string())
+
+
+def _n_unique(column: Any) -> int:
+    return int(column.n_unique() if hasattr(column, "n_unique") else column.nunique())
+
+
 def split_stats(frame: pd.DataFrame) -> dict[str, int]:
-    """Events, sessions and distinct items of a split frame (columns session, item)."""
+    """Events, sessions and distinct items of a split frame (pandas or polars; columns session, item)."""
     return {
         "events": int(len(frame)),
-        "sessions": int(frame["session"].nunique()),
-        "items": int(frame["item"].nunique()),
+        "sessions": _n_unique(frame["session"]),
+        "items": _n_unique(frame["item"]),
     }
