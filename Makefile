@@ -23,7 +23,7 @@ test: $(STAMP)  ## run the default (fast) test suite
 test-all: $(STAMP)  ## run every test, the slow ones included
 	$(PY) -m pytest -q -m ''
 
-demo: $(STAMP)  ## generate the bundled synthetic data, prepare it, train and evaluate (end to end)
+demo: $(STAMP)  ## bundled synthetic data end to end: baselines, GRU4Rec, then p-RNN vs ID only vs item-kNN (~1.5 min)
 	bash scripts/demo.sh $(PY)
 
 # The p-RNN paper's table: `make paper` (synthetic data, generated when missing) or `make paper PAPER=movielens`

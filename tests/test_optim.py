@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sessrec.optim import AdagradMomentum, sparse_rows_grad
+from sessrec.optim import AdagradMomentum, RowSparseAdam, sparse_rows_grad
 
 
 def test_two_steps_by_hand() -> None:
@@ -140,6 +140,30 @@ def test_state_dict_round_trip() -> None:
         F.embedding(torch.tensor([3, 4]), p, sparse=True).sum().backward()
         o.step()
     assert torch.equal(w, w2)
+
+
+@pytest.mark.parametrize("numba", ["1", "0"])  # sessrec.kernels' updates and the torch code
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+def test_each_group_steps_with_its_own_lr(optimizer: str, numba: str, monkeypatch) -> None:
+    """Two groups (lr 0.1 and 0.4), each with a dense and a row-sparse table: the first step moves every
+    element with a gradient by about its group's lr (Adagrad: lr g / sqrt(g^2 + eps); Adam: lr sign(g))."""
+    monkeypatch.setenv("SESSREC_NUMBA", numba)
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(6, 3, generator=gen, requires_grad=True) for _ in range(4)]
+    groups = [{"params": params[:2], "lr": 0.1}, {"params": params[2:], "lr": 0.4}]
+    opt = AdagradMomentum(groups, lr=1.0) if optimizer == "adagrad" else RowSparseAdam(groups, lr=1.0)
+    before = [p.detach().clone() for p in params]
+    for k, p in enumerate(params):
+        sparse = k % 2 == 1  # params 1 and 3: rows 0 and 4 only
+        rows = F.embedding(torch.tensor([0, 4]), p, sparse=sparse)  # (2, 3)
+        rows.mul(torch.arange(1.0, 7.0).view(2, 3)).sum().backward()
+    opt.step()
+    for k, (p, p0) in enumerate(zip(params, before)):
+        lr = 0.1 if k < 2 else 0.4
+        g = torch.zeros(6, 3)
+        g[[0, 4]] = torch.arange(1.0, 7.0).view(2, 3)
+        step = g / torch.sqrt(g * g + 1e-6) if optimizer == "adagrad" else g / (g.abs() + 1e-8)
+        assert torch.allclose(p.detach(), p0 - lr * step, rtol=0, atol=1e-6), k
 
 
 @pytest.mark.parametrize(("kwargs", "option"), [({"lr": 0.0}, "lr"), ({"momentum": -0.1}, "momentum"),

@@ -54,9 +54,27 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def check_training_options(hp: Mapping[str, Any]) -> None:
+def check_lr_scale(lr_scale: Mapping[str, Any] | None, subnets: Mapping[str, Any] | None) -> None:
+    """`SessionRecModule`'s `lr_scale` (subnet name -> multiplier of lr) against the net's `subnets`
+    (None: a net without named subnets, e.g. GRU4Rec, which takes no scales)."""
+    if not lr_scale:
+        return
+    if not isinstance(lr_scale, Mapping):
+        raise ConfigError(f"lr_scale must be a mapping subnet name -> multiplier of lr, got {lr_scale!r}")
+    if subnets is None:
+        raise ConfigError("lr_scale scales the learning rate of named subnets: the net has none (use a "
+                          "ParallelRNN, or leave lr_scale empty)")
+    unknown = sorted(set(lr_scale) - set(subnets))
+    if unknown:
+        raise ConfigError(f"lr_scale: unknown subnet(s) {', '.join(map(str, unknown))} (subnets: "
+                          f"{', '.join(subnets)})")
+    for name, scale in lr_scale.items():
+        check_number(f"lr_scale.{name}", scale, low=0, low_open=True)
+
+
+def check_training_options(hp: Mapping[str, Any], subnets: Mapping[str, Any] | None = None) -> None:
     """The numeric training options of `SessionRecModule` and their combinations (ConfigError naming the
-    first invalid one)."""
+    first invalid one); `subnets`: the net's named subnets, for `lr_scale` (None: it has none)."""
     check_number("lr", hp["lr"], low=0, low_open=True)
     check_number("momentum", hp["momentum"], low=0, high=1, high_open=True)
     for name in ("weight_decay", "logq", "bpreg", "elu_param", "sample_alpha"):
@@ -64,6 +82,7 @@ def check_training_options(hp: Mapping[str, Any]) -> None:
     check_number("n_sample", hp["n_sample"], low=0, integer=True)
     check_number("sample_cache_size", hp["sample_cache_size"], low=1, integer=True)
     check_number("bptt", hp.get("bptt", 1), low=1, integer=True)
+    check_lr_scale(hp.get("lr_scale"), subnets)
     optimizer = hp["optimizer"]
     if optimizer != "adagrad_momentum" and hp["momentum"]:
         raise ConfigError(f"momentum is only used by optimizer='adagrad_momentum' (got {optimizer!r})")

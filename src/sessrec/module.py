@@ -30,7 +30,7 @@ from sessrec.fused import FusedGRU4RecStep, unsupported
 from sessrec.losses import LossName, Negatives, SampledLoss, log_q_columns
 from sessrec.metrics import RankingMetrics, check_eval_options, top_n_items
 from sessrec.models.rows import row_sparse_parameters
-from sessrec.optim import build_optimizer
+from sessrec.optim import build_optimizer, lr_scale_groups
 from sessrec.predict import PredictMixin
 from sessrec.screening import FactoredScores, ScreenedTable
 
@@ -59,10 +59,9 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         lr, momentum, weight_decay: optimiser settings (momentum only for adagrad_momentum; weight_decay
             only for adam / adamw: adagrad_momentum and the fused step have none, as the reference, and
             refuse a non-zero value rather than ignore it).
-        cutoffs: k of Recall@k and MRR@k.
-        tie_mode: how tied scores rank ("conservative" as in the papers).
-        eval_top_n: rank only against the N most popular training items (the p-RNN video setting);
-            None ranks against all items.
+        lr_scale: ParallelRNN subnet name -> lr multiplier of what it owns (`sessrec.optim.lr_scale_groups`).
+        cutoffs, tie_mode: k of Recall@k and MRR@k; how tied scores rank ("conservative" as in the papers).
+        eval_top_n: rank only against the N most popular training items (p-RNN video setting; None: all).
         fused_step: train GRU4Rec (shared embedding, cross-entropy or bpr-max, adagrad_momentum) on CPU
             with the hand-written step of `sessrec.fused` (the same updates up to float rounding);
             False, or any other set-up, trains through autograd.
@@ -93,6 +92,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         lr: float = 0.05,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        lr_scale: dict[str, float] | None = None,
         cutoffs: list[int] = [1, 5, 10, 20],  # noqa: B006
         tie_mode: TieMode = "conservative",
         eval_top_n: int | None = None,
@@ -104,7 +104,7 @@ class SessionRecModule(PredictMixin, L.LightningModule):
         check_choice("loss", loss, get_args(LossName))
         check_choice("optimizer", optimizer, get_args(OptimizerName))
         check_choice("negatives", negatives, get_args(Negatives))
-        check_training_options(self.hparams)  # numbers and combinations (momentum, weight_decay, logq)
+        check_training_options(self.hparams, getattr(net, "subnets", None))  # numbers, combinations
         check_eval_options(cutoffs, tie_mode, eval_top_n)
         self.net = net
         self.automatic_optimization = False
@@ -172,7 +172,8 @@ class SessionRecModule(PredictMixin, L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
-        return build_optimizer(hp.optimizer, self.net.parameters(), hp.lr, hp.momentum, hp.weight_decay)
+        params = lr_scale_groups(self.net, hp.lr, hp.lr_scale)
+        return build_optimizer(hp.optimizer, params, hp.lr, hp.momentum, hp.weight_decay)
 
     # ---- training ---------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:

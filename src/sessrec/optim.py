@@ -21,22 +21,25 @@ table, so its gradient is dense and gets the dense update, one pass per step as 
 
 `RowSparseAdam` is Adam / AdamW with the same split: the dense update for dense gradients, a lazy
 row-wise one for row-sparse gradients (see its docstring). `build_optimizer` maps the module's
-`optimizer` option to one of the two.
+`optimizer` option to one of the two. Both read lr (and every other setting) from each parameter
+group, on the dense and the row-sparse paths alike: `lr_scale_groups` builds the groups of the module's
+`lr_scale` option (a learning rate per p-RNN subnet).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from sessrec import kernels
 
-__all__ = ["AdagradMomentum", "RowSparseAdam", "build_optimizer", "coalesced_rows", "sparse_rows_grad"]
+__all__ = ["AdagradMomentum", "RowSparseAdam", "build_optimizer", "coalesced_rows", "lr_scale_groups",
+           "sparse_rows_grad"]
 
 
 def sparse_rows_grad(grad: Tensor, rows: Tensor) -> Tensor:
@@ -270,12 +273,38 @@ def _sparse_adam(p: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str
 
 
 def build_optimizer(
-    name: str, params: Iterable[Tensor], lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    name: str, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float, momentum: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> Optimizer:
     """`SessionRecModule`'s `optimizer` option: "adagrad_momentum" (the reference's), "adam" or "adamw"
-    (`RowSparseAdam`: lazy on row-sparse tables, torch's Adam / AdamW on the rest)."""
+    (`RowSparseAdam`: lazy on row-sparse tables, torch's Adam / AdamW on the rest). `params` may be
+    parameter groups (`lr_scale_groups`): a group's own "lr" replaces `lr` for its parameters."""
     if name == "adagrad_momentum":
         return AdagradMomentum(params, lr=lr, momentum=momentum)
     if name not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be one of adagrad_momentum, adam, adamw, got {name!r}")
     return RowSparseAdam(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=name == "adamw")
+
+
+def lr_scale_groups(
+    net: nn.Module, lr: float, lr_scale: Mapping[str, float] | None
+) -> list[Tensor] | list[dict[str, Any]]:
+    """The parameters of `net` for `build_optimizer`, with `SessionRecModule`'s `lr_scale` applied.
+
+    No scales (None or empty): the plain parameter list (one group, as before). Otherwise one group per
+    scaled subnet of `net.subnets` (a `ParallelRNN`) holding everything that subnet owns (encoder, GRU
+    and, with weighted fusion, its own item table) at lr * scale, and one group at lr for the rest:
+    unscaled subnets and the shared parameters (concat fusion's item table, learned subnet scales).
+    Groups are named ("name": the subnet, or "rest"); empty groups are left out. The names in
+    `lr_scale` are checked by `sessrec.checks.check_lr_scale`.
+    """
+    if not lr_scale:
+        return list(net.parameters())
+    groups, scaled = [], set()
+    for name, scale in lr_scale.items():
+        params = list(net.subnets[name].parameters())
+        scaled.update(id(p) for p in params)
+        if params:
+            groups.append({"params": params, "lr": lr * float(scale), "name": name})
+    rest = [p for p in net.parameters() if id(p) not in scaled]
+    return groups + ([{"params": rest, "lr": lr, "name": "rest"}] if rest else [])

@@ -138,6 +138,7 @@ ALLOWED = {  # writes that need no atomicity
     ("experiment/runner.py", "error_log.write_text("),  # the traceback of a failed run, for the user
     ("tune/study.py", '"error.log").write_text('),  # the traceback of a failed trial, for the user
     ("tune/report.py", "to_csv(index=False)"),  # to a string, written by atomic_write
+    ("tune/study.py", '.lock"), "a")'),  # an empty lock file, opened to hold an flock
 }
 
 

@@ -133,3 +133,32 @@ def test_bundled_tune_files_check(path):
     spec = load_tune(path)
     assert yaml.safe_load(path.read_text())["base"].startswith("../")
     check(spec, base_config(spec))  # every space key at its ends / choices parses against the real classes
+
+
+def test_schedule_keys_index_the_base_callback_list(tmp_path, small):
+    """prnn-schedules.yaml: `trainer.callbacks.1` is the base's TrainingSchedule (after its checkpoint),
+    in the trial (which drops the checkpoint) and in best.yaml; per-subnet widths and lr scales land in
+    their mappings. The check finds such keys; a misspelt option under them still fails."""
+    spec = load_tune(REPO / "configs" / "tune" / "prnn-schedules.yaml")
+    values = {"trainer.callbacks.1.init_args.mode": "residual",
+              "trainer.callbacks.1.init_args.epochs_per_phase": [3, 1],
+              "model.init_args.net.init_args.layers.image.0": 150, "model.init_args.lr_scale.id": 2.0}
+    base = base_config(spec)
+    trial, best = trial_config(spec, base, values, Path("t0")), best_config(spec, base, values)
+    assert len(trial["trainer"]["callbacks"]) == 1
+    assert best["trainer"]["callbacks"][0]["class_path"].endswith("ModelCheckpoint")
+    for config, position in ((trial, 0), (best, 1)):
+        schedule = config["trainer"]["callbacks"][position]
+        assert schedule["class_path"].endswith("TrainingSchedule")
+        assert schedule["init_args"]["mode"] == "residual"
+        assert schedule["init_args"]["epochs_per_phase"] == [3, 1]
+        assert config["model"]["init_args"]["net"]["init_args"]["layers"] == {"id": [100], "image": [150]}
+        assert config["model"]["init_args"]["lr_scale"] == {"id": 2.0}
+    space = {"trainer.callbacks.1.init_args.mode": {"categorical": ["residual", "alternating"]}}
+    base_file = REPO / "configs" / "prnn" / "residual.yaml"
+    spec = load_tune(write_tune(tmp_path, small / "prepared", space=space, base=str(base_file)))
+    check(spec, base_config(spec))
+    spec = load_tune(write_tune(tmp_path, small / "prepared", base=str(base_file),
+                                space={"trainer.callbacks.1.init_args.mdoe": {"categorical": ["residual"]}}))
+    with pytest.raises(ConfigError, match="trainer.callbacks.1.init_args.mdoe: 'residual' rejected"):
+        check(spec, base_config(spec))

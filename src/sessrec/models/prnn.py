@@ -3,7 +3,8 @@
 Each subnet k is an encoder (`sessrec.encoders.FeatureEncoder`: item ids -> (B, D_k)) feeding its own
 `GRUStack`. Subnets are named by the keys of `encoders` and kept in `self.subnets` (an `nn.ModuleDict`);
 each subnet module owns ALL its parameters (encoder, GRU and, with weighted fusion, its output table), so a
-training schedule can freeze a subnet by name. Parameters shared by the subnets (concat's output table,
+training schedule can freeze a subnet by name and `SessionRecModule(lr_scale=...)` can give it its own
+learning rate (`sessrec.optim.lr_scale_groups`). Parameters shared by the subnets (concat's output table,
 learned scales) live in `self.shared` and are listed by `shared_parameters()`.
 
 Fusion of the last-layer hidden states h_k (B, H_k):

@@ -198,9 +198,18 @@ def check(spec: TuneSpec, base: dict[str, Any]) -> None:
                 probed = _parse_dict(trial_config(spec, base, values, folder))
             except ConfigError as err:
                 raise ConfigError(f"{spec.source}: space: {param.key}: {value!r} rejected: {err}") from None
-            if not _lookup(probed, param.key):
+            if not _lookup(probed, param.key) and not _in_best(spec, base, values, param.key):
                 raise ConfigError(f"{spec.source}: space: {param.key}: not a key of the parsed config")
     _check_objective(spec, namespaces["trial"])
+
+
+def _in_best(spec: TuneSpec, base: dict[str, Any], values: dict[str, Any], key: str) -> bool:
+    """Whether `key` names a value of the parsed best.yaml: list indices count the base's entries, and
+    trials drop the checkpoint callbacks (`trainer.callbacks.1` is the second callback of the base)."""
+    try:
+        return _lookup(_parse_dict(best_config(spec, base, values)), key)
+    except ConfigError:
+        return False
 
 
 def _check_objective(spec: TuneSpec, namespace: Any) -> None:

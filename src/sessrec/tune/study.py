@@ -18,6 +18,7 @@ again once (RetryHeartbeatStaleTrialCallback).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import time
@@ -170,10 +171,13 @@ def open_study(spec: TuneSpec) -> optuna.Study:
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     Path(spec.out).mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
+    with _creation_lock(spec), warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats and metric names: stable enough
         try:
-            storage = RDBStorage(spec.storage_url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+            # SQLite: several processes share one file; wait for a lock (60 s) instead of failing at once
+            engine = {"connect_args": {"timeout": 60}} if spec.storage_url.startswith("sqlite") else None
+            storage = RDBStorage(spec.storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                 grace_period=GRACE_S,
                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
         except Exception as err:  # SQLAlchemy's errors for a bad URL or an unreachable database
             raise ConfigError(f"{spec.source}: storage {spec.storage_url}: {_one_line(err)}") from None
@@ -188,6 +192,19 @@ def open_study(spec: TuneSpec) -> optuna.Study:
     seed = None if spec.seed is None else spec.seed + len(study.trials)
     study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return study
+
+
+@contextlib.contextmanager
+def _creation_lock(spec: TuneSpec) -> Iterator[None]:
+    """Processes opening one SQLite study at the same moment take turns: SQLAlchemy's table creation
+    is not atomic across processes (a second CREATE TABLE fails). Other storages manage themselves."""
+    if not spec.storage_url.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(spec.storage_url.removeprefix("sqlite:///"))
+    with open(database.with_name(f".{database.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        yield
 
 
 def counted(study: optuna.Study) -> int:
