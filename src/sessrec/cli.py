@@ -23,6 +23,8 @@ COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
     "extract": "sessrec.commands.extract",
     "experiment": "sessrec.commands.experiment",
     "tune": "sessrec.commands.tune",
+    "export": "sessrec.commands.export",
+    "serve": "sessrec.commands.serve",
 }
 
 log = logging.getLogger("sessrec")

@@ -1,0 +1,24 @@
+"""Serve an exported model over HTTP: POST /recommend with per-session hidden state (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("export_dir", type=Path, help="folder written by `sessrec export`")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    parser.add_argument("--max_sessions", type=int, default=100_000,
+                        help="sessions whose hidden state is kept (least recently used dropped first)")
+    parser.add_argument("--ttl", type=float, default=1800.0,
+                        help="seconds a session's state is kept after its last request (default 1800)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sessrec.serving.server import serve
+
+    serve(args.export_dir, args.host, args.port, args.max_sessions, args.ttl, args.threads)
+    return 0
