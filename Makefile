@@ -9,10 +9,17 @@ STAMP := $(VENV)/.installed
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# pip --quiet still prints one warning per package missing from each local file:// index of the machine's
+# pip configuration ("WARNING: Location 'file:///.../<pkg>/' is ignored: ..."), dozens per install. Only
+# those lines are dropped: errors and other warnings still show, and the exit status stays pip's.
+PIP_NOISE := ^WARNING: Location '.*' is ignored
+PIP_FILTER = 2>$(VENV)/.pip-stderr; status=$$?; grep -v "$(PIP_NOISE)" $(VENV)/.pip-stderr >&2; \
+	rm -f $(VENV)/.pip-stderr; exit $$status
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(PY) -m pip install --quiet --upgrade pip $(PIP_FILTER)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]' $(PIP_FILTER)
 	touch $(STAMP)
 
 install: $(STAMP)  ## create the project virtualenv (.venv) with sessrec and its test tools

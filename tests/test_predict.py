@@ -146,3 +146,50 @@ def test_cli_fit_then_predict(tiny_prepared, tmp_path, repo_root):
     assert predict.returncode == 0, predict.stderr[-3000:]
     frame = pd.read_csv(out, dtype={"item_id": str})
     _check_lists(frame, PreparedData.load(tiny_prepared), 10)
+
+
+def test_exclude_seen_leaves_out_the_sessions_items():
+    torch.manual_seed(0)
+    sessions = [[1, 2, 3, 4], [5], [6, 7, 6], [0, 1, 2]]
+    module = SessionRecModule(GRU4Rec(n_items=8, layers=[8]), n_sample=0).eval()
+    module.predict_k = 6
+    split = _split(sessions)
+    items, offsets = with_sentinels(split)
+    parts = {}
+    for exclude in (False, True):
+        module.predict_seen = split if exclude else None
+        module.on_predict_epoch_start()
+        parts[exclude] = [module.predict_step(b, i) for i, b in
+                          enumerate(SessionParallelIterator(items, offsets, batch_size=2, steps_per_block=3))]
+    full, kept = topk_frame(parts[False]), topk_frame(parts[True])
+    for s, events in enumerate(sessions):
+        everything = full[full["session"] == s]["item_id"].tolist()
+        got = kept[kept["session"] == s]["item_id"].tolist()
+        want = [i for i in everything if i not in events]  # the same order, seen items left out
+        assert got[: len(want)] == want and not set(got) & set(events), s  # full top 6 minus seen: a prefix
+        assert len(got) == min(6, 8 - len(set(events))), s
+
+
+def test_predict_after_a_scheduled_fit_warns_about_no_training_callback(tiny_prepared, tmp_path, repo_root):
+    """configs/predict.yaml replaces the training callbacks: Lightning's warnings that the checkpoint's
+    TrainingSchedule / ModelCheckpoint states are not restored read like errors, and predict needs neither."""
+    import warnings
+
+    cfg = str(repo_root / "configs" / "gru4rec" / "synthetic.yaml")
+    common = ["--config", cfg, "--data.data_dir", str(tiny_prepared),
+              "--trainer.enable_progress_bar", "false"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *common, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+              "--trainer.callbacks.dirpath", str(tmp_path), "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.callbacks+=sessrec.callbacks.schedule.TrainingSchedule"])
+    assert exit_info.value.code in (0, None)
+    out = tmp_path / "recs.csv"
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exit_info:
+        warnings.simplefilter("always")
+        main(["predict", *common, "--config", str(repo_root / "configs" / "predict.yaml"),
+              "--ckpt_path", str(tmp_path / "last.ckpt"), "--trainer.default_root_dir", str(tmp_path / "p"),
+              "--trainer.callbacks.output", str(out), "--trainer.callbacks.k", "5"])
+    assert exit_info.value.code in (0, None)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "Please add the following callbacks" in m or "dirpath has changed" in m]
+    assert out.is_file()

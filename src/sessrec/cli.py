@@ -35,9 +35,22 @@ def _usage() -> str:
     lines += [f"  {c:<10} see `sessrec {c} --help`" for c in LIGHTNING_COMMANDS]
     lines += ["", "data and tools:"]
     for name, mod in COMMANDS.items():
-        doc = (importlib.import_module(mod).__doc__ or "").strip().splitlines()[0]
-        lines.append(f"  {name:<10} {doc}")
+        lines.append(f"  {name:<10} {_first_doc_line(mod)}")
     return "\n".join(lines)
+
+
+def _first_doc_line(module: str) -> str:
+    """A module's docstring's first line, read from its source: importing would pull torch, Lightning..."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    try:
+        with open(spec.origin, encoding="utf-8") as fh:
+            doc = ast.get_docstring(ast.parse(fh.read()))
+    except (AttributeError, TypeError, OSError, SyntaxError):  # not a plain source file: import it
+        doc = importlib.import_module(module).__doc__
+    return ((doc or "").strip().splitlines() or [""])[0]
 
 
 class _ArgumentParser(argparse.ArgumentParser):

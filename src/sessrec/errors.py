@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 
 
@@ -56,6 +57,80 @@ def one_line_parser_error(message: str) -> str:
     if class_path is None and given is not None and plain:
         if "Got value" not in detail and repr(given) not in detail:
             detail += f" (got {given!r})"
+    if m := re.match(r"Option '([^']+)' is not accepted$", detail):
+        detail += _suggest(m.group(1), _accepted_options(class_path), "accepted")
+    m = re.match(r"Expected a dot import path string: (\S+)$", detail)
+    if m and keys and keys[-1] == "encoders":
+        name = _encoder_key(m.group(1), given)
+        if name:
+            keys.append(name)
+        detail = f"unknown encoder class '{m.group(1)}'{_suggest_encoder(m.group(1))}"
     if class_path is not None:
         detail = f"class_path '{class_path}': {detail}"
     return f"{'.'.join(keys)}: {detail}" if keys else detail
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    """The closest of `choices` to a misspelled `word` (difflib), or None."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _suggest(word: str, choices: list[str], label: str, limit: int = 30) -> str:
+    """' (did you mean 'x'?)', else ' (<label>: a, b, ...)', else '' when there are no choices."""
+    if not choices:
+        return ""
+    close = did_you_mean(word, choices)
+    if close:
+        return f" (did you mean '{close}'?)"
+    shown = ", ".join(choices[:limit]) + (", ..." if len(choices) > limit else "")
+    return f" ({label}: {shown})"
+
+
+def _accepted_options(class_path: str | None) -> list[str]:
+    """Constructor argument names of `class_path` (following **kwargs to the base classes), or []."""
+    if not class_path or "." not in class_path:
+        return []
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except Exception:  # an unimportable class is reported by its own message
+        return []
+    names: list[str] = []
+    for klass in inspect.getmro(cls) if inspect.isclass(cls) else ():
+        try:
+            params = inspect.signature(klass.__init__).parameters.values()
+        except (TypeError, ValueError):
+            break
+        names += [p.name for p in params if p.name != "self" and p.name not in names
+                  and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def _encoder_key(class_name: str, given: str | None) -> str | None:
+    """The `encoders` key whose class_path is `class_name`, read from jsonargparse's 'Given value:'."""
+    if not given:
+        return None
+    quoted = re.escape(repr(class_name))
+    m = re.search(rf"'([^']+)': (?:\{{'class_path': |Namespace\(class_path=){quoted}", given)
+    return m.group(1) if m else None
+
+
+def _suggest_encoder(class_name: str) -> str:
+    """' (did you mean ...?; known encoders: ...)' from the encoder registry (built-ins and plug-ins)."""
+    try:
+        from sessrec.encoders.registry import known_encoders
+    except Exception:  # the registry cannot load: the plain message is still right
+        return ""
+    classes, names = known_encoders()
+    close = names.get(class_name) or did_you_mean(class_name, list(classes)) or did_you_mean(
+        class_name.lower(), list(names))
+    close = names.get(close, close)
+    hint = f"did you mean '{close}'?; " if close else ""
+    return (f" ({hint}known encoders: {', '.join(classes)}; or an import path such as "
+            "encoders.my_module.MyEncoder)")

@@ -18,8 +18,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from sessrec.checkpoints import check_ckpt_path, check_fits, load_checkpoint
 from sessrec.data.datamodule import SessionDataModule
-from sessrec.errors import ConfigError, DataError, SessrecError, one_line_parser_error
+from sessrec.errors import ConfigError, DataError, SessrecError, did_you_mean, one_line_parser_error
 from sessrec.io import read_yaml
+from sessrec.runtime import quiet_lightning_notices
 
 EVAL_OPTIONS = ("cutoffs", "tie_mode", "eval_top_n")  # never taken from a checkpoint's hyperparameters
 
@@ -33,6 +34,12 @@ class SessrecArgumentParser(LightningArgumentParser):
         if not self.exit_on_error:  # jsonargparse's internal parsers: it catches these itself
             super().error(message, ex)
         line = one_line_parser_error(message)
+        if message.startswith("unrecognized arguments:"):
+            options = [o for o in self._option_string_actions if o.startswith("--")]
+            given = [a.split("=", 1)[0] for a in message.split()[2:] if a.startswith("--")]
+            close = [did_you_mean(a, options) for a in given]
+            if any(close):
+                line += f" (did you mean {', '.join(c for c in close if c)}?)"
         if self.config_files and message.startswith("Parser key") and not line.startswith("config:"):
             line += f" (config: {', '.join(self.config_files)})"
         raise ConfigError(line)
@@ -95,6 +102,7 @@ class SessrecCLI(LightningCLI):
         # ModelCheckpoint(every_n_train_steps) warns that a manual-optimisation checkpoint holds the
         # weights after the step: ours should, it goes with the loader position (resume is exact).
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+        quiet_lightning_notices()  # tips (litlogger, litmodels) and GPU/TPU lines: at DEBUG only
         kwargs.setdefault("save_config_callback", LoggerSaveConfigCallback)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"default_env": False})
@@ -177,6 +185,22 @@ class SessrecCLI(LightningCLI):
             raise ConfigError(message if message.startswith(owner) else owner + message) from err
         if self._ckpt_shapes is not None and self.model is not None:
             check_fits(self.config[self.subcommand]["ckpt_path"], self._ckpt_shapes, self.model)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning's, with two warnings of a checkpoint's callback states silenced outside `fit`.
+
+        Restoring a checkpoint, Lightning warns when the Trainer lacks a callback the checkpoint holds a
+        state for (e.g. `TrainingSchedule`, absent from configs/predict.yaml) and when a ModelCheckpoint's
+        dirpath differs from the saved one (its best/last bookkeeping is not restored). Both states
+        matter only to resume training: `validate`, `test` and `predict` never use them.
+        """
+        if subcommand == "fit":
+            return super()._run_subcommand(subcommand)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`, callbacks used "
+                                    "to create the checkpoint need to be provided")
+            warnings.filterwarnings("ignore", message="The dirpath has changed from .* won't be reloaded")
+            return super()._run_subcommand(subcommand)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.n_items", "model.init_args.net.init_args.n_items", apply_on="instantiate")

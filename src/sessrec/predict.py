@@ -20,7 +20,10 @@ module's `predict_split` (default "test"); with `eval_top_n` only those candidat
 Output columns: `session` (the session's index 0..S-1 in the split, i.e. the `session` column of the
 prepared `<split>.parquet`; the raw session key is not kept by `prepare`), `rank` (1..k), `item_id`
 (original item id, from items.parquet) and `score`, sorted by session then rank; min(k, N) rows a
-session. Items the session already contains are not excluded (the reference does not either).
+session. Items the session already contains are kept (the reference keeps them too) unless
+`TopKWriter(exclude_seen=True)`: then they are left out and a session has fewer rows when fewer than k
+items are left. The session keys of the raw data are not in the prepared splits (`prepare` numbers the
+sessions, after splitting long gaps), so they cannot be written here.
 """
 
 from __future__ import annotations
@@ -67,10 +70,12 @@ class PredictMixin:
     """`predict_step` for a LightningModule that has `score_step(inputs, reset) -> (B, N)` scores.
 
     `predict_k` (default 20; `TopKWriter` sets it) is the list length. A `candidates` buffer with
-    items in it (`eval_top_n`) restricts the recommendations to those items.
+    items in it (`eval_top_n`) restricts the recommendations to those items. `predict_seen` (the
+    predicted split; `TopKWriter(exclude_seen=True)` sets it): items of the session get score -inf.
     """
 
     predict_k: int = 20
+    predict_seen: Split | None = None
 
     @torch.no_grad()
     def predict_step(self, block: Block, batch_idx: int) -> Prediction:
@@ -86,6 +91,8 @@ class PredictMixin:
                 continue
             slots = ends[ends[:, 0] == t, 1].to(block.targets.device)  # (m,)
             rows = step_scores[slots]  # (m, N)
+            if self.predict_seen is not None:
+                rows = _mask_seen(rows, -block.targets[t, slots] - 1, self.predict_seen)  # (m, N)
             if cands is not None:
                 rows = rows[:, cands]  # (m, C)
             k = min(self.predict_k, rows.shape[1])
@@ -101,17 +108,28 @@ class PredictMixin:
         return torch.cat(sessions).cpu(), torch.cat(items).cpu(), torch.cat(scores).cpu()
 
 
+def _mask_seen(rows: Tensor, sessions: Tensor, split: Split) -> Tensor:
+    """rows (m, N) with -inf at the items of each session (m,) of `split`."""
+    rows = rows.clone()
+    for j, s in enumerate(sessions.tolist()):
+        seen = torch.as_tensor(split.items[split.offsets[s] : split.offsets[s + 1]], device=rows.device)
+        rows[j, seen.long()] = -torch.inf
+    return rows
+
+
 class TopKWriter(BasePredictionWriter):
     """Writes each predicted session's top-k list to `output` (.csv or .parquet), atomically.
 
     Args:
         output: the file to write; its extension picks the format.
         k: recommendations per session (at most the number of candidate items).
+        exclude_seen: leave out the items already in the session (a session then gets fewer than k
+            rows when fewer items are left).
     """
 
-    def __init__(self, output: str, k: int = 20) -> None:
+    def __init__(self, output: str, k: int = 20, exclude_seen: bool = False) -> None:
         super().__init__(write_interval="batch")
-        self.output, self.k = Path(output), k
+        self.output, self.k, self.exclude_seen = Path(output), k, exclude_seen
         self._parts: list[Prediction] = []
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -131,6 +149,7 @@ class TopKWriter(BasePredictionWriter):
             raise ConfigError("TopKWriter: predict on one device (--trainer.devices 1)")
         _check_writable(self.output)  # fail before predicting, not after
         pl_module.predict_k = self.k
+        pl_module.predict_seen = trainer.datamodule.split("predict") if self.exclude_seen else None
         # blocks come from an IterableDataset: there are no sample indices, and none are needed here
         warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
 
@@ -166,7 +185,7 @@ def topk_frame(parts: Sequence[Prediction], item_ids: np.ndarray | None = None) 
     order = np.argsort(sessions, kind="stable")  # (M,)
     sessions, items, scores = sessions[order], items[order], scores[order]
     flat_items = items.reshape(-1)  # (M*k,)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "session": np.repeat(sessions, k).astype(np.int64),
             "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), sessions.size),
@@ -174,6 +193,7 @@ def topk_frame(parts: Sequence[Prediction], item_ids: np.ndarray | None = None) 
             "score": scores.reshape(-1).astype(np.float32),
         }
     )
+    return frame[frame["score"] != -np.inf].reset_index(drop=True)  # excluded seen items
 
 
 def write_topk(path: str | os.PathLike, parts: Sequence[Prediction], item_ids: np.ndarray | None) -> None:

@@ -1,9 +1,10 @@
-"""Process-level tuning for the training loop's many short-lived, medium-sized tensors."""
+"""Process-level settings: malloc and GC tuning for the training loop, quieter Lightning start-up notices."""
 
 from __future__ import annotations
 
 import ctypes
 import gc
+import logging
 import os
 import sys
 
@@ -51,3 +52,27 @@ def tune_gc() -> bool:
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
     return True
+
+
+# Lightning's start-up notices: advertising and hardware lines printed by every command. Shown at DEBUG
+# (SESSREC_LOG_LEVEL=DEBUG), dropped at INFO; every other Lightning message is left as it is.
+LIGHTNING_NOTICES = ("💡 Tip:", "GPU available:", "TPU available:", "HPU available:")
+LIGHTNING_NOTICE_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero")
+
+
+class _LightningNotices:
+    """A logging filter demoting `LIGHTNING_NOTICES` to DEBUG, kept only when sessrec logs at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(LIGHTNING_NOTICES):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("sessrec").isEnabledFor(logging.DEBUG)
+
+
+def quiet_lightning_notices() -> None:
+    """Install the `_LightningNotices` filter on Lightning's rank-zero loggers (once)."""
+    for name in LIGHTNING_NOTICE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _LightningNotices) for f in logger.filters):
+            logger.addFilter(_LightningNotices())

@@ -194,3 +194,44 @@ def test_resume_mid_epoch_mid_schedule_is_exact(tiny_prepared, tmp_path, mode, k
         assert a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
     trainer = L.Trainer(logger=False, enable_progress_bar=False, limit_val_batches=3)
     assert trainer.validate(full, dm, verbose=False) == trainer.validate(resumed, dm, verbose=False)
+
+
+def test_residual_warning_names_what_max_epochs_cuts():
+    """The warning once said the last subnet "keeps training" when max_epochs was too short to reach it."""
+    res = TrainingSchedule("residual", order=["id", "image", "text"], epochs_per_phase=[2, 2, 1])
+    assert res.residual_warning(5) is None
+    assert res.residual_warning(3) == ("TrainingSchedule(residual): the phases take 5 epochs but max_epochs "
+                                       "is 3: 'image' trains 1 of its 2 epochs; 'text' never trains")
+    assert res.residual_warning(1).endswith("'id' trains 1 of its 2 epochs; 'image', 'text' never train")
+    assert res.residual_warning(7).endswith("after its phase, 'text' keeps training for 2 more epoch(s)")
+    assert TrainingSchedule("alternating", order=["a", "b"]).residual_warning(7) is None
+
+
+def test_epoch_summary_counts_steps_per_subnet():
+    inter = TrainingSchedule("interleaved", order=["id", "image"], train_shared="with_last")
+    assert inter.epoch_summary(0, [4, 3]) == ("TrainingSchedule(interleaved): epoch 0 trained id 4 steps, "
+                                              "image 3 steps, shared 3 steps")
+    res = TrainingSchedule("residual", order=["id", "image"], train_shared="never")
+    assert res.epoch_summary(2, [0, 6]) == ("TrainingSchedule(residual): epoch 2 trained image 6 steps, "
+                                            "shared parameters frozen; frozen all epoch: id")
+    sim = TrainingSchedule(order=["id", "image"])
+    assert sim.epoch_summary(1, [6]) == ("TrainingSchedule(simultaneous): epoch 1 trained id 6 steps, "
+                                         "image 6 steps, shared 6 steps")
+
+
+def test_interleaved_logs_every_subnet_each_epoch(tiny_prepared, tmp_path, monkeypatch):
+    """Interleaved switches subnets within a Lightning batch: the epoch summary counts both, where the
+    per-batch phase message named only the subnet active at each batch's first sub-step."""
+    import sessrec.callbacks.schedule as schedule_module
+
+    said: list[str] = []
+    monkeypatch.setattr(schedule_module, "rank_zero_info", said.append)
+    L.seed_everything(0)
+    dm = _data(tiny_prepared)
+    schedule = TrainingSchedule("interleaved", order=["id", "image"])
+    _trainer(tmp_path, [schedule], max_epochs=2).fit(_module(dm), dm)
+    n = BLOCKS * STEPS // 2  # 3 sub-steps a batch: id, image, id | image, id, image
+    summaries = [m for m in said if " trained " in m]
+    assert summaries == [f"TrainingSchedule(interleaved): epoch {e} trained id {n} steps, image {n} steps, "
+                         f"shared {2 * n} steps" for e in range(2)]
+    assert not [m for m in said if "sub-step" in m and "training" in m]  # no per-batch phase lines

@@ -108,20 +108,26 @@ events_strategy = st.lists(
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=events_strategy, support=st.integers(1, 3), keys_as_int=st.booleans(), dedup=st.booleans())
-def test_preprocess_matches_pandas(rows: list, support: int, keys_as_int: bool, dedup: bool) -> None:
+@given(
+    rows=events_strategy, support=st.integers(1, 3), keys_as_int=st.booleans(), dedup=st.booleans(),
+    valid_days=st.sampled_from([0.0, 0.1]),
+)  # fmt: skip
+def test_preprocess_matches_pandas(
+    rows: list, support: int, keys_as_int: bool, dedup: bool, valid_days: float
+) -> None:
     events = pd.DataFrame(rows, columns=["session", "item", "time"])
     events["time"] = events["time"].astype(float) * 3600
     if keys_as_int:
         events["session"] = events["session"].map({"1": 1, "2": 2, "10": 10, "b": 11, "ü": 3})
-    opts = dict(min_item_support=support, test_days=0.2, valid_days=0.1, dedup_consecutive=dedup)
+    opts = dict(min_item_support=support, test_days=0.2, valid_days=valid_days, dedup_consecutive=dedup)
     try:
         old = preprocess(events, **opts)
     except DataError as err:
         with pytest.raises(DataError, match=__import__("re").escape(str(err))):
             preprocess_columnar(pl.from_pandas(events), **opts)
         return
-    new = preprocess_columnar(pl.from_pandas(events), **opts)
+    new = preprocess_columnar(lambda: pl.from_pandas(events), **opts)  # a reader: the frame is freed early
+    assert new.raw == {"events": len(events), "sessions": events["session"].nunique()}
     assert new.item_ids.to_list() == old.item_ids.tolist()
     for name in SPLIT_NAMES:
         a, b = old.splits[name], new.splits[name].to_pandas()

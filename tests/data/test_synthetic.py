@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from sessrec.commands import generate as generate_command
-from sessrec.data.synthetic import FILES, SyntheticConfig, generate, write
+from sessrec.data import synthetic
+from sessrec.data.synthetic import FILES, SyntheticConfig, generate, generate_to, write
 from sessrec.errors import ConfigError
 
 SMALL = SyntheticConfig(n_items=600, n_topics=20, n_sessions=3000, vocab_size=400, n_brands=40, seed=7)
@@ -187,3 +188,30 @@ def test_default_size(record_property) -> None:
     record_property("generate_default_seconds", round(time.perf_counter() - start, 3))  # ~0.1 s here
     assert 90_000 < len(data.events) < 110_000
     assert data.meta["sessions"] == 20_000 and data.image.shape == (3000, 64)
+
+
+def test_blocks_stream_the_same_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synthetic, "SESSION_BLOCK", 700)  # 3,000 sessions: 5 blocks, each its own seed
+    data = generate(SMALL)
+    whole = write(data, tmp_path / "whole")
+    meta = generate_to(tmp_path / "streamed", SMALL)
+    again = generate_to(tmp_path / "again", SMALL)
+    assert meta == again == data.meta and meta["sessions"] == 3000 == data.events["SessionId"].nunique()
+    for name in FILES:
+        assert (whole / name).read_bytes() == (tmp_path / "streamed" / name).read_bytes(), name
+        assert (whole / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    starts = data.events.groupby("SessionId")["Time"].min()
+    assert starts.is_monotonic_increasing and starts.index.tolist() == list(range(1, 3001))
+    monkeypatch.setattr(synthetic, "SESSION_BLOCK", 100_000)  # one block: the other draws
+    assert not generate(SMALL).events.equals(data.events)
+
+
+def test_paper_preset_parses() -> None:
+    parser = argparse.ArgumentParser()
+    generate_command.add_arguments(parser)
+    args = parser.parse_args(["--preset", "paper-video", "--n-sessions", "1000"])
+    config = generate_command.config_of(args)
+    assert (config.n_items, config.n_sessions, config.vocab_size) == (712_824, 1000, 1_100_000)
+    config.validate()
+    default = generate_command.config_of(parser.parse_args([]))
+    assert default == SyntheticConfig()

@@ -15,6 +15,7 @@ from jsonargparse import ArgumentParser
 
 from sessrec.commands import encoders as encoders_command
 from sessrec.encoders import Catalogue, DenseEncoder, FeatureEncoder, ItemIdEncoder
+from sessrec.encoders import registry as registry_module
 from sessrec.encoders.registry import ENTRY_POINT_GROUP, Registry, default_name
 from sessrec.errors import ConfigError
 
@@ -163,7 +164,7 @@ def test_entry_point_discovery(tmp_path: Path, monkeypatch, isolated) -> None:
 def test_encoders_command_lists_sources(tmp_path: Path, monkeypatch, capsys, isolated) -> None:
     _write_plugin(tmp_path, "reg_plugin_c", "ListedVecEncoder")
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
-    monkeypatch.setattr(encoders_command, "REGISTRY", Registry())
+    monkeypatch.setattr(registry_module, "REGISTRY", Registry())  # the command imports it when it runs
     parser = argparse.ArgumentParser()
     encoders_command.add_arguments(parser)
     assert encoders_command.run(parser.parse_args(["--root", str(tmp_path)])) == 0

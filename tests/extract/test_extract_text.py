@@ -150,3 +150,19 @@ def test_csv_items_keep_string_ids(tmp_path):
         "10",
         "11",
     ]
+
+
+def test_tfidf_log_reports_the_real_min_and_max_terms_per_item(tmp_path, caplog, monkeypatch):
+    """The summary line once said "min 0" for every table (`nnz.min(initial=0)`)."""
+    import logging
+
+    sessrec_log = logging.getLogger("sessrec")  # through caplog, whichever test set up the CLI's handler
+    monkeypatch.setattr(sessrec_log, "handlers", [logging.NullHandler()])
+    monkeypatch.setattr(sessrec_log, "propagate", True)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,text\na,red cotton dress\nb,blue cotton dress with pockets\nc,red wool hat\n")
+    with caplog.at_level(logging.INFO, logger="sessrec.extract.text"):
+        res = extract_text(items, tmp_path / "t.npz", "item_id", ["text"], ngram_range=(1, 1), min_df=1)
+    nnz = np.diff(res.matrix.indptr)
+    assert nnz.tolist() == [3, 5, 3]
+    assert "3.7 nnz/item (min 3, max 5), 0 empty rows" in caplog.text

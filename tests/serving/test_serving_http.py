@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -23,32 +25,55 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _call(url: str, body: bytes | dict | None = None, method: str | None = None) -> tuple[int, dict]:
+def _call(
+    url: str, body: bytes | dict | None = None, method: str | None = None, headers: dict | None = None
+) -> tuple[int, dict | str]:
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+            text = response.read().decode()
+            return response.status, json.loads(text) if "json" in response.headers["Content-Type"] else text
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
 
 
-@pytest.fixture
-def server(exported):
+def _items(body: dict) -> list[tuple[str, float]]:
+    return [(e["item_id"], e["score"]) for e in body["items"]]
+
+
+def _same(got: dict, want: list[tuple[str, float]]) -> bool:
+    """The answer's list is `want`: the same ids, scores equal up to float rounding (a batch of several
+    rows runs other BLAS kernels than one row)."""
+    ids, scores = zip(*_items(got)) if got["items"] else ((), ())
+    return list(ids) == [i for i, _ in want] and scores == pytest.approx([s for _, s in want], rel=1e-5)
+
+
+def _start(export_dir, *options: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`sessrec serve` in a subprocess on a free port, once /health answers: (process, base url)."""
     port = _free_port()
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-m", "sessrec", "serve", str(exported["gru4rec"]), "--port", str(port)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    command = [sys.executable, "-m", "sessrec", "serve", str(export_dir), "--port", str(port), *options]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if _call(f"{url}/health")[0] == 200:
+                return proc, url
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read())
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the server did not start")
+
+
+@pytest.fixture
+def server(exported):
+    proc, url = _start(exported["gru4rec"])
     try:
-        for _ in range(300):
-            try:
-                if _call(f"{url}/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.1)
         yield url
     finally:
         proc.terminate()
@@ -92,3 +117,59 @@ def test_session_cache_drops_the_least_recent_and_the_expired():
     assert cache.get("a") == "A"
     now[0] = 15.0  # c last used at 0: expired; a at 9: kept
     assert (cache.get("c"), cache.get("a"), len(cache)) == (None, "A", 1)
+
+
+def test_batch_endpoint_candidates_and_concurrent_sessions(server, exported):
+    rec = Recommender.load(exported["gru4rec"])
+    a, b, c, d = rec.item_ids[[5, 9, 2, 4]].tolist()
+    batch = [{"session_id": "x", "item_id": a, "k": 3}, {"session_id": "y", "item_id": c, "k": 4},
+             {"session_id": "x", "item_id": b, "k": 3}, {"session_id": "y", "item_id": "nope"},
+             {"session_id": "z", "item_id": d, "k": 2, "candidates": [a, b, c, c]}]
+    status, body = _call(f"{server}/recommend/batch", {"requests": batch})
+    assert status == 200
+    x1, y1, x2, bad, z1 = body["results"]
+    assert _same(x1, rec.recommend([a], k=3)) and _same(x2, rec.recommend([a, b], k=3))
+    assert _same(y1, rec.recommend([c], k=4)) and y1["n_seen"] == 1  # the unknown id left y as it was
+    assert bad["status"] == 404 and bad["detail"]["item_id"] == "nope"
+    assert _same(z1, rec.recommend([d], k=2, candidates=[a, b, c]))
+    assert {i for i, _ in _items(z1)} <= {a, b, c}
+    status, body = _call(f"{server}/recommend", {"session_id": "z", "item_id": d, "candidates": ["nope"]})
+    assert status == 404 and body["detail"]["item_id"] == "nope"
+    assert _call(f"{server}/recommend/batch", {"requests": []})[0] == 422
+
+    clicks = {f"s{n}": rec.item_ids[[n, n + 1, n + 2]].tolist() for n in range(16)}
+
+    def session(sid: str) -> list[list[str]]:
+        return [[i for i, _ in _items(_call(f"{server}/recommend", {"session_id": sid, "item_id": item, "k": 5})[1])]
+                for item in clicks[sid]]
+
+    with ThreadPoolExecutor(16) as pool:  # batched together in the server: same lists (up to rounding ties)
+        got = dict(zip(clicks, pool.map(session, clicks)))
+    for sid, items in clicks.items():
+        assert got[sid] == [[i for i, _ in rec.recommend(items[: t + 1], k=5)] for t in range(3)], sid
+    text = _call(f"{server}/metrics")[1]
+    assert 'sessrec_requests_total{endpoint="/recommend",status="200"} 48.0' in text
+    assert 'sessrec_requests_total{endpoint="/recommend",status="404"} 1.0' in text
+    assert "sessrec_request_seconds_bucket" in text and "sessrec_batch_size_count" in text
+    assert "sessrec_sessions 19.0" in text
+
+
+def test_api_key_body_limit_and_graceful_shutdown(exported):
+    proc, url = _start(exported["gru4rec"], "--max_body_bytes", "2000", env={"SESSREC_API_KEY": "s3cret"})
+    try:
+        item = Recommender.load(exported["gru4rec"]).item_ids[0]
+        click = {"session_id": "s", "item_id": item}
+        assert _call(f"{url}/recommend", click)[0] == 401
+        assert _call(f"{url}/recommend", click, headers={"X-API-Key": "wrong"})[0] == 401
+        assert _call(f"{url}/metrics")[0] == 401
+        assert _call(f"{url}/health")[0] == 200  # left open for probes
+        key = {"X-API-Key": "s3cret"}
+        assert _call(f"{url}/recommend", click, headers=key)[0] == 200
+        big = {**click, "candidates": [str(i) for i in range(1000)]}
+        status, body = _call(f"{url}/recommend", big, headers=key)
+        assert status == 413 and "2000 bytes" in body["detail"]
+        assert _call(f"{url}/recommend", click, headers=key)[1]["n_seen"] == 2  # still serving
+        assert 'status="413"} 1.0' in _call(f"{url}/metrics", headers=key)[1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

@@ -32,6 +32,13 @@ warning says so at fit start; use weighted fusion, or `train_shared`, to keep it
 The phase is a function of the epoch and of the module's global sub-step counter, both restored from
 checkpoints, so a run resumed mid-schedule continues in the right phase at the right step.
 
+Logging (rank zero, INFO): the epoch-based modes say which subnets train when a phase starts; every mode
+ends each epoch with what actually trained, counted at the optimiser steps, e.g. "TrainingSchedule
+(interleaved): epoch 0 trained id 120 steps, image 120 steps, shared 240 steps" (a subnet that never
+trained in the epoch is listed as frozen). Interleaved has no per-phase message: its phase changes at every
+sub-step, within a Lightning batch. Residual warns at fit start when max_epochs and the phases disagree,
+naming the subnets that will never train or train fewer epochs than their phase.
+
 Sessrec-specific hook: `SessionRecModule` calls `on_before_substep_step(trainer, module, substep)` on
 every callback that defines it, after each sub-step's backward and before its `optimizer.step()`;
 `substep` is the module's global sub-step counter. With `SessionRecModule(bptt=k > 1)` the hook runs once
@@ -92,6 +99,7 @@ class TrainingSchedule(L.Callback):
         self._frozen: list[list[nn.Parameter]] = []  # per phase: parameters whose gradient is dropped
         self._phase = -1  # phase of the last training_step (for the log message)
         self._epoch, self._epoch_phase = -1, 0  # cached phase of the epoch-based modes
+        self._steps: list[int] = []  # per phase: optimiser steps taken this epoch (for the epoch summary)
 
     # ---- the schedule ----------------------------------------------------------------------
     @property
@@ -123,6 +131,46 @@ class TrainingSchedule(L.Callback):
             return True
         return self.train_shared == "with_last" and (self.mode == "simultaneous" or phase == self.n_phases - 1)
 
+    def _phase_lengths(self) -> list[int]:
+        """Epochs of each phase of `order` (residual / alternating)."""
+        return self._lengths * len(self.order) if len(self._lengths) == 1 else list(self._lengths)
+
+    def residual_warning(self, max_epochs: int) -> str | None:
+        """What a residual schedule does with `max_epochs` other than the phases' total, or None."""
+        lengths = self._phase_lengths()
+        total = sum(lengths)
+        if self.mode != "residual" or max_epochs == total:
+            return None
+        head = f"TrainingSchedule(residual): the phases take {total} epochs but max_epochs is {max_epochs}"
+        if max_epochs > total:
+            more = max_epochs - total
+            return f"{head}: after its phase, {self.order[-1]!r} keeps training for {more} more epoch(s)"
+        starts = [sum(lengths[:i]) for i in range(len(lengths))]
+        never = [name for name, start in zip(self.order, starts) if start >= max_epochs]
+        cut = [(name, max_epochs - start, length) for name, start, length in zip(self.order, starts, lengths)
+               if start < max_epochs < start + length]
+        parts = [f"{name!r} trains {got} of its {length} epochs" for name, got, length in cut]
+        if never:
+            parts.append(f"{', '.join(repr(n) for n in never)} never train{'s' if len(never) == 1 else ''}")
+        return f"{head}: {'; '.join(parts)}"
+
+    def epoch_summary(self, epoch: int, steps: list[int]) -> str:
+        """'TrainingSchedule(<mode>): epoch E trained a N steps, ..., shared M steps[; frozen: c]'.
+
+        `steps[phase]`: optimiser steps taken in each phase during the epoch.
+        """
+        per_subnet = {name: 0 for name in self.order}
+        shared = 0
+        for phase, n in enumerate(steps):
+            for name in self.active_subnets(phase):
+                per_subnet[name] += n
+            shared += n if self.trains_shared(phase) else 0
+        trained = [f"{name} {n} steps" for name, n in per_subnet.items() if n]
+        frozen = [name for name, n in per_subnet.items() if not n]
+        text = f"TrainingSchedule({self.mode}): epoch {epoch} trained {', '.join(trained) or 'no subnet'}"
+        text += f", shared {shared} steps" if shared else ", shared parameters frozen"
+        return text + (f"; frozen all epoch: {', '.join(frozen)}" if frozen else "")
+
     # ---- set-up ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         bptt = getattr(pl_module, "hparams", {}).get("bptt", 1)
@@ -152,12 +200,12 @@ class TrainingSchedule(L.Callback):
             self._frozen.append(frozen + ([] if self.trains_shared(phase) else shared))
         self._warn_moving_inputs(net)
         self._epoch = -1
-        max_epochs = trainer.max_epochs
-        if self.mode == "residual" and max_epochs not in (None, -1):
-            total = sum(self._lengths * len(order) if len(self._lengths) == 1 else self._lengths)
-            if max_epochs != total:
-                rank_zero_warn(f"TrainingSchedule(residual): the phases take {total} epochs but max_epochs "
-                               f"is {max_epochs} (after the last phase, {order[-1]!r} keeps training)")
+        if trainer.max_epochs not in (None, -1) and (warning := self.residual_warning(trainer.max_epochs)):
+            rank_zero_warn(warning)
+        if self.mode == "interleaved":
+            shared = " (+ shared)" if self.trains_shared(0) else ""
+            rank_zero_info(f"TrainingSchedule(interleaved): the subnets take turns at every sub-step: "
+                           f"{', '.join(self.order)}{shared}; per-epoch step counts at each epoch's end")
 
     def _warn_moving_inputs(self, net: nn.Module) -> None:
         """Warn when a frozen subnet reads its input from shared parameters that train meanwhile."""
@@ -170,13 +218,21 @@ class TrainingSchedule(L.Callback):
                            f"fixed, the table trains (train_shared={self.train_shared!r})")
 
     # ---- per step ------------------------------------------------------------------------------
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._steps = [0] * self.n_phases
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if any(self._steps):
+            rank_zero_info(self.epoch_summary(trainer.current_epoch, self._steps))
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
         phase = self.phase_at(trainer.current_epoch, pl_module.global_substep)
-        if phase != self._phase:
+        if phase != self._phase and self.mode != "interleaved":  # interleaved: changes within the batch
             self._phase = phase
             shared = " + shared" if self.trains_shared(phase) else ""
+            active = ", ".join(self.active_subnets(phase))
             rank_zero_info(f"TrainingSchedule({self.mode}): epoch {trainer.current_epoch}, sub-step "
-                           f"{pl_module.global_substep}: training {', '.join(self.active_subnets(phase))}{shared}")
+                           f"{pl_module.global_substep}: training {active}{shared}")
         pl_module.log("schedule/phase_index", float(phase), on_step=True, on_epoch=True, batch_size=1)
 
     def on_before_substep_step(self, trainer: L.Trainer, pl_module: L.LightningModule, substep: int) -> None:
@@ -192,6 +248,8 @@ class TrainingSchedule(L.Callback):
             phase = self._epoch_phase
         for p in self._frozen[phase]:
             p.grad = None
+        if len(self._steps) == self.n_phases:
+            self._steps[phase] += 1
 
     # ---- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

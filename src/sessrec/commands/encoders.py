@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sessrec.encoders.registry import REGISTRY, class_path
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -20,6 +18,8 @@ def _doc(cls: type) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sessrec.encoders.registry import REGISTRY, class_path  # imports torch: not for --help
+
     REGISTRY.discover(args.root)
     entries = REGISTRY.available()
     width = max(len(name) for name in entries)

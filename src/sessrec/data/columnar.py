@@ -6,13 +6,18 @@ way. Every later step (ordering, dedup, iterative support filter, time split, re
 finalisation) sorts, counts and filters these integer columns; only the item index itself is text.
 Ordering ties are broken by row order (polars' stable sort), exactly as the pandas path's lexsort does,
 so the two engines write identical prepared folders. Each step logs its counts and seconds at INFO.
+
+`preprocess_columnar` sorts the log once (session, then time) into numpy columns (`Events`, 16 bytes an
+event) and keeps that order to the end: neighbours for dedup, chunked bincounts for the support filter,
+session ends for the time split, whole sessions moved for finalisation. The polars-frame steps below
+(`order_events`, `filter_support`, ..., `finish`) serve the import of pre-split files (`presplit`).
 """
 
 from __future__ import annotations
 
 import logging
 import time as clock
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -32,6 +37,7 @@ class Columnar:
 
     splits: dict[str, pl.DataFrame]
     item_ids: pl.Series
+    raw: dict[str, int] | None = None  # events and sessions of the input (`preprocess_columnar`)
 
 
 @contextmanager
@@ -64,12 +70,17 @@ def encode(frames: list[pl.DataFrame]) -> tuple[list[pl.DataFrame], pl.Series]:
             pl.DataFrame(
                 {
                     "session": session.cast(pl.Int64),
-                    "item": frame["item"].cast(pl.String).cast(items).to_physical(),
+                    "item": _item_codes(frame["item"], items),
                     "time": frame["time"].cast(pl.Float64),
                 }
             )
         )
     return out, ids
+
+
+def _item_codes(item: pl.Series, enum: pl.Enum) -> pl.Series:
+    """UInt32 codes of `item` in `enum` (no string copy when the reader encoded it already)."""
+    return (item if item.dtype == enum else item.cast(pl.String).cast(enum)).to_physical()
 
 
 def order_events(data: pl.DataFrame) -> pl.DataFrame:
@@ -143,13 +154,121 @@ def finish(frames: dict[str, pl.DataFrame], ids: pl.Series) -> Columnar:
     return Columnar(splits=splits, item_ids=item_ids)
 
 
-def _require(frame: pl.DataFrame, source: str, message: str) -> None:
-    if frame.height == 0:
+
+CHUNK = 1 << 23  # events per chunk of a counting pass (bounds its int64 temporaries to 64 MB)
+
+
+@dataclass
+class Events:
+    """Events as numpy columns, ordered by session code then time (ties in input order): `session` int32
+    codes (in session-key order), `item` uint32 codes (into the sorted ids), `time` float64 seconds."""
+
+    session: np.ndarray
+    item: np.ndarray
+    time: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.session)
+
+    def take(self, keep: np.ndarray) -> Events:
+        """The events where `keep` is true, in order (one column copied at a time)."""
+        return Events(self.session[keep], self.item[keep], self.time[keep])
+
+    def starts(self) -> np.ndarray:
+        """(S,) index of the first event of every session."""
+        s = self.session
+        return np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.zeros(0, dtype=np.int64)
+
+
+def sorted_events(events: pl.DataFrame) -> tuple[Events, pl.Series]:
+    """A frame (session, item, time) -> its events ordered by session key then time, and the item ids.
+
+    A log already in that order (most are) is not sorted again; the columns become numpy arrays."""
+    (frame,), ids = encode([events])
+    del events
+    key, time = frame["session"].to_numpy(), frame["time"].to_numpy()
+    if not (len(key) < 2 or np.all((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (time[1:] >= time[:-1])))):
+        del key, time
+        frame = frame.sort(["session", "time"], maintain_order=True)  # stable: ties keep input order
+        key, time = frame["session"].to_numpy(), frame["time"].to_numpy()
+    new = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    del key
+    dtype = np.int32 if new.sum() < 2**31 else np.int64
+    session = np.cumsum(new, dtype=dtype) - 1  # (E,) dense codes in key order
+    return Events(session, frame["item"].to_numpy(), time), ids
+
+
+def count(codes: np.ndarray, n: int) -> np.ndarray:
+    """np.bincount(codes, minlength=n), in chunks (no full-length int64 copy of `codes`)."""
+    total = np.zeros(n, dtype=np.int64)
+    for i in range(0, len(codes), CHUNK):
+        total += np.bincount(codes[i : i + CHUNK], minlength=n)
+    return total
+
+
+def session_lengths_ok(ev: Events, keep: np.ndarray, min_length: int) -> np.ndarray:
+    """(E,) bool: the event is kept and its session keeps >= min_length events."""
+    n = int(ev.session[-1]) + 1 if len(ev) else 0
+    kept = np.zeros(n, dtype=np.int64)
+    for i in range(0, len(ev), CHUNK):
+        kept += np.bincount(ev.session[i : i + CHUNK][keep[i : i + CHUNK]], minlength=n)
+    return keep & (kept >= min_length)[ev.session]
+
+
+def support_filter(ev: Events, n_items: int, min_item_support: int, min_session_length: int) -> Events:
+    """`filter_support` on sorted numpy events: items by event count, then sessions by length, iterated."""
+    while True:
+        keep = (count(ev.item, n_items) >= min_item_support)[ev.item]  # (E,)
+        keep = session_lengths_ok(ev, keep, min_session_length)
+        if keep.all():
+            return ev
+        ev = ev.take(keep)
+
+
+def time_split(ev: Events, days: float) -> tuple[Events, Events]:
+    """`split_by_time`: (before, last), `last` the sessions whose last event is >= max time - days."""
+    cutoff = ev.time.max() - days * DAY
+    ends = np.r_[ev.starts()[1:], len(ev)] - 1  # (S,) last event of every session (its max time)
+    late = np.zeros(int(ev.session[-1]) + 1, dtype=bool)
+    late[ev.session[ends]] = ev.time[ends] >= cutoff
+    last = late[ev.session]  # (E,)
+    return ev.take(~last), ev.take(last)
+
+
+def restrict(ev: Events, known: Events, n_items: int) -> Events:
+    """`restrict_items`: events of the items of `known`, then sessions with >= 2 events (once)."""
+    keep = (count(known.item, n_items) > 0)[ev.item] if len(ev) else np.zeros(0, dtype=bool)
+    return ev.take(session_lengths_ok(ev, keep, 2)) if len(ev) else ev
+
+
+def finalize_events(ev: Events, index: np.ndarray) -> pl.DataFrame:
+    """`finalize` on sorted numpy events: sessions by first time then key, renumbered; items indexed."""
+    starts = ev.starts()  # (S,)
+    lengths = np.diff(np.r_[starts, len(ev)])  # (S,)
+    order = np.lexsort((ev.session[starts], ev.time[starts]))  # (S,) first time (= min), then key
+    if np.any(order != np.arange(len(order))):  # sessions move as blocks; events keep their order
+        moved = np.cumsum(lengths[order]) - lengths[order]  # (S,) new start of every session
+        perm = np.repeat(starts[order] - moved, lengths[order])  # (E,) source - target position
+        for i in range(0, len(perm), CHUNK):
+            perm[i : i + CHUNK] += np.arange(i, min(i + CHUNK, len(perm)))
+        ev = Events(ev.session, ev.item[perm], ev.time[perm])
+        del perm
+    item = index[ev.item]  # (E,) int32
+    if len(item) and item.min() < 0:
+        raise ValueError("finalize: an item is missing from the item index")  # a bug, not a user error
+    session = np.repeat(np.arange(len(starts), dtype=np.int64), lengths[order])  # (E,)
+    return pl.DataFrame(
+        {"session": session, "item": pl.Series(item, dtype=pl.Int32), "time": pl.Series(ev.time)}
+    )
+
+
+def _require(ev: Events, source: str, message: str) -> None:
+    if len(ev) == 0:
         raise DataError(f"{source}: {message}")
 
 
 def preprocess_columnar(
-    events: pl.DataFrame,
+    events: pl.DataFrame | Callable[[], pl.DataFrame],
     *,
     dedup_consecutive: bool = True,
     min_item_support: int = 5,
@@ -158,48 +277,68 @@ def preprocess_columnar(
     valid_days: float = 7.0,
     source: str = "events",
 ) -> Columnar:
-    """`sessrec.data.preprocess.preprocess` on a polars frame (session, item, time); same results."""
+    """`sessrec.data.preprocess.preprocess` on a polars frame (session, item, time); same results.
+
+    `events` may be a function returning the frame: then nothing outside holds it, and it is freed once
+    sorted. Every step then works on the sorted integer columns (`Events`), each copy replacing the last;
+    `Columnar.raw` gives the input's events and sessions."""
     _check_options(min_item_support, min_session_length, test_days, valid_days)
+    if callable(events):
+        events = events()
     if events.height == 0:
         raise DataError(f"{source}: no events")
     bad_time = (~events["time"].cast(pl.Float64).is_finite()).sum()
     if bad_time:
         raise DataError(f"{source}: {bad_time:,} events have a NaN or infinite time")
-    with step("encode ids") as said:
-        (data,), ids = encode([events])
-        said["what"] = f"{data.height:,} events, {len(ids):,} distinct items"
-    with step("order") as said:
-        data = order_events(data)
-        said["what"] = f"{data.height:,} events by session and time"
+    with step("encode and order") as said:
+        data, ids = sorted_events(events)
+        del events
+        raw = {"events": len(data), "sessions": int(data.session[-1]) + 1}
+        said["what"] = f"{raw['events']:,} events, {raw['sessions']:,} sessions, {len(ids):,} distinct items"
     if dedup_consecutive:
         with step("dedup") as said:
-            before, data = data.height, drop_consecutive_duplicates(data)
-            said["what"] = f"{before:,} -> {data.height:,} events (consecutive repeats dropped)"
+            s, i = data.session, data.item
+            repeat = np.r_[False, (s[1:] == s[:-1]) & (i[1:] == i[:-1])]  # (E,)
+            before, data = len(data), data.take(~repeat)
+            del s, i, repeat
+            said["what"] = f"{before:,} -> {len(data):,} events (consecutive repeats dropped)"
+    n = len(ids)
     with step("support filter") as said:
-        before, data = data.height, filter_support(data, min_item_support, min_session_length)
-        said["what"] = f"{before:,} -> {data.height:,} events, {data['session'].n_unique():,} sessions"
-    if data.height == 0:
+        before, data = len(data), support_filter(data, n, min_item_support, min_session_length)
+        said["what"] = f"{before:,} -> {len(data):,} events, {len(data.starts()):,} sessions"
+    if len(data) == 0:
         raise DataError(
             f"{source}: no events left after the minimum-support filter "
             f"(min_item_support={min_item_support}, min_session_length={min_session_length})"
         )
     with step("time split") as said:
-        train_full, test = split_by_time(data, test_days)
-        train_full = filter_support(train_full, min_item_support, min_session_length)
+        train_full, test = time_split(data, test_days)
+        del data
+        train_full = support_filter(train_full, n, min_item_support, min_session_length)
         why = f"train_full is empty: every session ends within the last test_days={test_days}"
         _require(train_full, source, why)
-        test = restrict_items(test, train_full["item"].unique())
+        test = restrict(test, train_full, n)
         _require(
             test, source,
             f"test is empty after the split (test_days={test_days}, items restricted to train_full)",
         )  # fmt: skip
         if valid_days > 0:
-            train, valid = split_by_time(train_full, valid_days)
+            train, valid = time_split(train_full, valid_days)
             why = f"train is empty: every session ends within the last valid_days={valid_days}"
             _require(train, source, why)
-            valid = restrict_items(valid, train["item"].unique())
+            valid = restrict(valid, train, n)
             _require(valid, source, f"valid is empty after the split (valid_days={valid_days})")
         else:
-            train, valid = train_full, train_full.clear()
-        said["what"] = f"train_full {train_full.height:,}, test {test.height:,} events"
-    return finish({"train_full": train_full, "train": train, "valid": valid, "test": test}, ids)
+            train, valid = train_full, train_full.take(np.zeros(len(train_full), dtype=bool))
+        said["what"] = f"train_full {len(train_full):,}, test {len(test):,} events"
+    with step("finalise") as said:
+        present = count(train_full.item, n) > 0  # (N,) item codes of train_full, in id order
+        index = np.where(present, np.cumsum(present) - 1, -1).astype(np.int32)
+        item_ids = ids.gather(np.flatnonzero(present))
+        pending = {"train_full": train_full, "train": train, "valid": valid, "test": test}
+        del train_full, train, valid, test
+        splits = {}
+        for name in list(pending):
+            splits[name] = finalize_events(pending.pop(name), index)  # each split freed once written
+        said["what"] = ", ".join(f"{n} {f.height:,} events" for n, f in splits.items())
+    return Columnar(splits=splits, item_ids=item_ids, raw=raw)

@@ -23,7 +23,10 @@ Generative story (deterministic for a given `SyntheticConfig`, numpy `Generator`
     topic drifts to a ring neighbour with probability `p_drift`.
   Consecutive repeats and not-yet-released items are redrawn (last resort: the first successor).
 - Session lengths are 1 + Geometric(1 / (mean_session_length - 1)) (>= 2); sessions start uniformly in
-  `days` days, consecutive events are 1 + Exponential(60 s) apart.
+  `days` days, consecutive events are 1 + Exponential(60 s) apart. Sessions are drawn in blocks of
+  SESSION_BLOCK (100,000): block b starts uniformly within its share b/B..(b+1)/B of the period, from its
+  own generator seeded (seed, b) (block 0: the main one), so `generate_to` writes them one block at a
+  time with flat memory, and the data depend on the seed only.
 
 Item features, derived from the topic and the sub-topic plus noise:
 - image: (N, image_dim) float32, L2-normalised `sub[s] + image_noise * z / sqrt(D)`, where the sub-topic
@@ -40,22 +43,34 @@ items.parquet also lists the latent `topic`, `subtopic` and `release_time` (0 = 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import logging
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import scipy.sparse as sp
 
 from sessrec.errors import ConfigError
+from sessrec.data.synthetic_features import BASE_TIME, SUBTOPIC_WORDS, item_features
 from sessrec.io import atomic_dir
 
-BASE_TIME = 1_704_067_200  # 2024-01-01 00:00:00 UTC, the first possible session start
-FILES = ("events.tsv", "items.parquet", "image.npy", "text.npz", "meta.json")
-SUBTOPIC_WORDS = 3  # words specific to each sub-topic
+FILES = {  # the files of a generated folder, described in its meta.json
+    "events.tsv": "SessionId, ItemId, Time (seconds), tab-separated, with a header",
+    "items.parquet": "item_id (1..N), topic, subtopic, release_time (0: from the start), price, category, "
+    "brand, text",
+    "image.npy": "(N, image_dim) float32, L2-normalised, rows in items.parquet order",
+    "text.npz": "(N, vocab_size) CSR float32 TF-IDF (column j = word wj), rows as items.parquet",
+    "meta.json": "this description, the configuration and counts",
+}
+SESSION_BLOCK = 100_000  # sessions drawn from one random stream (block 0: the main one, then seed+block)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -257,13 +272,19 @@ def _walk(
     return out
 
 
-def _events(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> pd.DataFrame:
+def _session_events(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator, block: int
+                    ) -> pd.DataFrame:
+    """Events of the sessions of `block` (SESSION_BLOCK sessions each), drawn from `rng`; they start in the
+    block's share of the period, so session ids follow start times across blocks too."""
+    first = block * SESSION_BLOCK
+    n = min(SESSION_BLOCK, cfg.n_sessions - first)
+    lo, share = first / cfg.n_sessions, n / cfg.n_sessions  # (0, 1) with one block: the old draws
     p = 1.0 / (cfg.mean_session_length - 1.0)
     cap = max(4, int(10 * cfg.mean_session_length))
-    lengths = np.minimum(1 + rng.geometric(p, size=cfg.n_sessions), cap)  # (S,) >= 2
-    start = np.sort(rng.random(cfg.n_sessions) * cfg.days * 86400.0)  # (S,) ordered: id = time order
+    lengths = np.minimum(1 + rng.geometric(p, size=n), cap)  # (S,) >= 2
+    start = np.sort(lo * cfg.days * 86400.0 + rng.random(n) * cfg.days * 86400.0 * share)  # (S,) ordered
     walk = _walk(cfg, cat, lengths, start, rng)  # (S, L)
-    session = np.repeat(np.arange(cfg.n_sessions), lengths)  # (E,)
+    session = np.repeat(np.arange(n), lengths)  # (E,)
     gaps = 1.0 + rng.exponential(60.0, size=len(session))  # (E,)
     offsets = np.concatenate([[0], np.cumsum(lengths)])  # (S+1,)
     gaps[offsets[:-1]] = 0.0
@@ -271,120 +292,82 @@ def _events(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> 
     within = cum - cum[offsets[:-1]][session]  # (E,) seconds since the session start
     time = BASE_TIME + np.floor(start[session] + within).astype(np.int64)
     items = walk[walk >= 0]  # row-major: sessions in order, events in order
-    return pd.DataFrame({"SessionId": session + 1, "ItemId": items + 1, "Time": time})
+    return pd.DataFrame({"SessionId": session + first + 1, "ItemId": items + 1, "Time": time})
 
 
-def _image(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> np.ndarray:
-    t, k, d = cfg.n_topics, cfg.subtopics_per_topic, cfg.image_dim
-    g = rng.standard_normal((t, d))  # (T, D)
-    centroid = g + 0.5 * (np.roll(g, 1, axis=0) + np.roll(g, -1, axis=0))  # ring neighbours correlate
-    centroid /= np.linalg.norm(centroid, axis=1, keepdims=True)
-    sub = np.repeat(centroid, k, axis=0) + cfg.subtopic_spread * rng.standard_normal((t * k, d)) / np.sqrt(d)
-    sub /= np.linalg.norm(sub, axis=1, keepdims=True)  # (T*K, D) sub-topic centroids
-    noise = rng.standard_normal((len(cat.topic), d)) / np.sqrt(d)  # (N, D)
-    image = sub[cat.subtopic] + cfg.image_noise * noise
-    image /= np.linalg.norm(image, axis=1, keepdims=True)
-    return image.astype(np.float32)
+def _blocks(cfg: SyntheticConfig, cat: _Catalogue) -> Iterator[pd.DataFrame]:
+    """The events of blocks 1.. (block 0 comes from the main generator), each from its own seed."""
+    for block in range(1, -(-cfg.n_sessions // SESSION_BLOCK)):
+        yield _session_events(cfg, cat, np.random.default_rng([cfg.seed, block]), block)
 
 
-def _text(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> tuple[sp.csr_matrix, list[str]]:
-    n, v = len(cat.topic), cfg.vocab_size
-    n_generic = max(10, v // 10)
-    n_sub = SUBTOPIC_WORDS * cfg.n_topics * cfg.subtopics_per_topic  # sub-topic words after the generic
-    block = (v - n_generic - n_sub) // cfg.n_topics  # topic-specific words per topic
-    n_tok = 1 + rng.poisson(cfg.tokens_per_item - 1.0, size=n)  # (N,)
-    owner = np.repeat(np.arange(n), n_tok)  # (M,) item of each drawn token
-    kind = rng.random(len(owner))  # < 0.2 generic, < 0.6 sub-topic, else topic
-    generic_word = np.searchsorted(_zipf_cdf(n_generic, 1.0), rng.random(len(owner)), side="right")
-    sub_word = n_generic + cat.subtopic[owner] * SUBTOPIC_WORDS + rng.integers(
-        SUBTOPIC_WORDS, size=len(owner)
-    )
-    topic_word = n_generic + n_sub + cat.topic[owner] * block + np.searchsorted(
-        _zipf_cdf(block, 1.0), rng.random(len(owner)), side="right"
-    )
-    word = np.where(kind < 0.2, generic_word, np.where(kind < 0.6, sub_word, topic_word))
-    word = rng.permutation(v)[word]  # (M,) shuffled word ids
-    pairs = np.unique(owner * v + word)  # distinct (item, word), sorted by item then word
-    rows, cols = pairs // v, pairs % v
-    df = np.bincount(cols, minlength=v)  # (V,) items containing each word
-    idf = np.log((1.0 + n) / (1.0 + df)) + 1.0  # smooth idf, as scikit-learn
-    values = idf[cols]
-    norms = np.sqrt(np.bincount(rows, weights=values**2, minlength=n))  # (N,)
-    values = (values / norms[rows]).astype(np.float32)
-    matrix = sp.csr_matrix((values, (rows, cols)), shape=(n, v), dtype=np.float32)
-    splits = np.searchsorted(rows, np.arange(1, n))
-    text = [" ".join(f"w{c}" for c in chunk) for chunk in np.split(cols, splits)]
-    return matrix, text
+def _meta(cfg: SyntheticConfig, cat: _Catalogue, n_events: int, items_with_events: int, times: list[int]
+          ) -> dict:
+    return {
+        "generator": "sessrec.data.synthetic",
+        "config": dataclasses.asdict(cfg),
+        "events": n_events,
+        "sessions": cfg.n_sessions,  # every session has >= 2 events
+        "items": cfg.n_items,
+        "items_with_events": items_with_events,
+        "subtopics": cfg.n_topics * cfg.subtopics_per_topic,
+        "new_items": int((cat.release > 0).sum()),
+        "time_range": times,
+        "files": {name: what for name, what in FILES.items() if name != "meta.json"},
+    }
 
 
-def _zipf_cdf(n: int, exponent: float) -> np.ndarray:
-    weights = np.arange(1, n + 1, dtype=np.float64) ** -exponent  # (n,)
-    cdf = np.cumsum(weights) / weights.sum()
-    cdf[-1] = 1.0
-    return cdf
-
-
-def _properties(cfg: SyntheticConfig, cat: _Catalogue, rng: np.random.Generator) -> pd.DataFrame:
-    n, t, s = len(cat.topic), cfg.n_topics, cfg.n_topics * cfg.subtopics_per_topic
-    mu = rng.normal(3.0, 0.8, size=t)[np.arange(s) // cfg.subtopics_per_topic]  # (S,) per topic
-    mu += 0.3 * rng.standard_normal(s)  # (S,) mean log price per sub-topic
-    price = np.round(np.exp(mu[cat.subtopic] + 0.15 * rng.standard_normal(n)), 2)
-    category = cat.topic * cfg.n_categories // t
-    own = rng.integers(cfg.n_brands, size=(t, 3))  # (T, 3) each topic's own brands
-    sub_brand = own[np.arange(s) // cfg.subtopics_per_topic, rng.integers(3, size=s)]  # (S,)
-    brand = np.where(rng.random(n) < 0.8, sub_brand[cat.subtopic], rng.integers(cfg.n_brands, size=n))
-    return pd.DataFrame(
-        {
-            "item_id": np.arange(1, n + 1, dtype=np.int64),
-            "topic": cat.topic.astype(np.int32),
-            "subtopic": cat.subtopic.astype(np.int32),
-            "release_time": np.where(cat.release > 0, BASE_TIME + np.floor(cat.release), 0).astype(np.int64),
-            "price": price,
-            "category": [f"cat{c:02d}" for c in category],
-            "brand": [f"brand{b:03d}" for b in brand],
-        }
-    )
-
-
-def generate(config: SyntheticConfig | None = None) -> SyntheticData:
-    """Generate the data set described in the module docstring (deterministic given `config.seed`)."""
+def _draw(config: SyntheticConfig | None) -> tuple[SyntheticConfig, _Catalogue, tuple, Iterator[pd.DataFrame]]:
+    """(config, catalogue, (image, text, items), the events block by block, drawn lazily)."""
     cfg = config or SyntheticConfig()
     cfg.validate()
     rng = np.random.default_rng(cfg.seed)
     cat = _catalogue(cfg, rng)
-    events = _events(cfg, cat, rng)
-    image = _image(cfg, cat, rng)
-    text, raw_text = _text(cfg, cat, rng)
-    items = _properties(cfg, cat, rng)
-    items["text"] = raw_text
-    meta = {
-        "generator": "sessrec.data.synthetic",
-        "config": dataclasses.asdict(cfg),
-        "events": len(events),
-        "sessions": int(events["SessionId"].nunique()),
-        "items": cfg.n_items,
-        "items_with_events": int(events["ItemId"].nunique()),
-        "subtopics": cfg.n_topics * cfg.subtopics_per_topic,
-        "new_items": int((cat.release > 0).sum()),
-        "time_range": [int(events["Time"].min()), int(events["Time"].max())],
-        "files": {
-            "events.tsv": "SessionId, ItemId, Time (seconds), tab-separated, with a header",
-            "items.parquet": "item_id (1..N), topic, subtopic, release_time (0: from the start), price, "
-            "category, brand, text",
-            "image.npy": "(N, image_dim) float32, L2-normalised, rows in items.parquet order",
-            "text.npz": "(N, vocab_size) CSR float32 TF-IDF (column j = word wj), rows as items.parquet",
-        },
-    }
+    first = _session_events(cfg, cat, rng, 0)
+    return cfg, cat, item_features(cfg, cat, rng), itertools.chain([first], _blocks(cfg, cat))
+
+
+def generate(config: SyntheticConfig | None = None) -> SyntheticData:
+    """Generate the data set described in the module docstring (deterministic given `config.seed`)."""
+    cfg, cat, (image, text, items), blocks = _draw(config)
+    events = pd.concat(blocks, ignore_index=True)
+    times = [int(events["Time"].min()), int(events["Time"].max())]
+    meta = _meta(cfg, cat, len(events), int(events["ItemId"].nunique()), times)
     return SyntheticData(events, items, image, text, meta)
 
 
 def write(data: SyntheticData, out: str | os.PathLike, overwrite: bool = True) -> Path:
     """Write the files of `data` into the folder `out` atomically; return its path."""
-    out = Path(out)
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        data.events.to_csv(tmp / "events.tsv", sep="\t", index=False)
-        data.items.to_parquet(tmp / "items.parquet", index=False)
-        np.save(tmp / "image.npy", data.image)
-        sp.save_npz(tmp / "text.npz", data.text)
-        (tmp / "meta.json").write_text(json.dumps(data.meta, indent=2) + "\n")
-    return out
+    features = (data.image, data.text, data.items)
+    _write_folder(Path(out), overwrite, features, [data.events], data.meta)
+    return Path(out)
+
+
+def generate_to(out: str | os.PathLike, config: SyntheticConfig | None = None, overwrite: bool = True
+                ) -> dict:
+    """`write(generate(config), out)` with memory flat in the number of sessions: the events are drawn and
+    appended block by block (same files); returns the meta."""
+    cfg, cat, features, blocks = _draw(config)
+    return _write_folder(Path(out), overwrite, features, blocks, _meta(cfg, cat, 0, 0, []))
+
+
+def _write_folder(out: Path, overwrite: bool, features: tuple, blocks: Iterable[pd.DataFrame], meta: dict
+                  ) -> dict:
+    """Write the folder atomically, events.tsv one block at a time; `meta` with the counts filled in."""
+    image, text, items = features
+    with atomic_dir(out, overwrite=overwrite) as tmp, (tmp / "events.tsv").open("wb") as handle:
+        items.to_parquet(tmp / "items.parquet", index=False)
+        np.save(tmp / "image.npy", image)
+        sp.save_npz(tmp / "text.npz", text)
+        seen, n_events, times = np.zeros(len(items) + 1, dtype=bool), 0, [2**63 - 1, 0]
+        for block in blocks:
+            pl.from_pandas(block).write_csv(handle, separator="\t", include_header=n_events == 0)
+            seen[block["ItemId"].to_numpy()] = True
+            n_events += len(block)
+            times = [min(times[0], int(block["Time"].min())), max(times[1], int(block["Time"].max()))]
+            done = int(block["SessionId"].iloc[-1])
+            if done == meta["sessions"] or done // 10**6 != (done - SESSION_BLOCK) // 10**6:  # every 1M
+                log.info("generate: %d of %d sessions written", done, meta["sessions"])
+        meta = {**meta, "events": n_events, "items_with_events": int(seen.sum()), "time_range": times}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

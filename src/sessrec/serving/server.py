@@ -1,38 +1,46 @@
 """HTTP server on FastAPI + uvicorn: one click in, the session's next items out (docs/serving.md).
 
-- POST /recommend {session_id, item_id, k=20, exclude_seen=true} -> {session_id, items: [{item_id,
-  score}], n_seen}: feeds `item_id` to the session's stored state (a new session when there is none)
-  and answers `Recommender.top_k`: the same code and scores as the offline `Recommender.recommend`.
+- POST /recommend {session_id, item_id, k=20, exclude_seen=true, candidates=null} -> {session_id,
+  items: [{item_id, score}], n_seen}: feeds `item_id` to the session's stored state (a new session
+  when there is none) and answers its top k (`candidates`: rank only those ids): the same code and
+  scores as the offline `Recommender.recommend`.
+- POST /recommend/batch {requests: [...]} -> {results: [answer | {status, detail}]}, in order (clicks
+  of one session applied in list order).
 - DELETE /sessions/{session_id}: forget a session (a later click starts a new one).
-- GET /health: {status, n_items, sessions}.
+- GET /health: {status, n_items, sessions}; GET /metrics: Prometheus text format.
 
-Errors are JSON `{"detail": ...}`: 422 for a malformed body (FastAPI's validation: missing fields,
-wrong types, k out of range), 404 naming an unknown item id (the session's state is left as it was).
+Concurrent requests are stepped through the network together by a `MicroBatcher` (one worker thread).
+Errors are JSON `{"detail": ...}`: 422 for a malformed body (FastAPI's validation), 404 naming an
+unknown item id (the session's state is left as it was), 401 without the API key when one is set
+(`X-API-Key` header; /health stays open), 413 for a body over `max_body_bytes`.
 
 Session states live in a `SessionCache`: at most `max_sessions`, least recently used dropped first, and
-each dropped `ttl` seconds after its last request. A state is a few KB (the hidden state, the seen
-items, one output vector), so 100,000 sessions of a 100-unit GRU4Rec take tens of MB.
-
-Requests run one at a time under a lock (torch with one thread per step); batching concurrent
-requests is not implemented yet.
+each dropped `ttl` seconds after its last request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
+import signal
 import threading
 import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from typing import Any
 
 import torch
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel, Field
 
+from sessrec.serving.batcher import Click, MicroBatcher
+from sessrec.serving.metrics import BodyLimit, Metrics
 from sessrec.serving.recommender import Recommender, SessionState, UnknownItemError
 
 log = logging.getLogger("sessrec")
+API_KEY_ENV = "SESSREC_API_KEY"
 
 
 class SessionCache:
@@ -87,52 +95,116 @@ class SessionCache:
 
 
 class RecommendRequest(BaseModel):
-    """The body of POST /recommend."""
+    """The body of POST /recommend (and each entry of POST /recommend/batch)."""
 
     session_id: str = Field(min_length=1, max_length=256)
     item_id: str | int
     k: int = Field(20, ge=1, le=1000)
     exclude_seen: bool = True
+    candidates: list[str | int] | None = Field(None, min_length=1, max_length=100_000)
+
+    def click(self) -> Click:
+        cands = None if self.candidates is None else [str(c) for c in self.candidates]
+        return Click(self.session_id, str(self.item_id), self.k, self.exclude_seen, cands)
 
 
-def create_app(recommender: Recommender, cache: SessionCache | None = None) -> Any:
-    """The FastAPI application serving `recommender` (see the module docstring)."""
+class BatchRequest(BaseModel):
+    """The body of POST /recommend/batch."""
+
+    requests: list[RecommendRequest] = Field(min_length=1, max_length=1000)
+
+
+def _error(err: Exception) -> tuple[int, Any]:
+    """(status, detail) of a click that failed."""
+    if isinstance(err, UnknownItemError):
+        return 404, {"error": str(err), "item_id": str(err.item_id)}
+    return 500, {"error": f"internal error ({type(err).__name__})"}
+
+
+def _json(body: dict[str, Any]) -> Any:
+    """A JSON response of plain str / float / int values, without FastAPI's per-value encoder walk."""
+    from fastapi.responses import Response
+
+    return Response(json.dumps(body), media_type="application/json")
+
+
+def create_app(
+    recommender: Recommender, cache: SessionCache | None = None, api_key: str | None = None,
+    max_batch: int = 64, batch_wait: float = 0.0, max_body_bytes: int = 1 << 20,
+) -> Any:
+    """The FastAPI application serving `recommender` (see the module docstring).
+
+    Args:
+        api_key: required in the `X-API-Key` header of every endpoint but /health (None: no key).
+        max_batch, batch_wait: the `MicroBatcher`'s batch size and wait for more requests (seconds).
+        max_body_bytes: larger request bodies are answered 413.
+    """
     cache = cache if cache is not None else SessionCache()
-    step_lock = threading.Lock()
-    app = FastAPI(title="sessrec", summary="session-based next-item recommendations")
+    metrics = Metrics(lambda: len(cache))
+    batcher = MicroBatcher(recommender, cache, max_batch, batch_wait, on_batch=metrics.batch_size.observe)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        yield
+        batcher.stop()  # after uvicorn has answered the requests in flight
+
+    def check_key(x_api_key: str | None = Header(None)) -> None:
+        if api_key is not None and (x_api_key is None or not secrets.compare_digest(x_api_key, api_key)):
+            raise HTTPException(401, "missing or wrong X-API-Key header")
+
+    app = FastAPI(title="sessrec", summary="session-based next-item recommendations", lifespan=lifespan)
+    keyed = [Depends(check_key)]
 
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "ok", "n_items": recommender.n_items, "sessions": len(cache)}
 
-    @app.post("/recommend")
-    def recommend(request: RecommendRequest) -> dict[str, Any]:
-        with step_lock:  # one session's clicks in order, and one torch computation at a time
-            try:
-                state = recommender.step(cache.get(request.session_id), request.item_id)
-            except UnknownItemError as err:
-                raise HTTPException(404, {"error": str(err), "item_id": str(request.item_id)}) from None
-            cache.put(request.session_id, state)
-            top = recommender.top_k(state, request.k, request.exclude_seen)
-        items = [{"item_id": item_id, "score": score} for item_id, score in top]
-        return {"session_id": request.session_id, "items": items, "n_seen": len(state.items)}
+    @app.get("/metrics", dependencies=keyed)
+    def prometheus() -> Any:
+        return metrics.response()
 
-    @app.delete("/sessions/{session_id}")
+    @app.post("/recommend", dependencies=keyed)
+    async def recommend(request: RecommendRequest) -> dict[str, Any]:
+        (answer,) = await batcher.submit([request.click()])
+        if isinstance(answer, Exception):
+            raise HTTPException(*_error(answer))
+        return _json(answer)
+
+    @app.post("/recommend/batch", dependencies=keyed)
+    async def recommend_batch(batch: BatchRequest) -> dict[str, Any]:
+        answers = await batcher.submit([r.click() for r in batch.requests])
+        results = [dict(zip(("status", "detail"), _error(a))) if isinstance(a, Exception) else a for a in answers]
+        return _json({"results": results})
+
+    @app.delete("/sessions/{session_id}", dependencies=keyed)
     def reset(session_id: str) -> dict[str, Any]:
         return {"session_id": session_id, "deleted": cache.pop(session_id)}
 
-    return app
+    return metrics.wrap(BodyLimit(app, max_body_bytes))
 
 
 def serve(
     export_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
-    max_sessions: int = 100_000, ttl: float = 1800.0, threads: int = 1,
+    max_sessions: int = 100_000, ttl: float = 1800.0, threads: int = 1, api_key: str | None = None,
+    max_batch: int = 64, batch_wait_ms: float = 0.0, max_body_bytes: int = 1 << 20,
 ) -> None:
-    """Load an export folder and serve it with uvicorn until interrupted (Ctrl-C / SIGTERM)."""
+    """Load an export folder and serve it with uvicorn until interrupted (Ctrl-C / SIGTERM: requests in
+    flight are answered first). `api_key` None: the SESSREC_API_KEY environment variable, if set."""
     import uvicorn
 
     torch.set_num_threads(threads)
+    api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     recommender = Recommender.load(export_dir)
-    app = create_app(recommender, SessionCache(max_sessions, ttl))
+    app = create_app(recommender, SessionCache(max_sessions, ttl), api_key, max_batch, batch_wait_ms / 1000,
+                     max_body_bytes)
     log.info("serving %s (%d items) on http://%s:%d", export_dir, recommender.n_items, host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # uvicorn answers the requests in flight on SIGTERM / Ctrl-C, then raises the signal again against
+    # the handlers it found: these no-op ones make that the normal end of the command (exit status 0)
+    stopped = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=10)
+    finally:
+        for sig, handler in stopped.items():
+            signal.signal(sig, handler)
+    log.info("stopped serving %s", export_dir)
