@@ -170,6 +170,48 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot(results: list[dict], path: str) -> None:
+    """Bar chart of test Recall@20 and MRR@20 per (dataset, framework, model): mean, error = sample std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r.get("dataset", "?"), r.get("framework", "?"), r.get("model", "?"))].append(r)
+    rows = []
+    for (dataset, framework, model), rs in groups.items():
+        stats = []
+        for metric in ("recall@20", "mrr@20"):
+            vals = [r.get("metrics", {}).get("test", {}).get(metric) for r in rs]
+            vals = [v for v in vals if v is not None]
+            m = sum(vals) / len(vals) if vals else float("nan")
+            sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            stats.append((m, sd))
+        rows.append((f"{framework}: {model}\n({len(rs)} seeds)", dataset, *stats))
+    rows.sort(key=lambda r: (r[1], -r[3][0]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(rows) + 1.6), sharey=True)
+    y = list(range(len(rows)))
+    for ax, idx, name in ((axes[0], 2, "Recall@20"), (axes[1], 3, "MRR@20")):
+        means = [r[idx][0] for r in rows]
+        sds = [r[idx][1] for r in rows]
+        colors = ["tab:blue" if r[0].startswith("sessrec") else "tab:orange" for r in rows]
+        ax.barh(y, means, xerr=sds, color=colors, capsize=3)
+        for yi, (m, sd) in zip(y, zip(means, sds)):
+            ax.text(m + sd + 0.005, yi, f"{m:.3f}", va="center", fontsize=8)
+        ax.set_xlabel(f"test {name}")
+        ax.set_xlim(0, max(m + sd for m, sd in zip(means, sds)) * 1.25 if means else 1)
+    axes[0].set_yticks(y, [r[0] for r in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(", ".join(sorted({r[1] for r in rows})) + ": mean ± std over seeds, conservative ties")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -189,6 +231,7 @@ def main(argv: list[str] | None = None) -> str:
         metavar="[DATA_DIR=]LABEL",
         help="dataset label of sessrec result.json files: for all, or per prepared folder (repeatable)",
     )
+    parser.add_argument("--plot", default=None, help="also write a PNG bar chart of the table (matplotlib)")
     args = parser.parse_args(argv)
     results = load_results(args.paths, args.sessrec_dataset)
     venv = Path(args.recbole_venv)
@@ -208,6 +251,8 @@ def main(argv: list[str] | None = None) -> str:
         print(f"wrote {args.out} ({len(results)} result(s))", file=sys.stderr)
     else:
         print(text, end="")
+    if args.plot and results:
+        plot(results, args.plot)
     return text
 
 

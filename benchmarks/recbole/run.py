@@ -69,6 +69,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work-dir", default=None, help="RecBole's log/ and checkpoints (default: a temp dir)"
     )
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--no-test",
+        action="store_true",
+        help="tuning mode: the test split is never loaded (RecBole's test loader gets the valid file), "
+        "nothing is tested; the JSON holds the valid figures and the per-epoch valid curve",
+    )
+    parser.add_argument(
+        "--test-weights",
+        default="best",
+        choices=["best", "last"],
+        help="best: the best valid epoch's weights (early stopping); last: the last epoch's, for a final "
+        "run on train_full with a fixed (tuned) epoch count, where valid is inside the training data",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,7 +106,7 @@ def build_config(args: argparse.Namespace, meta: dict) -> dict:
         user["selected_features"] = features
     protocol = {
         "data_path": str(data_dir.parent),
-        "benchmark_filename": [args.train_split, "valid", "test"],
+        "benchmark_filename": [args.train_split, "valid", "valid" if args.no_test else "test"],
         "USER_ID_FIELD": "session_id",
         "ITEM_ID_FIELD": "item_id",
         # without this alias RecBole remaps item_id_list with its OWN token table: histories would
@@ -225,7 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         n_items = dataset.item_num - 1  # without [PAD]
         if n_items != meta["n_items"]:
             raise SystemExit(f"RecBole catalogue has {n_items} items, export has {meta['n_items']}")
-        expect = {s: meta["splits"][s]["rows"] for s in (args.train_split, "valid", "test")}
+        test_split = "valid" if args.no_test else "test"
+        expect = {
+            args.train_split: meta["splits"][args.train_split]["rows"],
+            "valid": meta["splits"]["valid"]["rows"],
+            "test": meta["splits"][test_split]["rows"],
+        }
         got = {
             args.train_split: len(train_data.dataset),
             "valid": len(valid_data.dataset),
@@ -234,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         if got != expect:
             raise SystemExit(f"row counts differ from the export: RecBole {got}, export {expect}")
 
-        check_rows(dataset, test_data.dataset, data_dir / f"{name}.test.inter")
+        check_rows(dataset, test_data.dataset, data_dir / f"{name}.{test_split}.inter")
         init_seed(config["seed"], config["reproducibility"])
         model = model_class(config, train_data.dataset).to(config["device"])
         torch.autograd.set_detect_anomaly(False)
@@ -259,16 +277,31 @@ def main(argv: list[str] | None = None) -> None:
             best["state"] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
         trainer._save_checkpoint = keep_best
+        valid_curve: list[float] = []
+        valid_epoch = trainer._valid_epoch
+
+        def logged_valid(*a, **kw):
+            score, result = valid_epoch(*a, **kw)
+            valid_curve.append(float(score))
+            return score, result
+
+        trainer._valid_epoch = logged_valid
         t_fit = time.perf_counter()
         best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
         fit_seconds = time.perf_counter() - t_fit
         t_test = time.perf_counter()
-        trainer.model.load_state_dict(best["state"])
-        test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+        if args.test_weights == "best":
+            trainer.model.load_state_dict(best["state"])
+        if args.no_test:
+            test_result = {}
+            own = {"conservative": {}, "standard": {}, "rows_with_tied_target": None, "rows": 0}
+        else:
+            test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+            own = own_ranks(trainer.model, test_data, torch)
+            if own["rows"] != meta["splits"]["test"]["rows"]:
+                expected = meta["splits"]["test"]["rows"]
+                raise SystemExit(f"ranked {own['rows']} test rows, export has {expected}")
         test_seconds = time.perf_counter() - t_test
-        own = own_ranks(trainer.model, test_data, torch)
-        if own["rows"] != meta["splits"]["test"]["rows"]:
-            raise SystemExit(f"ranked {own['rows']} test rows, export has {meta['splits']['test']['rows']}")
     finally:
         os.chdir(cwd)
 
@@ -290,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         "tie_mode": "conservative",
         "metrics": {
             "valid": lower_keys(best_valid),
-            "test": own["conservative"],
+            **({} if args.no_test else {"test": own["conservative"]}),
         },
         "extra": {
             "recbole_test_metrics": lower_keys(test_result),
@@ -305,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
             "epochs_trained": len(epoch_times),
             "best_epoch": best["epoch"] + 1,
             "best_valid_mrr@20": float(best_valid_score),
+            "valid_mrr@20_per_epoch": valid_curve,
+            "test_weights": args.test_weights,
+            "tested": not args.no_test,
             "fit_seconds_with_validation": fit_seconds,
             "test_seconds": test_seconds,
             "data_seconds": data_seconds,
@@ -325,6 +361,13 @@ def main(argv: list[str] | None = None) -> None:
     tmp = out_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(out_path)
+    if args.no_test:
+        print(
+            f"{args.model} seed {args.seed}: NO TEST; best valid MRR@20 {float(best_valid_score):.4f} "
+            f"at epoch "
+            f"{best['epoch'] + 1} of {len(epoch_times)} -> {out_path}"
+        )
+        return
     m = record["metrics"]["test"]
     print(
         f"{args.model} seed {args.seed}: test Recall@20 {m['recall@20']:.4f} MRR@20 {m['mrr@20']:.4f} "
