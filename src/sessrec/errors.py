@@ -18,6 +18,13 @@ class ConfigError(SessrecError, ValueError):
     """An invalid option or an invalid combination of options."""
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty), for the
+    `(reason)` part of a one-line error."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 _NOISE = (
     "Does not validate against any of the Union subtypes",
     "Subtypes:",

@@ -18,7 +18,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from sessrec.checkpoints import check_ckpt_path, check_fits, load_checkpoint
 from sessrec.data.datamodule import SessionDataModule
-from sessrec.errors import ConfigError, DataError, SessrecError, did_you_mean, one_line_parser_error
+from sessrec.errors import (
+    ConfigError, DataError, SessrecError, did_you_mean, first_line, one_line_parser_error,
+)
 from sessrec.io import read_yaml
 from sessrec.runtime import quiet_lightning_notices
 
@@ -171,7 +173,7 @@ class SessrecCLI(LightningCLI):
         except SessrecError:
             raise
         except MisconfigurationException as err:
-            raise ConfigError(f"trainer: {_first_line(err)}") from err
+            raise ConfigError(f"trainer: {' '.join(first_line(err).split())}") from err
         except (ValueError, TypeError) as err:
             cause = err
             while cause.__cause__ is not None:
@@ -218,11 +220,6 @@ def _config_files(argv: object) -> tuple[str, ...]:
         elif arg.startswith("--config="):
             files.append(arg.split("=", 1)[1])
     return tuple(files)
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return " ".join(lines[0].split()) if lines else type(err).__name__
 
 
 def _check_yaml(path: str) -> None:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from sessrec.checks import number_problem
 from sessrec.data.times import TIME_UNITS, check_time_scale, data_row, parse_time
-from sessrec.errors import ConfigError, DataError
+from sessrec.errors import ConfigError, DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -277,22 +277,17 @@ def _read_table(
     except re.error as err:
         raise ConfigError(f"sep: {sep!r} is not a valid separator ({err})") from None
     except ImportError as err:  # an optional decompressor pandas needs
-        raise DataError(f"{path}: cannot read as {kind} ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
     except (*_DECOMPRESS_ERRORS, OSError) as err:
         if path.suffix.lower() in _COMPRESSION or isinstance(err, _DECOMPRESS_ERRORS):
-            why = f"truncated or corrupt {path.suffix} file: {_first_line(err)}"
+            why = f"truncated or corrupt {path.suffix} file: {first_line(err)}"
             raise DataError(f"{path}: cannot read as {kind} ({why})") from None
-        raise DataError(f"{path}: cannot read as {kind} ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
     except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-        raise DataError(f"{path}: cannot read as {kind} ({_first_line(err)})") from None
+        raise DataError(f"{path}: cannot read as {kind} ({first_line(err)})") from None
     if frame.empty:
         raise DataError(f"{path}: file has a header but no rows")
     return frame
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _match_columns(wanted: list[str], found: Sequence[object]) -> dict[str, object]:

@@ -14,13 +14,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from sessrec.errors import DataError
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an error's message for a one-line DataError (its type name when empty)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+from sessrec.errors import DataError, first_line
 
 
 def check_finite(path: Path, values: np.ndarray, row_of: np.ndarray | None = None) -> None:

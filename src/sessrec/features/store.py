@@ -37,8 +37,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from sessrec.errors import DataError
-from sessrec.features.npz import build_csr, check_dtype, check_finite, first_line, read_npz, to_float32
+from sessrec.errors import DataError, first_line
+from sessrec.features.npz import build_csr, check_dtype, check_finite, read_npz, to_float32
 from sessrec.io import atomic_write
 
 log = logging.getLogger(__name__)

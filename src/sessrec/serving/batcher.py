@@ -104,16 +104,21 @@ class MicroBatcher:
                     stopping = True
                     break
                 batch.append(entry)
-            if self.on_batch is not None:
-                self.on_batch(len(batch))
-            while batch:  # rounds: at most one click per session, the session's earliest first
-                taken: set[str] = set()
-                round_, rest = [], []
-                for entry in batch:
-                    (round_ if entry[0].session_id not in taken else rest).append(entry)
-                    taken.add(entry[0].session_id)
-                self._answer(round_)
-                batch = rest
+            try:
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
+                while batch:  # rounds: at most one click per session, the session's earliest first
+                    taken: set[str] = set()
+                    round_, rest = [], []
+                    for entry in batch:
+                        (round_ if entry[0].session_id not in taken else rest).append(entry)
+                        taken.add(entry[0].session_id)
+                    self._answer(round_)
+                    batch = rest
+            except Exception as err:  # noqa: BLE001 - the worker keeps serving; these clicks fail
+                log.exception("batch of %d clicks failed", len(batch))
+                for _, future, loop in batch:  # answered ones are done already: _resolve skips them
+                    loop.call_soon_threadsafe(_resolve, future, err)
 
     def _answer(self, entries: list[tuple[Click, asyncio.Future, asyncio.AbstractEventLoop]]) -> None:
         rec, results = self.recommender, {}

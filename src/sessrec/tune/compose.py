@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from sessrec.errors import ConfigError, one_line_parser_error
+from sessrec.io import read_yaml
 from sessrec.tune.spec import Param, TuneSpec
 
 _METRIC = re.compile(r"val_\w+@(\d+)")
@@ -139,10 +140,7 @@ def _parse_dict(config: dict[str, Any]) -> Any:
 def base_config(spec: TuneSpec) -> dict[str, Any]:
     """The base as one mapping: the file itself, or several merged by the real parser (fully resolved)."""
     if len(spec.base) == 1:
-        try:
-            config = yaml.safe_load(Path(spec.base[0]).read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"{spec.base[0]}: cannot read the base config ({' '.join(str(err).split())})")
+        config = read_yaml(spec.base[0], "base config")
         if not isinstance(config, dict):
             raise ConfigError(f"{spec.base[0]}: expected a LightningCLI config mapping")
         return config

@@ -47,18 +47,13 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class TrialReport(Callback):
-    """Reports the objective to Optuna after every validation; prunes; stops on a non-finite loss."""
+    """Reports the objective to Optuna after every validation; prunes; a non-finite objective fails the
+    trial (a non-finite training loss already stops the run: `SessionRecModule`'s TrainingDiverged)."""
 
     def __init__(self, trial: optuna.Trial, metric: str) -> None:
         self.trial, self.metric = trial, metric
         self.value: float | None = None
         self.reports = 0
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        loss = trainer.callback_metrics.get("train_loss_step")  # the block's mean loss, as logged
-        if loss is not None and not math.isfinite(float(loss)):
-            raise FloatingPointError(f"train_loss is {float(loss)} at epoch {trainer.current_epoch}, "
-                                     f"step {trainer.global_step}")
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking:
