@@ -161,7 +161,7 @@ def test_exclude_seen_leaves_out_the_sessions_items():
         module.on_predict_epoch_start()
         parts[exclude] = [module.predict_step(b, i) for i, b in
                           enumerate(SessionParallelIterator(items, offsets, batch_size=2, steps_per_block=3))]
-    full, kept = topk_frame(parts[False]), topk_frame(parts[True])
+    full, kept = topk_frame(parts[False]), topk_frame(parts[True], exclude_seen=True)
     for s, events in enumerate(sessions):
         everything = full[full["session"] == s]["item_id"].tolist()
         got = kept[kept["session"] == s]["item_id"].tolist()

@@ -109,11 +109,15 @@ class PredictMixin:
 
 
 def _mask_seen(rows: Tensor, sessions: Tensor, split: Split) -> Tensor:
-    """rows (m, N) with -inf at the items of each session (m,) of `split`."""
+    """rows (m, N) with -inf at the items of each session (m,) of `split` (one gather, one upload)."""
+    s = sessions.cpu().numpy()  # (m,)
+    starts = split.offsets[s]  # (m,)
+    lengths = split.offsets[s + 1] - starts  # (m,)
+    row = np.repeat(np.arange(len(s)), lengths)  # (E,) the row of each seen event
+    pos = np.arange(len(row)) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(starts, lengths)
+    index = torch.as_tensor(np.stack([row, split.items[pos]]), dtype=torch.long, device=rows.device)  # (2, E)
     rows = rows.clone()
-    for j, s in enumerate(sessions.tolist()):
-        seen = torch.as_tensor(split.items[split.offsets[s] : split.offsets[s + 1]], device=rows.device)
-        rows[j, seen.long()] = -torch.inf
+    rows[index[0], index[1]] = -torch.inf
     return rows
 
 
@@ -171,12 +175,15 @@ class TopKWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_predict_epoch_end(trainer, pl_module)
         item_ids = getattr(trainer.datamodule, "item_ids", None)
-        write_topk(self.output, self._parts, item_ids)
+        write_topk(self.output, self._parts, item_ids, self.exclude_seen)
         self._parts = []
 
 
-def topk_frame(parts: Sequence[Prediction], item_ids: np.ndarray | None = None) -> pd.DataFrame:
-    """Columns session, rank, item_id, score, sorted by session then rank (item index if no ids)."""
+def topk_frame(
+    parts: Sequence[Prediction], item_ids: np.ndarray | None = None, exclude_seen: bool = False
+) -> pd.DataFrame:
+    """Columns session, rank, item_id, score, sorted by session then rank (item index if no ids);
+    `exclude_seen`: the rows of seen items (score -inf, from `_mask_seen`) are left out."""
     parts = [p for p in parts if p[0].numel()]  # blocks where no session ended
     k = max((p[1].shape[1] for p in parts), default=0)
     sessions = torch.cat([p[0] for p in parts]).numpy() if parts else np.zeros(0, np.int64)  # (M,)
@@ -193,13 +200,20 @@ def topk_frame(parts: Sequence[Prediction], item_ids: np.ndarray | None = None) 
             "score": scores.reshape(-1).astype(np.float32),
         }
     )
-    return frame[frame["score"] != -np.inf].reset_index(drop=True)  # excluded seen items
+    if not exclude_seen:
+        return frame
+    return frame[frame["score"] != -np.inf].reset_index(drop=True)
 
 
-def write_topk(path: str | os.PathLike, parts: Sequence[Prediction], item_ids: np.ndarray | None) -> None:
-    """Write `topk_frame(parts, item_ids)` to `path` (.csv or .parquet) via a temporary file."""
+def write_topk(
+    path: str | os.PathLike,
+    parts: Sequence[Prediction],
+    item_ids: np.ndarray | None,
+    exclude_seen: bool = False,
+) -> None:
+    """Write `topk_frame(parts, item_ids, exclude_seen)` to `path` (.csv or .parquet) via a temporary file."""
     path = Path(path)
-    frame = topk_frame(parts, item_ids)
+    frame = topk_frame(parts, item_ids, exclude_seen)
     _check_writable(path)
     with atomic_write(path) as tmp:
         if path.suffix.lower() == ".parquet":
