@@ -86,6 +86,13 @@ class _Optimizer(Optimizer):
                 p.grad = None
 
 
+def _check_positive(**values: float) -> None:
+    """ValueError `<name> must be a finite number > 0` (NaN fails every comparison)."""
+    for name, value in values.items():
+        if not (math.isfinite(value) and value > 0.0):
+            raise ValueError(f"{name} must be a finite number > 0, got {value}")
+
+
 class AdagradMomentum(_Optimizer):
     """Adagrad with (heavy-ball) momentum and row-sparse updates, as in the GRU4Rec reference.
 
@@ -102,12 +109,9 @@ class AdagradMomentum(_Optimizer):
         self, params: Iterable[Tensor] | Iterable[dict[str, Any]], lr: float = 0.05, momentum: float = 0.0,
         eps: float = 1e-6,
     ) -> None:
-        if not (math.isfinite(lr) and lr > 0.0):  # NaN fails every comparison
-            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        _check_positive(lr=lr, eps=eps)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if not (math.isfinite(eps) and eps > 0.0):
-            raise ValueError(f"eps must be a finite number > 0, got {eps}")
         super().__init__(params, dict(lr=lr, momentum=momentum, eps=eps))
 
     def _state_for(self, p: Tensor, momentum: float) -> dict[str, Tensor]:
@@ -209,12 +213,9 @@ class RowSparseAdam(_Optimizer):
         betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        if not (math.isfinite(lr) and lr > 0.0):
-            raise ValueError(f"lr must be a finite number > 0, got {lr}")
+        _check_positive(lr=lr, eps=eps)
         if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
             raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
-        if not (math.isfinite(eps) and eps > 0.0):
-            raise ValueError(f"eps must be a finite number > 0, got {eps}")
         if not (math.isfinite(weight_decay) and weight_decay >= 0.0):
             raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
