@@ -40,7 +40,7 @@ def main() -> int:
     from sessrec.encoders.item_id import ItemIdEncoder
     from sessrec.models.gru4rec import GRU4Rec
     from sessrec.models.prnn import ParallelRNN
-    from sessrec.module import SessionRecModule
+    from sessrec.training.module import SessionRecModule
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -14,7 +14,7 @@ embedding, 1 epoch. Measured per repeat (medians reported):
 1. training events/s through ``lightning.Trainer.fit`` (SessionRecModule + SessionDataModule; logger,
    checkpointing, progress bar and validation off); events = active (input, target) pairs of the epoch.
    "epoch" times the epoch only (a callback), "fit" the whole ``fit`` call (set-up: sampler cache).
-   The default module takes the fused step (`sessrec.fused`); "trainer_autograd" is the same fit with
+   The default module takes the fused step (`sessrec.training.fused`); "trainer_autograd" is the same fit with
    ``fused_step=False`` (loss.backward() and optimizer.step()), measured in the same repeat.
 2. the same training loop without Lightning: SessionParallelIterator blocks, the module's own net,
    loss, sampler and optimiser objects, the inner loop of ``SessionRecModule.training_step`` replicated
@@ -141,7 +141,7 @@ def build(n_items: int, fused: bool = True):
     import inspect
 
     from sessrec.models.gru4rec import GRU4Rec
-    from sessrec.module import SessionRecModule
+    from sessrec.training.module import SessionRecModule
 
     c = CONFIG
     net = GRU4Rec(n_items, layers=c["layers"], input_mode=c["input_mode"], dropout_embed=c["dropout_embed"],
@@ -200,14 +200,14 @@ def fit_with_trainer(data_dir: Path, seed: int, fused: bool = True) -> tuple[Any
 
 def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
     """The training epoch without Lightning: the same objects, training_step's inner loop replicated,
-    with the fused step where the Trainer uses it (`sessrec.fused`, full steps) and autograd elsewhere."""
+    with the fused step where the Trainer uses it (`sessrec.training.fused`, full steps) and autograd elsewhere."""
     import torch
 
     from sessrec.data.batching import SessionParallelIterator
     from sessrec.data.prepared import PreparedData
-    from sessrec.data.sampler import PopularitySampler
-    from sessrec.losses import log_q_columns
-    from sessrec.optim import AdagradMomentum
+    from sessrec.training.sampler import PopularitySampler
+    from sessrec.training.losses import log_q_columns
+    from sessrec.training.optim import AdagradMomentum
 
     torch.manual_seed(seed)
     data = PreparedData.load(data_dir)
@@ -221,7 +221,7 @@ def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
     opt = AdagradMomentum(net.parameters(), lr=hp.lr, momentum=hp.momentum)
     fused = None
     try:  # the step the Trainer takes (older checkouts have none)
-        from sessrec.fused import FusedGRU4RecStep
+        from sessrec.training.fused import FusedGRU4RecStep
 
         fused = FusedGRU4RecStep(net, opt, hp.logq, log_pop, hp.sample_alpha)
     except (ImportError, ValueError):

@@ -27,7 +27,7 @@ import torch
 
 from sessrec.data.batching import SessionParallelIterator
 from sessrec.lightning_cli import SessrecCLI
-from sessrec.metrics import target_ranks
+from sessrec.evaluation.metrics import target_ranks
 
 METRICS = ("mrr@20", "recall@20")
 

@@ -24,13 +24,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from sessrec.data.sampler import PopularitySampler
+from sessrec.training.sampler import PopularitySampler
 from sessrec.encoders import Catalogue, ItemIdEncoder, SparseTextEncoder
 from sessrec.features import write_sparse
-from sessrec.losses import SampledLoss
+from sessrec.training.losses import SampledLoss
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.models.prnn import ParallelRNN
-from sessrec.optim import AdagradMomentum
+from sessrec.training.optim import AdagradMomentum
 
 
 def text_matrix(n_items: int, vocab: int, nnz: float, seed: int) -> sp.csr_matrix:

@@ -40,13 +40,13 @@ from gru4rec_speed import CONFIG, prepared_dir  # noqa: E402
 
 from sessrec.data.batching import SessionParallelIterator  # noqa: E402
 from sessrec.data.prepared import PreparedData  # noqa: E402
-from sessrec.data.sampler import PopularitySampler  # noqa: E402
+from sessrec.training.sampler import PopularitySampler  # noqa: E402
 from sessrec.encoders import Catalogue, DenseEncoder, ItemIdEncoder  # noqa: E402
 from sessrec.features import write_dense  # noqa: E402
-from sessrec.losses import SampledLoss, log_q_columns  # noqa: E402
+from sessrec.training.losses import SampledLoss, log_q_columns  # noqa: E402
 from sessrec.models.gru4rec import GRU4Rec  # noqa: E402
 from sessrec.models.prnn import ParallelRNN  # noqa: E402
-from sessrec.optim import AdagradMomentum  # noqa: E402
+from sessrec.training.optim import AdagradMomentum  # noqa: E402
 
 MODELS = ("gru4rec", "id", "id+image", "id+image_proj")
 

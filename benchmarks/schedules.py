@@ -91,7 +91,7 @@ def make_config(name: str, feature: str, epochs: int, data: str, workdir: Path, 
         args.setdefault("order", subnets)
         if args.get("epochs_per_phase") == "half":
             args["epochs_per_phase"] = max(1, epochs // len(subnets))
-        callbacks.append({"class_path": "sessrec.callbacks.schedule.TrainingSchedule", "init_args": args})
+        callbacks.append({"class_path": "sessrec.training.schedules.TrainingSchedule", "init_args": args})
     net = cfg["model"]["init_args"]["net"]["init_args"]
     net["encoders"] = {s: copy.deepcopy(ID if s == "id" else FEATURES[s]) for s in subnets}
     for key, value in net_over.items():

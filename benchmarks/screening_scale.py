@@ -1,4 +1,4 @@
-"""Exact ranking by int8 screening (`sessrec.screening`) against dense scores on a large catalogue.
+"""Exact ranking by int8 screening (`sessrec.evaluation.screening`) against dense scores on a large catalogue.
 
 Random item table [W | b] (N, D+1) with entries N(0, 0.15^2) and queries tanh(2 z); `--good` of the
 queries get a target among their 50 best items (so the ranks <= 20 that Recall@20 / MRR@20 need are
@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from sessrec import runtime
-from sessrec.metrics import target_ranks
+from sessrec.evaluation.metrics import target_ranks
 from sessrec.models.rows import score_rows
-from sessrec.screening import ScreenedTable
+from sessrec.evaluation.screening import ScreenedTable
 
 
 def main(argv: list[str] | None = None) -> None:

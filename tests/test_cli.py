@@ -102,15 +102,15 @@ def test_one_line_parser_error_suggestions_by_hand():
     message = """Parser key "model":
   Does not validate against any of the Union subtypes
   Errors:
-    - Problem with given class_path 'sessrec.module.SessionRecModule':
+    - Problem with given class_path 'sessrec.training.module.SessionRecModule':
         Option 'n_sampel' is not accepted
     - Expected a <class 'NoneType'>
   Given value type: <class 'jsonargparse._util.NestedArg'>
   Given value: NestedArg(key='n_sampel', val=3)"""
     assert one_line_parser_error(message) == (
-        "model: class_path 'sessrec.module.SessionRecModule': Option 'n_sampel' is not accepted "
+        "model: class_path 'sessrec.training.module.SessionRecModule': Option 'n_sampel' is not accepted "
         "(did you mean 'n_sample'?)")
-    unknown_class = message.replace("sessrec.module.SessionRecModule", "nowhere.Nothing")
+    unknown_class = message.replace("sessrec.training.module.SessionRecModule", "nowhere.Nothing")
     assert one_line_parser_error(unknown_class).endswith("Option 'n_sampel' is not accepted")  # no guess
 
 

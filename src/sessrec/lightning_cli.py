@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from sessrec.checkpoints import check_ckpt_path, check_fits, load_checkpoint
+from sessrec.training.checkpoints import check_ckpt_path, check_fits, load_checkpoint
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.errors import (
     ConfigError, DataError, SessrecError, did_you_mean, first_line, one_line_parser_error,
@@ -89,7 +89,7 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 class SessrecCLI(LightningCLI):
     """`fit`, `validate`, `test`, `predict` with `--config configs/<x>.yaml`.
 
-    The model is any LightningModule (`class_path`), usually `sessrec.module.SessionRecModule` with a
+    The model is any LightningModule (`class_path`), usually `sessrec.training.module.SessionRecModule` with a
     `net`, or `sessrec.baselines.BaselineModule`. The catalogue size flows from the data to the net.
     """
 
@@ -212,7 +212,7 @@ class SessrecCLI(LightningCLI):
 def _config_files(argv: object) -> tuple[str, ...]:
     """The files given with -c/--config on a command line (named in parse errors)."""
     if not isinstance(argv, (list, tuple)):
-        return ()  # args given as a dict (sessrec.analysis)
+        return ()  # args given as a dict (sessrec.evaluation.analysis)
     files = []
     for i, arg in enumerate(argv):
         if arg in ("-c", "--config") and i + 1 < len(argv):

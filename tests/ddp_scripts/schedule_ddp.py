@@ -14,12 +14,12 @@ from pathlib import Path
 import lightning as L
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "callbacks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 from fake_prnn import FakeParallelRNN  # noqa: E402
 
-from sessrec.callbacks.schedule import TrainingSchedule  # noqa: E402
+from sessrec.training.schedules import TrainingSchedule  # noqa: E402
 from sessrec.data.datamodule import SessionDataModule  # noqa: E402
-from sessrec.module import SessionRecModule  # noqa: E402
+from sessrec.training.module import SessionRecModule  # noqa: E402
 
 
 class FrozenCheck(L.Callback):

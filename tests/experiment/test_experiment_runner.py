@@ -14,14 +14,14 @@ from sessrec.errors import ConfigError, SessrecError
 from sessrec.experiment import runner
 from sessrec.experiment.runner import run_experiment
 from sessrec.experiment.spec import parse_experiment
-from sessrec.loggers import wandb_mode
+from sessrec.training.loggers import wandb_mode
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 ID_ONLY = str(CONFIGS / "prnn" / "id-only.yaml")
 IKNN = str(CONFIGS / "baselines" / "iknn.yaml")
 RESIDUAL = str(CONFIGS / "prnn" / "residual.yaml")
-SCHEDULE = "sessrec.callbacks.schedule.TrainingSchedule"
+SCHEDULE = "sessrec.training.schedules.TrainingSchedule"
 
 
 def tiny(data: Path, out: Path, runs: list[dict], **over) -> dict:

@@ -67,14 +67,14 @@ def test_compose_replaces_dotted_keys_and_owns_the_outputs(tmp_path):
     assert trainer["default_root_dir"] == str(tmp_path / "a")
     csv_logger, wandb_logger = trainer["logger"]
     assert csv_logger["init_args"] == {"save_dir": str(tmp_path), "name": "a", "version": ""}
-    assert wandb_logger["class_path"] == "sessrec.loggers.WandbLogger"
+    assert wandb_logger["class_path"] == "sessrec.training.loggers.WandbLogger"
     assert wandb_logger["init_args"]["log_model"] is True and wandb_logger["init_args"]["group"] == "exp"
     (checkpoint,) = trainer["callbacks"]  # prnn.yaml's own ModelCheckpoint, moved into the run folder
     assert checkpoint["init_args"]["dirpath"] == str(tmp_path / "a" / "checkpoints")
 
 
 def test_compose_adds_a_checkpoint_when_the_config_has_none(tmp_path):
-    schedule = {"class_path": "sessrec.callbacks.schedule.TrainingSchedule",
+    schedule = {"class_path": "sessrec.training.schedules.TrainingSchedule",
                 "init_args": {"mode": "simultaneous"}}
     runs = [{"name": "a", "config": ID_ONLY, "set": {"trainer.callbacks": [schedule]}}]
     experiment = parse_experiment(spec(out_dir=str(tmp_path), runs=runs))

@@ -88,7 +88,7 @@ def test_trainer_devices(tmp_path, tiny_prepared):
 
 
 @pytest.mark.ddp
-@pytest.mark.slow  # tests/callbacks/test_schedule_ddp.py launches torchrun on one node too
+@pytest.mark.slow  # tests/training/test_schedules_ddp.py launches torchrun on one node too
 def test_torchrun_one_node(tmp_path, tiny_prepared):
     cfg = _config(tmp_path, tiny_prepared)
     cmd = [TORCHRUN, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "sessrec", "fit",

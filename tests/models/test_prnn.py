@@ -138,7 +138,7 @@ def test_plugin_encoder_trains_from_a_config(tiny_prepared: Path, tmp_path: Path
     trainer: {{max_epochs: 1, limit_train_batches: 3, limit_val_batches: 0, logger: false,
                enable_checkpointing: false, enable_progress_bar: false}}
     model:
-      class_path: sessrec.module.SessionRecModule
+      class_path: sessrec.training.module.SessionRecModule
       init_args:
         net:
           class_path: sessrec.models.prnn.ParallelRNN
@@ -180,7 +180,7 @@ def test_cli_fit_then_test_restores_weights(tiny_prepared: Path, tmp_path: Path)
         "encoders": {"id": {"class_path": "ItemIdEncoder", "init_args": {"dim": 8}},
                      "image": {"class_path": "DenseEncoder", "init_args": {"path": "../raw/image.npy"}}},
         "layers": [8], "fusion": "weighted", "learn_scale": True}}
-    common = ["--model.class_path", "sessrec.module.SessionRecModule", f"--model.init_args.net={net}",
+    common = ["--model.class_path", "sessrec.training.module.SessionRecModule", f"--model.init_args.net={net}",
               "--model.init_args.n_sample", "16", "--data.data_dir", str(tiny_prepared),
               "--data.batch_size", "8", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
               "--trainer.limit_test_batches", "1", f"--trainer.default_root_dir={tmp_path}"]
@@ -198,7 +198,7 @@ def test_cli_fit_then_test_restores_weights(tiny_prepared: Path, tmp_path: Path)
 
 @pytest.mark.parametrize("fusion", ["concat", "weighted"])
 def test_query_and_ranking_table_factor_the_scores(catalogue: Catalogue, fusion: str) -> None:
-    """Concat fusion's scores are query @ W.T + b (what sessrec.screening ranks); weighted has no table."""
+    """Concat fusion's scores are query @ W.T + b (what sessrec.evaluation.screening ranks); weighted has no table."""
     net = make_net(catalogue, fusion, subnet_scale={"id": 0.5, "image": 2.0}).eval()
     inputs = torch.tensor([0, 3, 6])
     hidden = [torch.randn(B, h) for h in net.hidden_sizes]

@@ -12,15 +12,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from sessrec.callbacks.schedule import TrainingSchedule
+from sessrec.training.schedules import TrainingSchedule
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.encoders import Catalogue, ConcatEncoder, DenseEncoder, ItemIdEncoder
 from sessrec.errors import ConfigError
 from sessrec.features import write_dense
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.models.prnn import ParallelRNN
-from sessrec.module import SessionRecModule
-from sessrec.optim import AdagradMomentum
+from sessrec.training.module import SessionRecModule
+from sessrec.training.optim import AdagradMomentum
 
 N, B = 7, 3
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "prnn" / "id-shared.yaml"
@@ -148,7 +148,7 @@ def test_id_only_equals_gru4rec_shared(catalogue: Catalogue, fusion: str) -> Non
         assert torch.equal(a, b)
     assert torch.equal(g4r.item_table.grad.to_dense(), _prnn_table(prnn).grad.to_dense())
     assert torch.equal(cell_g.weight_ih.grad, cell_p.weight_ih.grad)
-    if fusion == "concat":  # what sessrec.screening ranks: the same query against the same table
+    if fusion == "concat":  # what sessrec.evaluation.screening ranks: the same query against the same table
         g4r.eval(), prnn.eval()
         assert torch.equal(g4r.query(inputs, hidden)[0], prnn.query(inputs, hidden)[0])
         assert prnn.ranking_table() is _prnn_table(prnn)
@@ -156,7 +156,7 @@ def test_id_only_equals_gru4rec_shared(catalogue: Catalogue, fusion: str) -> Non
 
 def test_id_only_trains_as_gru4rec_and_screens(tiny_prepared: Path, tmp_path: Path) -> None:
     """Trained through SessionRecModule (autograd, AdagradMomentum with momentum): the same weights and
-    the same validation metrics (ranked by sessrec.screening via query / ranking_table)."""
+    the same validation metrics (ranked by sessrec.evaluation.screening via query / ranking_table)."""
     dm = SessionDataModule(str(tiny_prepared), batch_size=16, eval_batch_size=64, steps_per_block=4,
                            train_split="train_full", val_split="test")
     g4r, prnn = make_pair(dm.n_items, 8, "concat", make_catalogue(tmp_path, dm.n_items), dropout_hidden=0.1)

@@ -50,7 +50,7 @@ trainer:
     - class_path: lightning.pytorch.callbacks.ModelCheckpoint
       init_args: {{dirpath: {run_dir}/checkpoints, save_last: true, save_top_k: 0}}
 model:
-  class_path: sessrec.module.SessionRecModule
+  class_path: sessrec.training.module.SessionRecModule
   init_args:{MODELS[name]}
     n_sample: 32
     lr: 0.1

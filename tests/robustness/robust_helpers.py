@@ -80,7 +80,7 @@ trainer:
         save_last: true
         enable_version_counter: false
 model:
-  class_path: sessrec.module.SessionRecModule
+  class_path: sessrec.training.module.SessionRecModule
   init_args:
     net:
       class_path: sessrec.models.gru4rec.GRU4Rec

@@ -26,7 +26,7 @@ from sessrec.data.prepared import PreparedData, write_prepared
 from sessrec.errors import DataError
 from sessrec.features.store import ids_path, load_dense, write_dense, write_properties, write_sparse
 from sessrec.io import atomic_dir, atomic_write
-from sessrec.predict import write_topk
+from sessrec.evaluation.predict import write_topk
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "sessrec"
 

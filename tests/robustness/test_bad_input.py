@@ -65,7 +65,7 @@ seed_everything: 1
 trainer: {{max_epochs: 1, logger: false, enable_progress_bar: false, enable_checkpointing: false,
           default_root_dir: {tmp / 'run'}}}
 model:
-  class_path: sessrec.module.SessionRecModule
+  class_path: sessrec.training.module.SessionRecModule
   init_args:
     net:
       class_path: sessrec.models.prnn.ParallelRNN

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from robust_helpers import run_cli, subprocess_env, tiny_config
 
-from sessrec.checkpoints import load_checkpoint
+from sessrec.training.checkpoints import load_checkpoint
 from sessrec.data.prepared import PreparedData
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from sessrec.checkpoints import load_checkpoint
+from sessrec.training.checkpoints import load_checkpoint
 from sessrec.errors import DataError
 from sessrec.features.store import load_dense, load_sparse
 

@@ -16,9 +16,9 @@ from robust_helpers import Result, parse_test_metrics, run_cli, tiny_config
 from sessrec.cli import main
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.errors import ConfigError
-from sessrec.metrics import RankingMetrics, target_ranks
+from sessrec.evaluation.metrics import RankingMetrics, target_ranks
 from sessrec.models.gru4rec import GRU4Rec
-from sessrec.module import SessionRecModule
+from sessrec.training.module import SessionRecModule
 
 NAN, INF = float("nan"), float("inf")
 

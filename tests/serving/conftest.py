@@ -28,7 +28,7 @@ def _config(net: dict, data_dir: Path, run_dir: Path) -> dict:
                                 "enable_version_counter": False}}
     trainer = {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "limit_val_batches": 0, "logger": False,
                "enable_progress_bar": False, "default_root_dir": str(run_dir), "callbacks": [checkpoint]}
-    model = {"class_path": "sessrec.module.SessionRecModule",
+    model = {"class_path": "sessrec.training.module.SessionRecModule",
              "init_args": {"net": net, "n_sample": 16, "sample_cache_size": 1000}}
     data = {"data_dir": str(data_dir), "batch_size": 16, "train_split": "train_full", "test_split": "test"}
     return {"seed_everything": 1, "trainer": trainer, "model": model, "data": data}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sessrec.analysis import load_run, recommend
+from sessrec.evaluation.analysis import load_run, recommend
 from sessrec.cli import main
 from sessrec.serving import Recommender, UnknownItemError
 from sessrec.serving.artefact import MANIFEST, WEIGHTS

@@ -89,7 +89,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     ("space", "message"),
     [
         ({"model.init_args.lrr": {"float": [0.01, 0.1]}},
-         "space: model.init_args.lrr: 0.01 rejected: model: class_path 'sessrec.module.SessionRecModule': "
+         "space: model.init_args.lrr: 0.01 rejected: model: class_path 'sessrec.training.module.SessionRecModule': "
          "Option 'lrr' is not accepted"),
         ({"trainer.max_epoch": {"int": [1, 3]}}, "space: trainer.max_epoch: 1 rejected:"),
         ({"model.init_args.net.init_args.layers.1": {"int": [10, 20]}},

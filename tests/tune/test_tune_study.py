@@ -106,7 +106,7 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path, small, monke
     rows = _rows(tmp_path / "out")
     assert len(rows) == 4  # failed trials count toward n_trials
     errors = [r["user_attrs_error"] for r in rows if r["state"] == "FAIL"]
-    assert any("nan" in e for e in errors), errors  # sessrec.module or TrialReport stops a NaN loss
+    assert any("nan" in e for e in errors), errors  # sessrec.training.module or TrialReport stops a NaN loss
     assert any("momentum is only used by optimizer='adagrad_momentum'" in e for e in errors), errors
     first_fail = min(int(r["number"]) for r in rows if r["state"] == "FAIL")
     assert any(int(r["number"]) > first_fail and r["state"] == "COMPLETE" for r in rows)  # went on

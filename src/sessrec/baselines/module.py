@@ -14,9 +14,9 @@ from torch import Tensor, nn
 
 from sessrec.data.batching import Block
 from sessrec.errors import ConfigError
-from sessrec.evaluation import evaluate_block
-from sessrec.metrics import RankingMetrics, check_eval_options, top_n_items
-from sessrec.predict import PredictMixin
+from sessrec.evaluation.loop import evaluate_block
+from sessrec.evaluation.metrics import RankingMetrics, check_eval_options, top_n_items
+from sessrec.evaluation.predict import PredictMixin
 
 
 class BaselineModule(PredictMixin, L.LightningModule):

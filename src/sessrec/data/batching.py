@@ -24,11 +24,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from sessrec.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from sessrec.data.prepared import Split
 
 _INF = np.iinfo(np.int64).max
 _HEAP_CHUNK = 1 << 20  # sessions converted to Python ints at a time in count_steps
@@ -83,6 +87,21 @@ def _check_offsets(offsets: np.ndarray, n_events: int | None = None) -> np.ndarr
     if n_events is not None and offsets[-1] > n_events:
         raise DataError(f"offsets end at {offsets[-1]} but there are only {n_events} events")
     return offsets
+
+
+def with_sentinels(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """(items (E+S,), offsets (S+1,)) of `split` with `-(s + 1)` appended to each session s: the sentinel
+    step is the one fed the session's last event (prediction, `sessrec.evaluation.predict`)."""
+    offsets = np.asarray(split.offsets, dtype=np.int64)  # (S+1,)
+    items = np.asarray(split.items, dtype=np.int64)[offsets[0] : offsets[-1]]  # (E,)
+    n_sessions = offsets.size - 1
+    new_offsets = offsets - offsets[0] + np.arange(n_sessions + 1, dtype=np.int64)  # (S+1,)
+    out = np.empty(items.size + n_sessions, dtype=np.int64)  # (E+S,)
+    is_sentinel = np.zeros(out.size, dtype=np.bool_)  # (E+S,)
+    is_sentinel[new_offsets[1:] - 1] = True
+    out[is_sentinel] = -np.arange(1, n_sessions + 1, dtype=np.int64)
+    out[~is_sentinel] = items
+    return out, new_offsets
 
 
 def rank_sessions(offsets: np.ndarray, rank: int = 0, world_size: int = 1) -> np.ndarray:

@@ -12,10 +12,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from sessrec.checks import check_number
-from sessrec.data.batching import Block, SessionParallelIterator
+from sessrec.data.batching import Block, SessionParallelIterator, with_sentinels
 from sessrec.data.prepared import PreparedData, Split
 from sessrec.features.catalogue import Catalogue
-from sessrec.predict import with_sentinels
 
 SplitName = Literal["train_full", "train", "valid", "test"]
 
@@ -139,5 +138,5 @@ class SessionDataModule(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        """`predict_split` with a sentinel after each session (see `sessrec.predict`)."""
+        """`predict_split` with a sentinel after each session (see `sessrec.evaluation.predict`)."""
         return self._loader("predict", self.eval_batch_size, sentinels=True)

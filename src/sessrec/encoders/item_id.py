@@ -16,7 +16,7 @@ class ItemIdEncoder(FeatureEncoder):
 
     Args:
         dim: embedding size.
-        sparse_grad: row-sparse gradients (for `sessrec.optim.AdagradMomentum`; False for Adam/AdamW).
+        sparse_grad: row-sparse gradients (for `sessrec.training.optim.AdagradMomentum`; False for Adam/AdamW).
             Unused with `shared_with_output` (the table follows the model's `sparse_grad`).
         shared_with_output: no table of its own: the embedding of an item is its subnet's columns of
             the output item table (GRU4Rec's "constrained embedding"). Only as the encoder of a

@@ -13,7 +13,7 @@ from typing import Any
 
 from sessrec.experiment.spec import Experiment, RunSpec
 from sessrec.io import atomic_write
-from sessrec.loggers import wandb_mode, wandb_settings
+from sessrec.training.loggers import wandb_mode, wandb_settings
 
 log = logging.getLogger(__name__)
 

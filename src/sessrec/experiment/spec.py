@@ -166,12 +166,12 @@ def _is_checkpoint(callback: Any) -> bool:
 
 
 def loggers(experiment: Experiment, run: RunSpec) -> list[dict[str, Any]]:
-    """CSVLogger to <out_dir>/<run>/metrics.csv, plus sessrec.loggers.WandbLogger when W&B is on."""
+    """CSVLogger to <out_dir>/<run>/metrics.csv, plus sessrec.training.loggers.WandbLogger when W&B is on."""
     run_dir = experiment.run_dir(run)
     out = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
             "init_args": {"save_dir": experiment.out_dir, "name": run.name, "version": ""}}]
     if experiment.wandb is not None:
-        out.append({"class_path": "sessrec.loggers.WandbLogger", "init_args": {
+        out.append({"class_path": "sessrec.training.loggers.WandbLogger", "init_args": {
             "project": experiment.wandb.project, "name": run.name, "save_dir": str(run_dir),
             "group": experiment.name, "job_type": "train", "log_model": experiment.wandb.log_model}})
     return out

@@ -49,7 +49,7 @@ def check_config(config: Path) -> None:
 
 def _finish_loggers(trainer: Any) -> None:
     for logger in trainer.loggers:
-        finish = getattr(logger, "finish", None)  # sessrec.loggers.WandbLogger ends its W&B run
+        finish = getattr(logger, "finish", None)  # sessrec.training.loggers.WandbLogger ends its W&B run
         if callable(finish):
             finish()
 

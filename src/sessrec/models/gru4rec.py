@@ -122,7 +122,7 @@ class GRU4Rec(nn.Module):
         """One step's output (B, H) whose scores over all items are `out @ item_weight.T + item_bias`.
 
         The same computation as `forward(inputs, hidden)` without the (B, N) product, for evaluation by
-        `sessrec.screening` (which ranks targets without materialising the scores).
+        `sessrec.evaluation.screening` (which ranks targets without materialising the scores).
         """
         shared = self.input_mode == "shared"
         in_rows = gather_rows(self.item_table, inputs, self.sparse) if shared else None  # (B, H+1)

@@ -4,7 +4,7 @@ Each subnet k is an encoder (`sessrec.encoders.FeatureEncoder`: item ids -> (B, 
 `GRUStack`. Subnets are named by the keys of `encoders` and kept in `self.subnets` (an `nn.ModuleDict`);
 each subnet module owns ALL its parameters (encoder, GRU and, with weighted fusion, its output table), so a
 training schedule can freeze a subnet by name and `SessionRecModule(lr_scale=...)` can give it its own
-learning rate (`sessrec.optim.lr_scale_groups`). Parameters shared by the subnets (concat's output table,
+learning rate (`sessrec.training.optim.lr_scale_groups`). Parameters shared by the subnets (concat's output table,
 learned scales) live in `self.shared` and are listed by `shared_parameters()`.
 
 Fusion of the last-layer hidden states h_k (B, H_k):
@@ -21,7 +21,7 @@ Its own columns, not concat's whole row, so its input does not depend on the oth
 rows and the scored rows are read in one lookup (`gather_row_sets`): one row-sparse gradient over their
 union, summing both uses, as in `GRU4Rec`. A training schedule freezes what the subnet owns: with
 weighted fusion its table (input and output fixed together); with concat fusion only its GRU, as the
-table is shared and trains per `train_shared` (`sessrec.callbacks.schedule` warns).
+table is shared and trains per `train_shared` (`sessrec.training.schedules` warns).
 
 The paper's other architectures are configurations, not classes: ID-only = one subnet with an `id`
 encoder; feature-only = one subnet with a feature encoder; "concat input" (one GRU fed [ID; features]) =
@@ -304,7 +304,7 @@ class ParallelRNN(nn.Module):
 
     def ranking_table(self) -> Tensor | None:
         """[W | b] (N, width+1) with scores over all items = `query(...)` @ W.T + b (concat fusion), for
-        `sessrec.screening`; None with weighted fusion (a sum of per-subnet products)."""
+        `sessrec.evaluation.screening`; None with weighted fusion (a sum of per-subnet products)."""
         return self.shared.item_table if self.fusion == "concat" else None
 
     def query(self, inputs: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[Tensor]]:

@@ -8,7 +8,7 @@ union (GRU4Rec's shared embedding reads the input rows and the scored rows of th
 
 Tables read this way are marked with `mark_row_sparse`: DDP cannot bucket sparse gradients, so under
 DDP the module leaves the marked tables out of DDP and averages their rows itself
-(`sessrec.distributed.all_reduce_row_sparse`). A plug-in encoder with its own sparse table marks it too.
+(`sessrec.training.distributed.all_reduce_row_sparse`). A plug-in encoder with its own sparse table marks it too.
 """
 
 from __future__ import annotations

@@ -111,10 +111,10 @@ def from_checkpoint(
 ) -> tuple[nn.Module, np.ndarray, Spec, Catalogue]:
     """(net with the checkpoint's weights, item ids (N,), resolved net spec, catalogue) of a run.
 
-    Parses `config` (default: `find_config`) as `sessrec.analysis.load_run` does; the prepared data
+    Parses `config` (default: `find_config`) as `sessrec.evaluation.analysis.load_run` does; the prepared data
     folder it names (or `data_dir`) must exist: it holds the item map and the feature files.
     """
-    from sessrec.checkpoints import load_checkpoint
+    from sessrec.training.checkpoints import load_checkpoint
     from sessrec.encoders.registry import discover
     from sessrec.io import read_yaml
     from sessrec.lightning_cli import SessrecCLI

@@ -149,7 +149,7 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
 @contextlib.contextmanager
 def _lightning_quiet() -> Iterator[None]:
     """Lightning's per-trial banners (devices, seeds, the fused step) at WARNING while the study runs."""
-    names = ("lightning.pytorch", "lightning.fabric", "sessrec.module")
+    names = ("lightning.pytorch", "lightning.fabric", "sessrec.training.module")
     levels = {n: logging.getLogger(n).level for n in names}
     for name in names:
         logging.getLogger(name).setLevel(logging.WARNING)

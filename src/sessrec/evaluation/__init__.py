@@ -1,0 +1,1 @@
+"""Evaluation: the ranking loop, metrics, score screening, prediction and analysis."""

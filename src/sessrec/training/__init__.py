@@ -1,0 +1,1 @@
+"""Training: the LightningModule, losses, optimisers, schedules, the fused step, DDP helpers."""

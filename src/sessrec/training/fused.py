@@ -1,0 +1,256 @@
+"""GRU4Rec's training step written out by hand: forward, cross-entropy gradients, AdagradMomentum update.
+
+The autograd step (`SessionRecModule._train_step`, `loss.backward()`, `optimizer.step()`) spends a third
+of its time outside the matrix products: autograd's graph, the dozens of small ops of the GRU cell's
+backward and of the loss, temporaries for every intermediate. For the configuration the published
+GRU4Rec configs use (the shared embedding, the cross-entropy loss with or without logQ, the reference's
+optimiser) on CPU, `FusedGRU4RecStep` computes the same step directly (BPR-max likewise: torch's ELU,
+target-excluded softmax and sigmoid, then loss and gradient in one pass, `numba_kernels.bpr_max_grad`):
+
+- forward: the unique rows of (inputs, targets, samples) (`kernels.unique_inverse`, for the update);
+  the scored rows gathered once into [Wy | By | -logq log Q] (C, H+2) (`numba_kernels.gather_columns`,
+  prefetching), so ONE matmul with [out | 1 | 1] gives the logits with the bias and the logQ offset of
+  `sessrec.training.losses` already added; the GRU cells' gates from two matmuls each; dropout masks drawn as
+  `sessrec.models.gru.dropout` draws them (same generator, same order: the same masks);
+- the loss: torch's softmax, then loss and d loss / d logits in one pass over the (B, C) probabilities
+  (`numba_kernels.cross_entropy_grad`: the formula of `sessrec.training.losses._CrossEntropy`);
+- backward: two matmuls for the logits, the gates' gradients in one pass per layer
+  (`numba_kernels.gru_backward`: products of saved activations only), three small matmuls per layer;
+- the update: the table's gradient summed into its unique rows in autograd's order and applied with the
+  optimiser's row-wise rule in one kernel (`numba_kernels.row_update`), the dense tensors by the
+  optimiser's dense kernel, on the optimiser's own state (`state["acc"]`, `state["mom"]`): checkpoints,
+  resume and the autograd step (taken for a padded step at the end of an epoch) see one optimiser.
+  Work tensors of fixed shape are allocated once.
+
+The parameters after a step equal the autograd step's up to float rounding (sums run in another order);
+tests/training/test_fused.py trains both ways and compares. `.grad` is left unset. `unsupported(module)` says why
+the step does not apply (the module then uses autograd): other networks, losses, input modes,
+optimisers, devices or dtypes, frozen parameters, a module under DDP or with step hooks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sessrec import kernels
+from sessrec.kernels import _np
+from sessrec.training.losses import _EPS, _LOG_EPS, _negative_softmax, elu
+from sessrec.models.gru import dropout_mask
+from sessrec.models.gru4rec import GRU4Rec
+from sessrec.training.optim import AdagradMomentum
+
+
+class FusedGRU4RecStep:
+    """One session-parallel training step of a GRU4Rec (shared embedding), cross-entropy or BPR-max, in place.
+
+    Args:
+        net: the GRU4Rec (input_mode "shared", sparse_grad True, float32 on CPU).
+        optimizer: its AdagradMomentum (one parameter group holding every parameter of `net`).
+        logq: the loss's logQ strength (0: none; cross-entropy only).
+        loss: "cross-entropy" or "bpr-max".
+        bpreg, elu_param: BPR-max's regulariser weight and ELU alpha (see `sessrec.training.losses.bpr_max`).
+        log_pop: (N,) log of the raw training counts (`SessionRecModule.log_pop`); needed when logq > 0.
+        sample_alpha: the sampler's exponent (the extra samples' logQ is alpha * log_pop).
+    """
+
+    def __init__(
+        self, net: GRU4Rec, optimizer: AdagradMomentum, logq: float = 0.0, log_pop: Tensor | None = None,
+        sample_alpha: float = 0.0, loss: str = "cross-entropy", bpreg: float = 1.0, elu_param: float = 0.5,
+    ) -> None:
+        reason = _unsupported_net(net) or _unsupported_optimizer(net, optimizer) or _unsupported_loss(loss)
+        if reason:
+            raise ValueError(f"FusedGRU4RecStep does not apply: {reason}")
+        if logq and loss != "cross-entropy":
+            raise ValueError(f"logq={logq} is only used with the cross-entropy loss, not {loss!r}")
+        if logq and (log_pop is None or log_pop.shape != (net.n_items,)):
+            raise ValueError(f"logq={logq} needs log_pop of shape ({net.n_items},)")
+        self.net, self.optimizer = net, optimizer
+        self.loss, self.bpreg, self.elu_param = loss, bpreg, elu_param
+        self.group = optimizer.param_groups[0]
+        self.cells = list(net.gru.cells)
+        self.k = kernels._kernels()
+        # the columns' logit offsets -logq * log Q: log count for the in-batch targets, alpha * log count
+        # for the samples (the arithmetic of log_q_columns and _column_offset, element by element)
+        zeros = torch.zeros(net.n_items)
+        self.offsets = (zeros, zeros) if not logq else (
+            (log_pop.float() * (-logq)).contiguous(),
+            ((log_pop.float() * sample_alpha) * (-logq)).contiguous(),
+        )
+        self._buffers: dict[str, Tensor] = {}
+        self._shape: tuple[int, int] | None = None
+
+    def _buffers_for(self, batch: int, n_cols: int) -> dict[str, Tensor]:
+        """Work tensors reused by every step of the same (B, C): no allocation, no page faults."""
+        if self._shape != (batch, n_cols):
+            width = self.net.item_table.shape[1]  # H+1
+            b = dict(
+                x=torch.empty(batch, width), cols=torch.empty(n_cols, width + 1),
+                out=torch.ones(batch, width + 1),
+                scores=torch.empty(batch, n_cols), probs=torch.empty(batch, n_cols),
+                grad_out=torch.empty(batch, width + 1), grad_cols=torch.empty(n_cols, width),
+                values=torch.empty(batch + n_cols, width),
+            )
+            self._buffers, self._shape = b, (batch, n_cols)
+        return self._buffers
+
+    @torch.no_grad()
+    def __call__(
+        self, inputs: Tensor, targets: Tensor, samples: Tensor, hidden: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """inputs, targets (B,), samples (S,), hidden [(B, H_l)] -> (loss, new hidden).
+
+        Every row is active (padded steps take the autograd path). The loss is detached.
+        """
+        net, k = self.net, self.k
+        table = net.item_table.detach()  # (N, H+1) [Wy | By]
+        batch, size = inputs.shape[0], table.shape[1] - 1  # B, H
+        buf = self._buffers_for(batch, batch + samples.shape[0])
+        ids = torch.cat([inputs, targets, samples])  # (B+C,)
+        rows, inverse = kernels.unique_inverse(ids, table.shape[0])  # (U,) sorted, (B+C,)
+        x = torch.index_select(table, 0, inputs, out=buf["x"])[:, :size]  # (B, H) the inputs' rows of Wy
+        cols = buf["cols"]  # (C, H+2) [Wy | By | -logq log Q] of the scored items
+        k["gather_columns"](_np(table), targets.numpy(), samples.numpy(), _np(self.offsets[0]),
+                            _np(self.offsets[1]), _np(cols))
+        mask_e = dropout_mask(x, net.dropout_embed)  # (B, H) or None: the masks autograd's step draws
+        if mask_e is not None:
+            x = x * mask_e
+        out, saved = self._forward(x, hidden)  # (B, H)
+        out_aug = buf["out"]  # (B, H+2) [out | 1 | 1]: the ones multiply By and the offset
+        out_aug[:, :size] = out
+        scores = torch.mm(out_aug, cols.t(), out=buf["scores"])  # (B, C) logits, logQ included
+        loss, grad = self._loss_grad(scores, buf["probs"])  # (), (B, C) d loss / d logits
+        grad_out = torch.mm(grad, cols, out=buf["grad_out"])  # (B, H+2); only :H is used
+        grad_cols = torch.mm(grad.t(), out_aug[:, : size + 1], out=buf["grad_cols"])  # (C, H+1)
+        grads, grad_x = self._backward(grad_out, saved)  # dense grads per cell, (B, H)
+        if mask_e is not None:
+            grad_x = grad_x * mask_e
+        self._update(rows, inverse, grad_x, grad_cols, grads)
+        return torch.tensor(loss, dtype=torch.float32), [state[-1] for state in saved]
+
+    def _loss_grad(self, scores: Tensor, grad: Tensor) -> tuple[float, Tensor]:
+        """scores (B, C) logits, row i's target in column i -> (mean loss, d loss / d scores in `grad`)."""
+        if self.loss == "cross-entropy":
+            probs = torch.ops.aten._softmax.out(scores, 1, False, out=grad)  # (B, C)
+            return self.k["cross_entropy_grad"](_np(probs), _LOG_EPS), probs  # probs now holds the gradient
+        alpha = self.elu_param  # BPR-max: the transcendental parts by torch, the gradient in one kernel
+        r = elu(scores, alpha) if alpha > 0 else scores  # (B, C) (vectorised on CPU: sessrec.training.losses)
+        s = _negative_softmax(r, None)  # (B, C) the target excluded
+        sig = torch.sigmoid(r.diagonal().unsqueeze(1) - r)  # (B, C) sigmoid(r_target - r_j)
+        loss = self.k["bpr_max_grad"](_np(scores), _np(r), _np(s), _np(sig), float(alpha), float(self.bpreg),
+                                      _EPS, _np(grad))
+        return loss, grad
+
+    def _forward(self, x: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
+        """Through the GRU cells; saves per layer (x, h, n, rz, gh, mask, out)."""
+        saved = []
+        p = self.net.gru.dropout_hidden
+        for cell, h in zip(self.cells, hidden):
+            size = cell.hidden_size
+            gi = torch.addmm(cell.bias_ih.detach(), x, cell.weight_ih.detach().t())  # (B, 3H) [r | z | n]
+            gh = torch.addmm(cell.bias_hh.detach(), h, cell.weight_hh.detach().t())  # (B, 3H)
+            rz = torch.sigmoid(gi[:, : 2 * size] + gh[:, : 2 * size])  # (B, 2H) [r | z]
+            n = torch.tanh(torch.addcmul(gi[:, 2 * size :], rz[:, :size], gh[:, 2 * size :]))  # (B, H)
+            new = torch.addcmul(n, rz[:, size:], h - n)  # (B, H) (1 - z) n + z h
+            mask = dropout_mask(new, p)  # (B, H) or None
+            out = new if mask is None else new * mask  # (B, H) the carried state and the next input
+            saved.append((x, h, n, rz, gh, mask, out))
+            x = out
+        return x, saved
+
+    def _backward(
+        self, grad: Tensor, saved: list[tuple[Tensor, ...]]
+    ) -> tuple[list[tuple[Tensor, ...]], Tensor]:
+        """grad (B, >=H_L) of the last output -> [(dW_ih, dW_hh, db_ih, db_hh)] per cell, d x (B, I)."""
+        grads = []
+        for cell, (x, h, n, rz, gh, mask, _) in zip(reversed(self.cells), reversed(saved)):
+            size = 3 * cell.hidden_size
+            grad_i, grad_h = torch.empty(x.shape[0], size), torch.empty(x.shape[0], size)  # (B, 3H)
+            bias_i, bias_h = torch.empty(size), torch.empty(size)  # (3H,)
+            has_mask = mask is not None
+            self.k["gru_backward"](_np(grad), _np(mask if has_mask else n), has_mask, _np(h), _np(n), _np(rz),
+                                   _np(gh), _np(grad_i), _np(grad_h), _np(bias_i), _np(bias_h))
+            weight_i = torch.mm(grad_i.t(), x)  # (3H, I)
+            weight_h = torch.mm(grad_h.t(), h)  # (3H, H)
+            grad = torch.mm(grad_i, cell.weight_ih.detach())  # (B, I): the previous layer's output grad
+            grads.append((weight_i, weight_h, bias_i, bias_h))
+        return grads[::-1], grad
+
+    def _update(
+        self, rows: Tensor, inverse: Tensor, grad_x: Tensor, grad_cols: Tensor,
+        grads: list[tuple[Tensor, ...]],
+    ) -> None:
+        group, opt = self.group, self.optimizer
+        lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
+        table = self.net.item_table
+        state = opt._state_for(table, momentum)
+        acc = state["acc"]
+        mom = state.get("mom", acc)  # acc stands in for the unused velocity without momentum
+        f32 = np.float32
+        self.k["row_update"](_np(table), _np(acc), _np(mom), rows.numpy(), inverse.numpy(), _np(grad_x),
+                             _np(grad_cols), _np(self._buffers["values"]), f32(lr), f32(momentum), f32(eps),
+                             momentum > 0)
+        dense = []
+        for cell, cell_grads in zip(self.cells, grads):
+            params = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
+            for p, g in zip(params, cell_grads):
+                st = opt._state_for(p, momentum)
+                dense.append((p.detach(), g, st["acc"], st.get("mom")))
+        if not kernels.dense_adagrad_momentum_(dense, lr, momentum, eps):
+            raise RuntimeError("FusedGRU4RecStep: the optimiser kernels refused the update")
+
+
+def _unsupported_loss(loss: str) -> str | None:
+    if loss not in ("cross-entropy", "bpr-max"):
+        return f"the loss is {loss!r} (only cross-entropy and bpr-max)"
+    return None
+
+
+def _unsupported_net(net: object) -> str | None:
+    if type(net) is not GRU4Rec:
+        return f"the net is a {type(net).__name__}, not a GRU4Rec"
+    if net.input_mode != "shared":
+        return f"input_mode is {net.input_mode!r} (only 'shared')"
+    if not net.sparse:
+        return "sparse_grad is off"
+    params = list(net.parameters())
+    if any(not p.requires_grad for p in params):
+        return "some parameters are frozen"
+    if any(p.device.type != "cpu" or p.dtype != torch.float32 or not p.is_contiguous() for p in params):
+        return "parameters are not contiguous float32 on the CPU"
+    if not kernels.enabled():
+        return "numba is off"
+    return None
+
+
+def _unsupported_optimizer(net: GRU4Rec, optimizer: object) -> str | None:
+    if type(optimizer) is not AdagradMomentum:
+        return f"the optimiser is {type(optimizer).__name__}, not AdagradMomentum"
+    groups = optimizer.param_groups
+    if len(groups) != 1 or {id(p) for p in groups[0]["params"]} != {id(p) for p in net.parameters()}:
+        return "the optimiser does not hold exactly the net's parameters in one group"
+    return None
+
+
+def unsupported(module: object) -> str | None:
+    """Why `FusedGRU4RecStep` does not apply to a `SessionRecModule` about to train (None: it applies).
+
+    Needs what `SessionRecModule._direct` needs (one device, 32-bit, no backward or optimiser-step hook)
+    plus: one-step BPTT (`bptt` 1), the cross-entropy or BPR-max loss, sampled negatives, no per-sub-step
+    callback hook, and `_unsupported_net` / `_unsupported_optimizer`.
+    """
+    if not getattr(module, "_direct", False):
+        return "the step runs through Lightning's strategy or precision plugin, or a step hook is set"
+    bptt = getattr(module, "hparams", {}).get("bptt", 1)
+    if bptt != 1:
+        return f"bptt is {bptt} (the fused step back-propagates through one sub-step only)"
+    reason = _unsupported_loss(module.loss_fn.name)
+    if reason:
+        return reason
+    if getattr(module, "hparams", {}).get("negatives", "sampled") != "sampled":
+        return "negatives is 'all' (the full softmax: only sampled columns are fused)"
+    if any(hasattr(cb, "on_before_substep_step") for cb in module.trainer.callbacks):
+        return "a callback hooks every sub-step (on_before_substep_step)"
+    opt = module.optimizers()
+    return _unsupported_net(module.net) or _unsupported_optimizer(module.net, getattr(opt, "optimizer", opt))
