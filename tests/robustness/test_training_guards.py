@@ -104,11 +104,11 @@ def test_nan_loss_stops_training(small: Path, tmp_path: Path, capsys, fused: str
 def test_nan_check_is_once_per_block() -> None:
     """The module notes the first bad step on the device; the error names it."""
     module = SessionRecModule(GRU4Rec(n_items=10, layers=[8]))
-    module.global_substep = 8
-    module._watch_losses(torch.tensor([1.0, 2.0, 3.0, 4.0]))
-    module.global_substep = 12
+    assert module.divergence.watch(torch.tensor([1.0, 2.0, 3.0, 4.0]), last_step=8)  # CPU: check every block
+    module._check_diverged()
+    module.divergence.watch(torch.tensor([1.0, 2.0, INF, NAN]), last_step=12)
     with pytest.raises(ConfigError, match="loss became inf at step 11"):
-        module._watch_losses(torch.tensor([1.0, 2.0, INF, NAN]))
+        module._check_diverged()
 
 
 # ---- 3. non-finite scores never hit ----------------------------------------------------------------------

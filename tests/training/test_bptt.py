@@ -54,7 +54,8 @@ def _one_step_training_step(self, block, batch_idx):
         hidden = [h.detach() for h in hidden]
         losses[t] = loss.detach()
     self._hidden = hidden
-    self._watch_losses(losses)
+    if self.divergence.watch(losses, self.global_substep):
+        self._check_diverged()
     self.log("train_loss", losses.mean(), prog_bar=True, on_epoch=True, batch_size=block.n_events)
 
 

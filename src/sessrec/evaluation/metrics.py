@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from numbers import Integral
+from typing import Literal, get_args
 
 import torch
 from torchmetrics import Metric
@@ -28,7 +29,8 @@ from sessrec.checks import check_choice, check_number
 from sessrec.errors import ConfigError
 from sessrec.evaluation.screening import FactoredScores
 
-TIE_MODES = ("standard", "conservative", "median")
+TieMode = Literal["standard", "conservative", "median"]  # how tied scores rank (see target_ranks)
+TIE_MODES: tuple[str, ...] = get_args(TieMode)
 _CHUNK_ELEMENTS = 1 << 26  # bool elements of one comparison chunk (64 MiB) on accelerators
 _CPU_CHUNK_ELEMENTS = 1 << 18  # on CPU: cache-sized chunks (256 KiB), 4x faster than 64 MiB ones
 
