@@ -199,12 +199,12 @@ def test_resume_mid_epoch_mid_schedule_is_exact(tiny_prepared, tmp_path, mode, k
 def test_residual_warning_names_what_max_epochs_cuts():
     """The warning once said the last subnet "keeps training" when max_epochs was too short to reach it."""
     res = TrainingSchedule("residual", order=["id", "image", "text"], epochs_per_phase=[2, 2, 1])
-    assert res.residual_warning(5) is None
-    assert res.residual_warning(3) == ("TrainingSchedule(residual): the phases take 5 epochs but max_epochs "
+    assert res.schedule_warning(5) is None
+    assert res.schedule_warning(3) == ("TrainingSchedule(residual): the phases take 5 epochs but max_epochs "
                                        "is 3: 'image' trains 1 of its 2 epochs; 'text' never trains")
-    assert res.residual_warning(1).endswith("'id' trains 1 of its 2 epochs; 'image', 'text' never train")
-    assert res.residual_warning(7).endswith("after its phase, 'text' keeps training for 2 more epoch(s)")
-    assert TrainingSchedule("alternating", order=["a", "b"]).residual_warning(7) is None
+    assert res.schedule_warning(1).endswith("'id' trains 1 of its 2 epochs; 'image', 'text' never train")
+    assert res.schedule_warning(7).endswith("after its phase, 'text' keeps training for 2 more epoch(s)")
+    assert TrainingSchedule("alternating", order=["a", "b"]).schedule_warning(7) is None
 
 
 def test_epoch_summary_counts_steps_per_subnet():
@@ -235,3 +235,35 @@ def test_interleaved_logs_every_subnet_each_epoch(tiny_prepared, tmp_path, monke
     assert summaries == [f"TrainingSchedule(interleaved): epoch {e} trained id {n} steps, image {n} steps, "
                          f"shared {2 * n} steps" for e in range(2)]
     assert not [m for m in said if "sub-step" in m and "training" in m]  # no per-batch phase lines
+
+
+def test_a_new_mode_is_one_class():
+    """Defining a ScheduleMode subclass is all a new mode takes: the callback accepts its name."""
+    from sessrec.training.schedule_modes import MODES, ScheduleMode
+
+    class EveryOther(ScheduleMode):  # the subnets take turns every two sub-steps
+        name = "test-every-other"
+        per_substep = True
+
+        @property
+        def n_phases(self) -> int:
+            return len(self.order)
+
+        def phase_at(self, epoch: int, substep: int) -> int:
+            return substep // 2 % len(self.order)
+
+        def active(self, phase: int) -> list[str]:
+            return [self.order[phase]]
+
+    try:
+        schedule = TrainingSchedule("test-every-other", order=["a", "b"])
+        assert [schedule.phase_at(0, s) for s in range(6)] == [0, 0, 1, 1, 0, 0]
+        assert schedule.active_subnets(1) == ["b"]
+        with pytest.raises(ConfigError, match="epochs_per_phase is only used by residual, alternating"):
+            TrainingSchedule("test-every-other", epochs_per_phase=2)
+        with pytest.raises(ValueError, match="defined twice"):
+            type("Again", (ScheduleMode,), {"name": "test-every-other"})
+    finally:
+        MODES.pop("test-every-other")
+    with pytest.raises(ConfigError, match="mode"):
+        TrainingSchedule("test-every-other")

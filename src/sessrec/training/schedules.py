@@ -10,6 +10,8 @@ complementary aspects of the sessions):
 - "alternating": as residual, but cycling through `order` again and again (per epoch);
 - "interleaved": the active subnet changes at every mini-batch (every session-parallel sub-step).
 
+Each mode is one class of `sessrec.training.schedule_modes` (a subclass registers a new mode name).
+
 Mechanism: frozen subnets still run forward (their hidden states evolve as usual) and backward, so DDP
 sees a gradient for every parameter (no `find_unused_parameters`); after backward, when DDP has already
 all-reduced the gradients, `on_before_substep_step` sets `.grad = None` on the frozen parameters just
@@ -55,9 +57,10 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
+from sessrec.checks import check_choice
 from sessrec.errors import ConfigError
+from sessrec.training.schedule_modes import MODES, ScheduleMode
 
-Mode = Literal["simultaneous", "residual", "alternating", "interleaved"]
 SharedMode = Literal["always", "with_last", "never"]
 
 
@@ -65,7 +68,8 @@ class TrainingSchedule(L.Callback):
     """Which subnets of a `ParallelRNN` train at each epoch / sub-step (see the module docstring).
 
     Args:
-        mode: "simultaneous", "residual", "alternating" (per epoch) or "interleaved" (per sub-step).
+        mode: a `sessrec.training.schedule_modes` mode: "simultaneous", "residual", "alternating" (per
+            epoch) or "interleaved" (per sub-step).
         order: subnet names in training order (default: the net's order); every subnet exactly once.
         epochs_per_phase: epochs each subnet trains per phase (residual / alternating): one int for all,
             or one int per subnet of `order`. Must be 1 with simultaneous and interleaved.
@@ -74,22 +78,21 @@ class TrainingSchedule(L.Callback):
 
     def __init__(
         self,
-        mode: Mode = "simultaneous",
+        mode: str = "simultaneous",
         order: list[str] | None = None,
         epochs_per_phase: int | list[int] = 1,
         train_shared: SharedMode = "always",
     ) -> None:
-        if mode not in ("simultaneous", "residual", "alternating", "interleaved"):
-            raise ConfigError(f"mode must be simultaneous, residual, alternating or interleaved, got {mode!r}")
-        if train_shared not in ("always", "with_last", "never"):
-            raise ConfigError(f"train_shared must be always, with_last or never, got {train_shared!r}")
+        check_choice("mode", mode, tuple(MODES))
+        check_choice("train_shared", train_shared, ("always", "with_last", "never"))
         if order is not None and len(set(order)) != len(order):
             raise ConfigError(f"order: subnet names must be distinct, got {order}")
         lengths = [epochs_per_phase] if isinstance(epochs_per_phase, int) else list(epochs_per_phase)
         if not lengths or any(n < 1 for n in lengths):
             raise ConfigError(f"epochs_per_phase must be positive, got {epochs_per_phase}")
-        if mode in ("simultaneous", "interleaved") and lengths != [1]:
-            raise ConfigError(f"epochs_per_phase is only used by residual and alternating (mode={mode!r})")
+        if not MODES[mode].uses_phase_lengths and lengths != [1]:
+            users = ", ".join(name for name, cls in MODES.items() if cls.uses_phase_lengths)
+            raise ConfigError(f"epochs_per_phase is only used by {users} (mode={mode!r})")
         if order is not None and len(lengths) not in (1, len(order)):
             raise ConfigError(f"epochs_per_phase: give one value or one per subnet of order ({len(order)})")
         self.mode, self.train_shared = mode, train_shared
@@ -100,59 +103,36 @@ class TrainingSchedule(L.Callback):
         self._phase = -1  # phase of the last training_step (for the log message)
         self._epoch, self._epoch_phase = -1, 0  # cached phase of the epoch-based modes
         self._steps: list[int] = []  # per phase: optimiser steps taken this epoch (for the epoch summary)
+        self._policy: ScheduleMode | None = None  # the mode for the fitted net (on_fit_start)
 
-    # ---- the schedule ----------------------------------------------------------------------
+    # ---- the schedule (the mode object decides; see sessrec.training.schedule_modes) -----------
+    @property
+    def policy(self) -> ScheduleMode:
+        """The mode for the current `order` (set at fit start when not given)."""
+        order = self.order or []
+        lengths = self._lengths * len(order) if len(self._lengths) == 1 else list(self._lengths)
+        return MODES[self.mode](order, lengths)
+
     @property
     def n_phases(self) -> int:
-        return 1 if self.mode == "simultaneous" else len(self.order or [])
+        return self.policy.n_phases
 
     def phase_at(self, epoch: int, substep: int) -> int:
-        """Index into `order` of the subnet training at (epoch, global sub-step); 0 when simultaneous."""
-        if self.mode == "simultaneous":
-            return 0
-        n = len(self.order)
-        if self.mode == "interleaved":
-            return substep % n
-        lengths = self._lengths * n if len(self._lengths) == 1 else self._lengths
-        if self.mode == "alternating":
-            epoch %= sum(lengths)
-        for i, length in enumerate(lengths):
-            if epoch < length:
-                return i
-            epoch -= length
-        return n - 1  # residual: the last subnet keeps training after its phase
+        """Index of the phase training at (epoch, global sub-step); 0 when simultaneous."""
+        return self.policy.phase_at(epoch, substep)
 
     def active_subnets(self, phase: int) -> list[str]:
         """Names of the subnets trained in `phase`."""
-        return list(self.order) if self.mode == "simultaneous" else [self.order[phase]]
+        return self.policy.active(phase)
 
     def trains_shared(self, phase: int) -> bool:
         if self.train_shared == "always":
             return True
-        return self.train_shared == "with_last" and (self.mode == "simultaneous" or phase == self.n_phases - 1)
+        return self.train_shared == "with_last" and phase == self.n_phases - 1
 
-    def _phase_lengths(self) -> list[int]:
-        """Epochs of each phase of `order` (residual / alternating)."""
-        return self._lengths * len(self.order) if len(self._lengths) == 1 else list(self._lengths)
-
-    def residual_warning(self, max_epochs: int) -> str | None:
-        """What a residual schedule does with `max_epochs` other than the phases' total, or None."""
-        lengths = self._phase_lengths()
-        total = sum(lengths)
-        if self.mode != "residual" or max_epochs == total:
-            return None
-        head = f"TrainingSchedule(residual): the phases take {total} epochs but max_epochs is {max_epochs}"
-        if max_epochs > total:
-            more = max_epochs - total
-            return f"{head}: after its phase, {self.order[-1]!r} keeps training for {more} more epoch(s)"
-        starts = [sum(lengths[:i]) for i in range(len(lengths))]
-        never = [name for name, start in zip(self.order, starts) if start >= max_epochs]
-        cut = [(name, max_epochs - start, length) for name, start, length in zip(self.order, starts, lengths)
-               if start < max_epochs < start + length]
-        parts = [f"{name!r} trains {got} of its {length} epochs" for name, got, length in cut]
-        if never:
-            parts.append(f"{', '.join(repr(n) for n in never)} never train{'s' if len(never) == 1 else ''}")
-        return f"{head}: {'; '.join(parts)}"
+    def schedule_warning(self, max_epochs: int) -> str | None:
+        """What the schedule does with `max_epochs` that a user may not expect (residual), or None."""
+        return self.policy.warning(max_epochs)
 
     def epoch_summary(self, epoch: int, steps: list[int]) -> str:
         """'TrainingSchedule(<mode>): epoch E trained a N steps, ..., shared M steps[; frozen: c]'.
@@ -174,8 +154,8 @@ class TrainingSchedule(L.Callback):
     # ---- set-up ------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         bptt = getattr(pl_module, "hparams", {}).get("bptt", 1)
-        if self.mode == "interleaved" and bptt != 1:  # one optimiser step per window of bptt sub-steps
-            raise ConfigError(f"TrainingSchedule(mode='interleaved') switches subnets at every sub-step: it "
+        if MODES[self.mode].per_substep and bptt != 1:  # one optimiser step per window of bptt sub-steps
+            raise ConfigError(f"TrainingSchedule(mode={self.mode!r}) switches subnets at every sub-step: it "
                               f"needs the model's bptt 1, got bptt {bptt} (use another mode, or bptt 1)")
         net = pl_module.net
         subnets = getattr(net, "subnets", None)
@@ -193,6 +173,7 @@ class TrainingSchedule(L.Callback):
         self.order = list(order)
         owned = {id(p) for s in subnets.values() for p in s.parameters()}
         shared = [p for p in net.parameters() if id(p) not in owned]
+        self._policy = self.policy
         self._frozen = []
         for phase in range(self.n_phases):
             active = set(self.active_subnets(phase))
@@ -200,11 +181,11 @@ class TrainingSchedule(L.Callback):
             self._frozen.append(frozen + ([] if self.trains_shared(phase) else shared))
         self._warn_moving_inputs(net)
         self._epoch = -1
-        if trainer.max_epochs not in (None, -1) and (warning := self.residual_warning(trainer.max_epochs)):
+        if trainer.max_epochs not in (None, -1) and (warning := self.schedule_warning(trainer.max_epochs)):
             rank_zero_warn(warning)
-        if self.mode == "interleaved":
+        if self._policy.per_substep:
             shared = " (+ shared)" if self.trains_shared(0) else ""
-            rank_zero_info(f"TrainingSchedule(interleaved): the subnets take turns at every sub-step: "
+            rank_zero_info(f"TrainingSchedule({self.mode}): the subnets take turns at every sub-step: "
                            f"{', '.join(self.order)}{shared}; per-epoch step counts at each epoch's end")
 
     def _warn_moving_inputs(self, net: nn.Module) -> None:
@@ -226,8 +207,8 @@ class TrainingSchedule(L.Callback):
             rank_zero_info(self.epoch_summary(trainer.current_epoch, self._steps))
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int):
-        phase = self.phase_at(trainer.current_epoch, pl_module.global_substep)
-        if phase != self._phase and self.mode != "interleaved":  # interleaved: changes within the batch
+        phase = self._policy.phase_at(trainer.current_epoch, pl_module.global_substep)
+        if phase != self._phase and not self._policy.per_substep:  # per sub-step: changes within the batch
             self._phase = phase
             shared = " + shared" if self.trains_shared(phase) else ""
             active = ", ".join(self.active_subnets(phase))
@@ -237,14 +218,12 @@ class TrainingSchedule(L.Callback):
 
     def on_before_substep_step(self, trainer: L.Trainer, pl_module: L.LightningModule, substep: int) -> None:
         """Drop the frozen parameters' gradients (already all-reduced under DDP) before the step."""
-        if self.mode == "interleaved":
-            phase = substep % len(self.order)
-        elif self.mode == "simultaneous":
-            phase = 0
-        else:
+        if self._policy.per_substep:
+            phase = self._policy.phase_at(trainer.current_epoch, substep)
+        else:  # the phase of an epoch-based mode is cached per epoch
             if trainer.current_epoch != self._epoch:
                 self._epoch = trainer.current_epoch
-                self._epoch_phase = self.phase_at(self._epoch, substep)
+                self._epoch_phase = self._policy.phase_at(self._epoch, substep)
             phase = self._epoch_phase
         for p in self._frozen[phase]:
             p.grad = None
