@@ -16,7 +16,9 @@ import torch
 
 from sessrec.cli import main
 from sessrec.errors import ConfigError, DataError
-from sessrec.extract.image import build_backbone, extract_images, list_shards, write_shards
+from sessrec.extract.backbones import build_backbone
+from sessrec.extract.image import extract_images
+from sessrec.extract.shards import list_shards, write_shards
 from sessrec.features.store import load_dense
 
 pytestmark = pytest.mark.data

@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from sessrec.io import claim_output
 
     if args.kind == "image":  # before any work: no silent extraction with random weights
-        from sessrec.extract.image import check_weights
+        from sessrec.extract.backbones import check_weights
 
         check_weights(args.backbone, args.weights, args.random_weights)
     inputs, companions = _inputs_and_companions(args)
@@ -236,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
             else f"{args.out}: not complete yet ({stats.processed_shards} shards done now); rerun to continue"
         )
         return 0
-    from sessrec.extract.image import write_shards
+    from sessrec.extract.shards import write_shards
 
     written = write_shards(args.source, args.out, args.per_shard, args.overwrite)
     print(f"{args.out}: {len(written)} shards")
