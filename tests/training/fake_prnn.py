@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sessrec.models.base import SessionNet
 from sessrec.models.gru import GRUStack, uniform_init_
 from sessrec.models.rows import gather_rows, mark_row_sparse
 
@@ -27,7 +28,7 @@ class FakeSubnet(nn.Module):
         return self.gru(gather_rows(self.embedding, inputs, self.sparse), hidden)  # (B, H)
 
 
-class FakeParallelRNN(nn.Module):
+class FakeParallelRNN(SessionNet):
     """GRU subnets; "weighted": per-subnet tables, scores summed with a shared learned scale;
     "concat": one shared table over the concatenated subnet outputs."""
 
@@ -43,6 +44,9 @@ class FakeParallelRNN(nn.Module):
             width = hidden * len(names)
             self.shared.item_table = mark_row_sparse(nn.Parameter(torch.zeros(n_items, width + 1)), sparse_grad)
             uniform_init_(self.shared.item_table.data[:, :-1], n_items, width)
+
+    def named_subnets(self) -> dict[str, nn.Module]:
+        return dict(self.subnets)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return list(self.shared.parameters())

@@ -132,6 +132,7 @@ def load_run(
     from sessrec.training.checkpoints import load_checkpoint
     from sessrec.encoders.registry import discover
     from sessrec.lightning_cli import SessrecCLI
+    from sessrec.models.base import SessionNet
 
     cfg = yaml.safe_load(Path(config).read_text()) or {}
     if "model" not in cfg or "data" not in cfg:
@@ -148,7 +149,7 @@ def load_run(
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python")
         cli = SessrecCLI(args=args, run=False, save_config_callback=None)
     module, datamodule = cli.model, cli.datamodule
-    if not getattr(module.net, "is_bound", True):  # a ParallelRNN reads its item features now
+    if isinstance(module.net, SessionNet) and not module.net.is_bound:  # a ParallelRNN reads its features now
         module.net.bind(datamodule.catalogue())
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)["state_dict"]  # weights_only: runs no pickled code

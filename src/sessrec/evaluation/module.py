@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from sessrec.data.batching import Block
 from sessrec.evaluation.loop import evaluate_block
 from sessrec.evaluation.metrics import RankingMetrics, TieMode, check_eval_options, top_n_items
 from sessrec.evaluation.predict import PredictMixin
 from sessrec.evaluation.screening import FactoredScores, ScreenedTable
+from sessrec.models.base import SessionNet
 
 
 class RankingModule(PredictMixin, L.LightningModule):
@@ -84,10 +85,10 @@ class RankingModule(PredictMixin, L.LightningModule):
 
 
 class RecurrentRanking(RankingModule):
-    """Evaluation of a recurrent `net` (`net(inputs, hidden) -> (scores, hidden)`, `init_hidden`) whose
-    hidden state is carried between the steps of an evaluation and zeroed where a new session starts."""
+    """Evaluation of a recurrent `net` (`sessrec.models.SessionNet`) whose hidden state is carried between
+    the steps of an evaluation and zeroed where a new session starts."""
 
-    net: nn.Module
+    net: SessionNet
 
     def __init__(self, cutoffs: list[int], tie_mode: TieMode, eval_top_n: int | None) -> None:
         super().__init__(cutoffs, tie_mode, eval_top_n)
@@ -102,7 +103,7 @@ class RecurrentRanking(RankingModule):
     def rank_step(self, inputs: Tensor, reset: Tensor) -> Tensor | FactoredScores:
         """As factors when the net has `ranking_table()` and `query(inputs, hidden)` (GRU4Rec, concat
         ParallelRNN): ranked by `sessrec.evaluation.screening` without the (B, N) scores."""
-        table = self.net.ranking_table() if hasattr(self.net, "ranking_table") else None  # (N, D+1)
+        table = self.net.ranking_table()  # (N, D+1) or None
         if table is None:
             return self.score_step(inputs, reset)
         query, self._eval_hidden = self.net.query(inputs, self._eval_state(inputs, reset))  # (B, D)

@@ -8,13 +8,14 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sessrec.models.base import SessionNet
 from sessrec.models.gru import GRUStack, OneHotGRULayer, dropout, uniform_init_
 from sessrec.models.rows import gather_row_sets, gather_rows, mark_row_sparse, score_rows
 
 InputMode = Literal["shared", "embedding", "onehot"]
 
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(SessionNet):
     """Item-ID GRU4Rec.
 
     Args:
@@ -89,9 +90,6 @@ class GRU4Rec(nn.Module):
     @property
     def hidden_sizes(self) -> list[int]:
         return list(self.layers)
-
-    def init_hidden(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
-        return [torch.zeros(batch_size, h, device=device) for h in self.layers]
 
     def forward(
         self, inputs: Tensor, hidden: list[Tensor], cols: Tensor | None = None

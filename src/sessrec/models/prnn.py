@@ -48,6 +48,7 @@ from sessrec.encoders.base import FeatureEncoder
 from sessrec.encoders.item_id import ItemIdEncoder
 from sessrec.errors import ConfigError
 from sessrec.features.catalogue import Catalogue
+from sessrec.models.base import SessionNet
 from sessrec.models.gru import GRUStack, dropout, uniform_init_
 from sessrec.models.rows import gather_row_sets, gather_rows, mark_row_sparse
 from sessrec.models.rows import score_rows as score_table_rows
@@ -104,7 +105,7 @@ class Subnet(nn.Module):
         return self.gru(dropout(x, self.dropout_embed, self.training), hidden)
 
 
-class ParallelRNN(nn.Module):
+class ParallelRNN(SessionNet):
     """p-RNN with named subnets; same interface as `GRU4Rec` (see the module docstring).
 
     Args:
@@ -230,6 +231,9 @@ class ParallelRNN(nn.Module):
         """Sizes of the flat hidden state: every layer of every subnet, in subnet order."""
         return [h for s in self.subnets.values() for h in s.layers]
 
+    def named_subnets(self) -> dict[str, nn.Module]:
+        return dict(self.subnets)
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters owned by no subnet (concat's output table, learned scales)."""
         return list(self.shared.parameters())
@@ -238,9 +242,6 @@ class ParallelRNN(nn.Module):
     def shared_table_readers(self) -> list[str]:
         """Subnets whose input embedding is a shared parameter: concat fusion's output table."""
         return [name for name, _ in self._reads[0]] if self.fusion == "concat" and self._reads else []
-
-    def init_hidden(self, batch_size: int, device: torch.device | None = None) -> list[Tensor]:
-        return [torch.zeros(batch_size, h, device=device) for h in self.hidden_sizes]
 
     def split_hidden(self, hidden: list[Tensor]) -> dict[str, list[Tensor]]:
         """The flat hidden state as subnet name -> its layers."""

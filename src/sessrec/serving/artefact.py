@@ -33,6 +33,7 @@ from torch import nn
 
 from sessrec.errors import ConfigError, DataError
 from sessrec.features.catalogue import Catalogue
+from sessrec.models.base import SessionNet
 
 FORMAT, FORMAT_VERSION = "sessrec-export", 1
 MANIFEST, WEIGHTS, ITEMS, FEATURES = "manifest.json", "weights.pt", "items.json", "features"
@@ -132,10 +133,10 @@ def from_checkpoint(
         cli = SessrecCLI(args={"seed_everything": cfg.get("seed_everything", True), "model": cfg["model"],
                                "data": data, "trainer": trainer}, run=False, save_config_callback=None)
     module, datamodule = cli.model, cli.datamodule
-    if not hasattr(module, "net"):
+    if not isinstance(getattr(module, "net", None), SessionNet):
         raise ConfigError(f"{config}: {type(module).__name__} has no net to serve (GRU4Rec or ParallelRNN)")
     catalogue = datamodule.catalogue()
-    if not getattr(module.net, "is_bound", True):
+    if not module.net.is_bound:
         module.net.bind(catalogue)
     module.load_state_dict(state)
     spec = cli.config["model"]["init_args"]["net"].as_dict()
@@ -208,7 +209,7 @@ def read_export(folder: str | os.PathLike) -> tuple[nn.Module, np.ndarray, dict[
     if len(item_ids) != manifest["n_items"]:
         raise DataError(f"{folder / ITEMS}: {len(item_ids)} ids but the manifest says {manifest['n_items']}")
     net = instantiate(manifest["net"])
-    if not getattr(net, "is_bound", True):
+    if not net.is_bound:
         net.bind(Catalogue(item_ids, folder))  # feature paths are relative to the folder
     try:
         weights = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)

@@ -75,7 +75,7 @@ class Recommender:
         if len(self.item_ids) != net.n_items:
             raise DataError(f"{len(self.item_ids)} item ids for a model of {net.n_items} items")
         self.index = {item_id: i for i, item_id in enumerate(self.item_ids)}
-        table = net.ranking_table() if hasattr(net, "ranking_table") else None
+        table = net.ranking_table()
         self._table = None if table is None else table.detach()  # (N, D+1) [W | b]
         self.manifest: dict | None = None
 

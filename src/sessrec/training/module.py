@@ -20,6 +20,7 @@ from sessrec.data.batching import Block
 from sessrec.errors import ConfigError
 from sessrec.evaluation.metrics import TieMode
 from sessrec.evaluation.module import RecurrentRanking
+from sessrec.models.base import SessionNet
 from sessrec.models.rows import row_sparse_parameters
 from sessrec.training import resume
 from sessrec.training.bptt import window_loss, windows
@@ -87,7 +88,10 @@ class SessionRecModule(RecurrentRanking):
         check_choice("negatives", negatives, get_args(Negatives))
         super().__init__(cutoffs, tie_mode, eval_top_n)
         self.save_hyperparameters(ignore=["net"])
-        check_training_options(self.hparams, getattr(net, "subnets", None))  # numbers, combinations
+        if not isinstance(net, SessionNet):
+            raise ConfigError(f"net must be a sessrec.models.base.SessionNet (GRU4Rec, ParallelRNN, a subclass), got "
+                              f"{type(net).__name__}")
+        check_training_options(self.hparams, net.named_subnets() or None)  # numbers, combinations
         self.net = net
         self.automatic_optimization = False
         self.loss_fn = SampledLoss(loss, bpreg=bpreg, elu_param=elu_param, logq=logq)
@@ -121,7 +125,7 @@ class SessionRecModule(RecurrentRanking):
         calls this before the optimiser, the strategy wrap and checkpoint loading."""
         if self._trainer is None:
             return
-        if not getattr(self.net, "is_bound", True):
+        if not self.net.is_bound:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "catalogue"):
                 raise ConfigError(f"{type(self.net).__name__} needs item features: use a data module with catalogue()")

@@ -19,7 +19,7 @@ before `optimizer.step()`. Optimisers skip parameters without a gradient (Adagra
 so the frozen parameters AND their optimiser state (accumulators, momentum, step counts) stay bitwise
 unchanged. The cost: frozen subnets still pay their backward pass.
 
-Shared parameters are every parameter of the net outside `net.subnets` (ParallelRNN's
+Shared parameters are every parameter of the net outside `net.named_subnets()` (ParallelRNN's
 `shared_parameters()`: concat fusion's output table, learned subnet scales). `train_shared` decides
 when they train: "always" (default; the paper trains the output layer on top of the concatenated hidden
 state in every phase), "with_last" (only while the last subnet of `order` trains, e.g. residual: the
@@ -59,6 +59,7 @@ from torch import nn
 
 from sessrec.checks import check_choice
 from sessrec.errors import ConfigError
+from sessrec.models.base import SessionNet
 from sessrec.training.schedule_modes import MODES, ScheduleMode
 
 SharedMode = Literal["always", "with_last", "never"]
@@ -158,12 +159,11 @@ class TrainingSchedule(L.Callback):
             raise ConfigError(f"TrainingSchedule(mode={self.mode!r}) switches subnets at every sub-step: it "
                               f"needs the model's bptt 1, got bptt {bptt} (use another mode, or bptt 1)")
         net = pl_module.net
-        subnets = getattr(net, "subnets", None)
-        if not isinstance(subnets, nn.ModuleDict):
+        subnets = net.named_subnets() if isinstance(net, SessionNet) else {}
+        if not subnets:
             if self.mode != "simultaneous" or self.train_shared != "always":
                 raise ConfigError(f"TrainingSchedule(mode={self.mode!r}) needs a net with named subnets "
                                   f"(e.g. ParallelRNN), got {type(net).__name__}")
-            subnets = nn.ModuleDict()
         names = list(subnets)
         order = self.order if self.order is not None else names
         if sorted(order) != sorted(names):
@@ -190,7 +190,7 @@ class TrainingSchedule(L.Callback):
 
     def _warn_moving_inputs(self, net: nn.Module) -> None:
         """Warn when a frozen subnet reads its input from shared parameters that train meanwhile."""
-        readers = set(getattr(net, "shared_table_readers", []))
+        readers = set(net.shared_table_readers) if isinstance(net, SessionNet) else set()
         moving = sorted({name for phase in range(self.n_phases) if self.trains_shared(phase)
                          for name in readers - set(self.active_subnets(phase))})
         if moving:
