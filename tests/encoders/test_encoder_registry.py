@@ -60,6 +60,7 @@ def _write_plugin(root: Path, module: str, cls: str, extra: str = "") -> Path:
 def test_builtins_by_short_name() -> None:
     reg = Registry()
     assert reg.get("dense") is DenseEncoder and reg.get("id") is ItemIdEncoder
+    assert reg.get("DenseEncoder") is DenseEncoder  # the class name, as a config names it
     assert set(reg.available()) >= {"id", "dense", "sparse_text", "properties"}
     assert all(source == "built-in" for _, source in reg.available().values())
 
@@ -67,7 +68,7 @@ def test_builtins_by_short_name() -> None:
 def test_unknown_name_lists_available(tmp_path: Path, monkeypatch, isolated) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])
-    with pytest.raises(ConfigError, match=r"unknown encoder 'nope' \(available: concat, dense, id"):
+    with pytest.raises(ConfigError, match=r"unknown encoder 'nope' \(available: ConcatEncoder, DenseEncoder, "):
         Registry().get("nope")
 
 
@@ -171,4 +172,7 @@ def test_encoders_command_lists_sources(tmp_path: Path, monkeypatch, capsys, iso
     out = capsys.readouterr().out
     assert "listed_vec" in out and "encoders.reg_plugin_c.ListedVecEncoder" in out
     assert "[encoders folder:" in out and "Constant vectors of size" in out
-    assert "sparse_text" in out and "[built-in]" in out
+    assert "SparseTextEncoder" in out and "[built-in; short name sparse_text]" in out
+    rows = [line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")]
+    assert "ListedVecEncoder" in rows and "DenseEncoder" in rows
+

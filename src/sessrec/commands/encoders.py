@@ -21,10 +21,11 @@ def run(args: argparse.Namespace) -> int:
     from sessrec.encoders.registry import REGISTRY, class_path  # imports torch: not for --help
 
     REGISTRY.discover(args.root)
-    entries = REGISTRY.available()
-    width = max(len(name) for name in entries)
-    for name, (cls, source) in entries.items():
-        print(f"{name:<{width}}  {class_path(cls)}  [{source}]")
+    entries = sorted(REGISTRY.available().items(), key=lambda kv: kv[1][0].__name__)
+    width = max(len(cls.__name__) for _, (cls, _) in entries)
+    for name, (cls, source) in entries:  # the class name first: it is what a config's class_path takes
+        print(f"{cls.__name__:<{width}}  {class_path(cls)}  [{source}; short name {name}]")
         print(f"{'':<{width}}  {_doc(cls)}")
-    print("\nIn a config: class_path: <class name or import path>, init_args: {<constructor arguments>}")
+    print("\nIn a config: class_path: <class name (first column) or import path>, init_args: {<arguments>}; "
+          "the short names are for sessrec.encoders.registry.get()")
     return 0

@@ -14,7 +14,9 @@ take part in parsing):
 - an installed package: declares ``[project.entry-points."sessrec.encoders"] my_name = "pkg.mod:Class"``
   and configs use ``class_path: pkg.mod.Class`` (or the class name after `discover()`).
 
-Short names (`get("dense")`, ``python -m sessrec encoders``) come from a class attribute ``name`` or the
+One naming scheme for configs: the class name (or the import path); ``python -m sessrec encoders`` lists
+the class names first. Short names, for the Python API (`get("dense")` and `get("DenseEncoder")` are the
+same class), come from a class attribute ``name`` or the
 snake_case class name without an ``Encoder`` suffix (``TextTransformerEncoder`` -> ``text_transformer``);
 entry points register under their entry point name. A name registered twice by different classes is a
 `ConfigError` naming both sources, as transformers' ``AutoModel.register`` refuses duplicates.
@@ -84,12 +86,21 @@ class Registry:
         self._entries[name] = (cls, source)
 
     def get(self, name: str) -> type[FeatureEncoder]:
-        """The class registered under `name` (running `discover()` once if it is unknown)."""
-        if name not in self._entries:
+        """The class registered under the short name or class name `name` (as a config names it),
+        running `discover()` once if it is unknown."""
+        found = self._find(name)
+        if found is None:
             self.discover()
-        if name not in self._entries:
-            raise ConfigError(f"unknown encoder '{name}' (available: {', '.join(sorted(self._entries))})")
-        return self._entries[name][0]
+            found = self._find(name)
+        if found is None:
+            known = sorted({cls.__name__ for cls, _ in self._entries.values()})
+            raise ConfigError(f"unknown encoder '{name}' (available: {', '.join(known)})")
+        return found
+
+    def _find(self, name: str) -> type[FeatureEncoder] | None:
+        if name in self._entries:
+            return self._entries[name][0]
+        return next((cls for cls, _ in self._entries.values() if cls.__name__ == name), None)
 
     def available(self) -> dict[str, tuple[type[FeatureEncoder], str]]:
         """Every registered name -> (class, source), sorted by name."""
