@@ -36,6 +36,7 @@ import yaml
 from sessrec.data.batching import SessionParallelIterator
 from sessrec.data.prepared import Split
 from sessrec.errors import ConfigError
+from sessrec.evaluation.loop import block_scores
 from sessrec.evaluation.metrics import target_ranks, top_n_items
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -188,8 +189,7 @@ def event_ranks(
     found, ranks = [], []
     for block, index in zip(blocks, where):
         block = block.to(device)
-        for t in range(block.steps):
-            scores = module.score_step(block.inputs[t], block.reset[t])  # (B, N)
+        for t, scores in block_scores(module.score_step, block):  # (B, N)
             step_ranks = target_ranks(scores, block.targets[t], tie_mode, cands).cpu()  # (B,)
             found.append(index.targets[t][index.active[t]])  # (b,) event index of each target
             ranks.append(step_ranks[index.active[t]])  # (b,)

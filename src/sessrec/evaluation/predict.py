@@ -46,6 +46,7 @@ from torch import Tensor
 from sessrec.data.batching import Block
 from sessrec.data.prepared import Split
 from sessrec.errors import ConfigError, DataError
+from sessrec.evaluation.loop import block_scores
 from sessrec.io import atomic_write
 
 FORMATS = (".csv", ".parquet")
@@ -71,8 +72,7 @@ class PredictMixin:
         sessions, items, scores = [], [], []
         cands = getattr(self, "candidates", None)
         cands = cands if cands is not None and cands.numel() else None
-        for t in range(block.steps):  # every step: the state carries over to the next block
-            step_scores = self.score_step(block.inputs[t], block.reset[t])  # (B, N)
+        for t, step_scores in block_scores(self.score_step, block):  # (B, N); every step: state carries over
             if t not in end_steps:
                 continue
             slots = ends[ends[:, 0] == t, 1].to(block.targets.device)  # (m,)
