@@ -208,6 +208,7 @@ def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
     from sessrec.training.sampler import PopularitySampler
     from sessrec.training.losses import log_q_columns
     from sessrec.training.optim import AdagradMomentum
+    from sessrec.training.steps import substep_loss
 
     torch.manual_seed(seed)
     data = PreparedData.load(data_dir)
@@ -246,12 +247,8 @@ def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
                 loss, hidden = fused(inputs, targets, samples, hidden)
                 total += loss
                 continue
-            cols = torch.cat([targets, samples])
-            scores, hidden = net(inputs, hidden, cols)
             log_q = log_q_columns(log_pop, targets, samples, hp.sample_alpha) if hp.logq else None
-            loss = loss_fn(scores, active=active, log_q=log_q)
-            if active is not None:
-                loss = loss * active.sum() / inputs.shape[0]
+            loss, hidden = substep_loss(net, loss_fn, inputs, targets, hidden, active, samples, log_q)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -47,6 +47,7 @@ from sessrec.training.losses import SampledLoss, log_q_columns  # noqa: E402
 from sessrec.models.gru4rec import GRU4Rec  # noqa: E402
 from sessrec.models.prnn import ParallelRNN  # noqa: E402
 from sessrec.training.optim import AdagradMomentum  # noqa: E402
+from sessrec.training.steps import substep_loss  # noqa: E402
 
 MODELS = ("gru4rec", "id", "id+image", "id+image_proj")
 
@@ -88,9 +89,8 @@ def train_steps(net: torch.nn.Module, data: PreparedData, steps: int, warmup: in
             hidden = [h * (~block.reset[t]).unsqueeze(1).float() for h in hidden]
             inputs, targets, active = block.inputs[t], block.targets[t], block.active[t]
             samples = sampler.sample()  # (S,)
-            scores, hidden = net(inputs, hidden, torch.cat([targets, samples]))  # (B, B+S)
             log_q = log_q_columns(log_pop, targets, samples, c["sample_alpha"])  # (B+S,)
-            loss = loss_fn(scores, active=active, log_q=log_q) * active.sum() / inputs.shape[0]
+            loss, hidden = substep_loss(net, loss_fn, inputs, targets, hidden, active, samples, log_q)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -126,6 +126,17 @@ def test_unscreenable_inputs_fall_back_to_dense_ranks(monkeypatch: pytest.Monkey
     assert torch.equal(got[1:], target_ranks(_exact(table, query[1:]), targets[1:], "conservative"))
 
 
+@needs_kernels
+def test_kernels_switched_off_after_preparing_fall_back_to_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    table, query, targets = _problem(n=300, b=20)
+    s = ScreenedTable(table)
+    assert s.screened
+    monkeypatch.setenv("SESSREC_NUMBA", "0")  # the wrappers decline: ranks says "not screened"
+    assert s.ranks(query, targets, "median") is None
+    want = target_ranks(s.scores(query), targets, "median")
+    assert torch.equal(target_ranks(FactoredScores(query, s), targets, "median"), want)
+
+
 def test_weight_only_tables() -> None:
     table, query, targets = _problem(n=400, b=30)
     weight = table[:, :-1].contiguous()

@@ -85,6 +85,17 @@ def test_fused_refuses_what_it_does_not_compute():
         FusedGRU4RecStep(net, AdagradMomentum(net.parameters(), lr=0.1))
 
 
+def test_fused_step_stops_when_the_kernels_are_switched_off(monkeypatch: pytest.MonkeyPatch):
+    net = GRU4Rec(20, [8])
+    step = FusedGRU4RecStep(net, AdagradMomentum(net.parameters(), lr=0.1))
+    before = [p.detach().clone() for p in net.parameters()]
+    monkeypatch.setenv("SESSREC_NUMBA", "0")  # the kernels' wrappers decline: no half-done step
+    ids = torch.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="switched off"):
+        step(ids, ids, torch.tensor([3, 4, 5]), net.init_hidden(2))
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), before))
+
+
 def _fit(data_dir, fused: bool, loss: str = "cross-entropy"):
     L.seed_everything(3)
     dm = SessionDataModule(str(data_dir), batch_size=16, steps_per_block=8, train_split="train_full")

@@ -10,8 +10,8 @@ per-(query, item) error bound (Cauchy-Schwarz on the quantisation residuals):
 
 An item whose approximate score is above the target's exact score by more than its bound certainly
 ranks above it, one below by more than the bound certainly ranks below; only the few items inside the
-bound are scored exactly (`sessrec.kernels`, float64 sums of the float32 values in index order, the
-same code for the target and every item, so equal rows tie exactly). The counting runs in one numba
+bound are scored exactly (`sessrec.kernels.ranking`, float64 sums of the float32 values in index order,
+the same code for the target and every item, so equal rows tie exactly). The counting runs in one numba
 pass over each (256 queries x 1,024 items) block of int32 products while it is in cache, with no
 (B, N) float matrix.
 
@@ -88,9 +88,9 @@ class ScreenedTable:
         self._blocks = [(c, self.w8[c : c + _COLS]) for c in range(0, n, _COLS)]  # column blocks
         widths = {block.shape[0] for _, block in self._blocks}
         self._acc = {c: torch.empty(_ROWS, c, dtype=torch.int32) for c in widths}  # (R, C) reused: in cache
-        self._und = np.empty((_ROWS, _LIST), np.int32)  # (R, L) undecided items of each row
-        self._und_up = np.empty((_ROWS, _LIST), np.bool_)
-        self._flags = np.zeros(-(-min(_COLS, n) // 8) * 8, np.uint8)  # (C,) scratch, whole uint64 words
+        self._und = torch.empty(_ROWS, _LIST, dtype=torch.int32)  # (R, L) undecided items of each row
+        self._und_up = torch.empty(_ROWS, _LIST, dtype=torch.bool)
+        self._flags = torch.zeros(-(-min(_COLS, n) // 8) * 8, dtype=torch.uint8)  # (C,) whole uint64 words
 
     def scores(self, query: Tensor) -> Tensor:
         """query (B, D) -> dense scores (B, N) in float32 (the path for everything not screened)."""
@@ -124,10 +124,13 @@ class ScreenedTable:
             mask[candidates.long()] = 1
         targets = targets.long().contiguous()
         cap = n + 1 if max_rank is None else int(max_rank)
-        counts = torch.cat([
-            self._counts(query[r : r + _ROWS].float().contiguous(), targets[r : r + _ROWS], mask, cap)
-            for r in range(0, query.shape[0], _ROWS)
-        ])  # (B, 2): others scoring > and == the target
+        parts = []  # [(R, 2)]: others scoring > and == the target
+        for r in range(0, query.shape[0], _ROWS):
+            part = self._counts(query[r : r + _ROWS].float().contiguous(), targets[r : r + _ROWS], mask, cap)
+            if part is None:  # the kernels were switched off (SESSREC_NUMBA=0) since the table was made
+                return None
+            parts.append(part)
+        counts = torch.cat(parts)  # (B, 2)
         greater, equal = counts[:, 0].float(), counts[:, 1].float()  # (B,)
         if mode == "standard":
             return greater + 1
@@ -135,29 +138,30 @@ class ScreenedTable:
             return greater + equal + 1
         return greater + equal / 2 + 1
 
-    def _counts(self, q: Tensor, targets: Tensor, mask: Tensor, cap: int) -> Tensor:
-        """q (R, D), targets (R,), mask (N,) uint8 -> (R, 2) int64 counts (see `ranks`)."""
-        k = kernels.screen_kernels()
+    def _counts(self, q: Tensor, targets: Tensor, mask: Tensor, cap: int) -> Tensor | None:
+        """q (R, D), targets (R,), mask (N,) uint8 -> (R, 2) int64 counts (see `ranks`); None when the
+        kernels do not apply."""
         rows = q.shape[0]
         q8 = torch.empty(q.shape, dtype=torch.int8)  # (R, D)
-        info = np.empty((rows, 4), np.float64)  # (R, 4) sq, ||q||, ||q - sq q8||, target score
-        q_np, t_np, w32, b32 = q.numpy(), targets.numpy(), self.w32.numpy(), self.b32.numpy()
-        k["screen_queries"](q_np, w32, b32, t_np, q8.numpy(), info)
-        sq, ts = info[:, 0].astype(np.float32), info[:, 3]
-        ea, ec = info[:, 1] * _UP, info[:, 2] * _UP
-        magnitude = (ea + ec) * self.v_max + self.b_max + ea * self.u_max + ec * self.v_max + np.abs(ts)
-        slack = (magnitude * _SLACK).astype(np.float32)  # (R,)
-        row_args = (ts, sq, ea.astype(np.float32), ec.astype(np.float32), slack, t_np)
-        col_args = (self.st.numpy(), self.eu.numpy(), self.ev.numpy(), b32, mask.numpy(), cap)
-        above, und_n = np.zeros(rows, np.int64), np.zeros(rows, np.int64)  # (R,)
-        und, und_up = self._und[:rows], self._und_up[:rows]  # (R, L) lists of undecided items
+        info = torch.empty(rows, 4, dtype=torch.float64)  # (R, 4) sq, ||q||, ||q - sq q8||, target score
+        if not kernels.screen_queries(q, self.w32, self.b32, targets, q8, info):
+            return None
+        sq, ts = info[:, 0].float(), info[:, 3]  # (R,) each
+        ea, ec = info[:, 1] * _UP, info[:, 2] * _UP  # (R,) float64
+        magnitude = (ea + ec) * self.v_max + self.b_max + ea * self.u_max + ec * self.v_max + ts.abs()
+        slack = (magnitude * _SLACK).float()  # (R,)
+        count = kernels.ScreenCount.start(
+            q=q, targets=targets, ts=ts, sq=sq, ea=ea.float(), ec=ec.float(), slack=slack, weight=self.w32,
+            bias=self.b32, st=self.st, eu=self.eu, ev=self.ev, mask=mask, cap=cap, und=self._und[:rows],
+            und_up=self._und_up[:rows], flags=self._flags,
+        )
+        if count is None:
+            return None
         for c0, w8_block in self._blocks:  # (C, D) int8 each; the (R, C) product stays in cache
             acc = self._acc[w8_block.shape[0]][:rows]  # (R, C) int32
             torch._int_mm(q8, w8_block.t(), out=acc)
-            k["screen_block"](acc.numpy(), c0, *row_args, *col_args, above, und, und_up, und_n, self._flags)
-        out = np.zeros((rows, 2), np.int64)  # (R, 2)
-        k["screen_settle"](q_np, w32, b32, ts, t_np, mask.numpy(), cap, above, und, und_up, und_n, out)
-        return torch.from_numpy(out)
+            count.block(acc, c0)
+        return count.settle()
 
 
 def _screenable(weight: Tensor, bias: Tensor) -> bool:
@@ -166,6 +170,6 @@ def _screenable(weight: Tensor, bias: Tensor) -> bool:
         return False
     if weight.dim() != 2 or not 0 < weight.shape[1] <= _MAX_DIM or bias.shape != weight.shape[:1]:
         return False
-    if kernels.screen_kernels() is None or not hasattr(torch, "_int_mm"):
+    if not kernels.enabled() or not hasattr(torch, "_int_mm"):
         return False
     return bool(torch.isfinite(weight).all()) and bool(torch.isfinite(bias).all())

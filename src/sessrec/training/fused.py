@@ -5,21 +5,22 @@ of its time outside the matrix products: autograd's graph, the dozens of small o
 backward and of the loss, temporaries for every intermediate. For the configuration the published
 GRU4Rec configs use (the shared embedding, the cross-entropy loss with or without logQ, the reference's
 optimiser) on CPU, `FusedGRU4RecStep` computes the same step directly (BPR-max likewise: torch's ELU,
-target-excluded softmax and sigmoid, then loss and gradient in one pass, `numba_kernels.bpr_max_grad`):
+target-excluded softmax and sigmoid, then loss and gradient in one pass, `kernels.bpr_max_grad`):
 
 - forward: the unique rows of (inputs, targets, samples) (`kernels.unique_inverse`, for the update);
-  the scored rows gathered once into [Wy | By | -logq log Q] (C, H+2) (`numba_kernels.gather_columns`,
+  the scored rows gathered once into [Wy | By | -logq log Q] (C, H+2) (`kernels.gather_columns`,
   prefetching), so ONE matmul with [out | 1 | 1] gives the logits with the bias and the logQ offset of
   `sessrec.training.losses` already added; the GRU cells' gates from two matmuls each; dropout masks drawn as
   `sessrec.models.gru.dropout` draws them (same generator, same order: the same masks);
 - the loss: torch's softmax, then loss and d loss / d logits in one pass over the (B, C) probabilities
-  (`numba_kernels.cross_entropy_grad`: the formula of `sessrec.training.losses._CrossEntropy`);
+  (`kernels.cross_entropy_grad`: the formula of `sessrec.training.losses.cross_entropy`);
 - backward: two matmuls for the logits, the gates' gradients in one pass per layer
-  (`numba_kernels.gru_backward`: products of saved activations only), three small matmuls per layer;
+  (`kernels.gru_backward`: products of saved activations only), three small matmuls per layer;
 - the update: the table's gradient summed into its unique rows in autograd's order and applied with the
-  optimiser's row-wise rule in one kernel (`numba_kernels.row_update`), the dense tensors by the
-  optimiser's dense kernel, on the optimiser's own state (`state["acc"]`, `state["mom"]`): checkpoints,
-  resume and the autograd step (taken for a padded step at the end of an epoch) see one optimiser.
+  optimiser's row-wise rule in one kernel (`kernels.row_update_`), the dense tensors by the optimiser's
+  dense kernel (`kernels.dense_adagrad_momentum_`), on the optimiser's own state
+  (`AdagradMomentum.state_for`: `state["acc"]`, `state["mom"]`): checkpoints, resume and the autograd
+  step (taken for a padded step at the end of an epoch) see one optimiser.
   Work tensors of fixed shape are allocated once.
 
 The parameters after a step equal the autograd step's up to float rounding (sums run in another order);
@@ -30,13 +31,11 @@ optimisers, devices or dtypes, frozen parameters, a module under DDP or with ste
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from sessrec import kernels
-from sessrec.kernels import _np
-from sessrec.training.losses import _EPS, _LOG_EPS, _negative_softmax, elu
+from sessrec.training.losses import EPS, LOG_EPS, elu, negative_softmax
 from sessrec.models.gru import dropout_mask
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.optim import AdagradMomentum
@@ -70,7 +69,6 @@ class FusedGRU4RecStep:
         self.loss, self.bpreg, self.elu_param = loss, bpreg, elu_param
         self.group = optimizer.param_groups[0]
         self.cells = list(net.gru.cells)
-        self.k = kernels._kernels()
         # the columns' logit offsets -logq * log Q: log count for the in-batch targets, alpha * log count
         # for the samples (the arithmetic of log_q_columns and _column_offset, element by element)
         zeros = torch.zeros(net.n_items)
@@ -103,16 +101,19 @@ class FusedGRU4RecStep:
 
         Every row is active (padded steps take the autograd path). The loss is detached.
         """
-        net, k = self.net, self.k
+        net = self.net
         table = net.item_table.detach()  # (N, H+1) [Wy | By]
         batch, size = inputs.shape[0], table.shape[1] - 1  # B, H
         buf = self._buffers_for(batch, batch + samples.shape[0])
         ids = torch.cat([inputs, targets, samples])  # (B+C,)
-        rows, inverse = kernels.unique_inverse(ids, table.shape[0])  # (U,) sorted, (B+C,)
+        unique = kernels.unique_inverse(ids, table.shape[0])
+        if unique is None:
+            raise RuntimeError("FusedGRU4RecStep: the numba kernels were switched off (SESSREC_NUMBA=0)")
+        rows, inverse = unique  # (U,) sorted, (B+C,)
         x = torch.index_select(table, 0, inputs, out=buf["x"])[:, :size]  # (B, H) the inputs' rows of Wy
         cols = buf["cols"]  # (C, H+2) [Wy | By | -logq log Q] of the scored items
-        k["gather_columns"](_np(table), targets.numpy(), samples.numpy(), _np(self.offsets[0]),
-                            _np(self.offsets[1]), _np(cols))
+        if not kernels.gather_columns(table, targets, samples, self.offsets[0], self.offsets[1], cols):
+            raise RuntimeError("FusedGRU4RecStep: the column gather kernel refused its tensors")
         mask_e = dropout_mask(x, net.dropout_embed)  # (B, H) or None: the masks autograd's step draws
         if mask_e is not None:
             x = x * mask_e
@@ -133,13 +134,17 @@ class FusedGRU4RecStep:
         """scores (B, C) logits, row i's target in column i -> (mean loss, d loss / d scores in `grad`)."""
         if self.loss == "cross-entropy":
             probs = torch.ops.aten._softmax.out(scores, 1, False, out=grad)  # (B, C)
-            return self.k["cross_entropy_grad"](_np(probs), _LOG_EPS), probs  # probs now holds the gradient
+            loss = kernels.cross_entropy_grad(probs, LOG_EPS)  # probs now holds the gradient
+            if loss is None:
+                raise RuntimeError("FusedGRU4RecStep: the cross-entropy kernel refused its tensors")
+            return loss, probs
         alpha = self.elu_param  # BPR-max: the transcendental parts by torch, the gradient in one kernel
         r = elu(scores, alpha) if alpha > 0 else scores  # (B, C) (vectorised on CPU: sessrec.training.losses)
-        s = _negative_softmax(r, None)  # (B, C) the target excluded
+        s = negative_softmax(r, None)  # (B, C) the target excluded
         sig = torch.sigmoid(r.diagonal().unsqueeze(1) - r)  # (B, C) sigmoid(r_target - r_j)
-        loss = self.k["bpr_max_grad"](_np(scores), _np(r), _np(s), _np(sig), float(alpha), float(self.bpreg),
-                                      _EPS, _np(grad))
+        loss = kernels.bpr_max_grad(scores, r, s, sig, float(alpha), float(self.bpreg), EPS, grad)
+        if loss is None:
+            raise RuntimeError("FusedGRU4RecStep: the BPR-max kernel refused its tensors")
         return loss, grad
 
     def _forward(self, x: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
@@ -168,9 +173,8 @@ class FusedGRU4RecStep:
             size = 3 * cell.hidden_size
             grad_i, grad_h = torch.empty(x.shape[0], size), torch.empty(x.shape[0], size)  # (B, 3H)
             bias_i, bias_h = torch.empty(size), torch.empty(size)  # (3H,)
-            has_mask = mask is not None
-            self.k["gru_backward"](_np(grad), _np(mask if has_mask else n), has_mask, _np(h), _np(n), _np(rz),
-                                   _np(gh), _np(grad_i), _np(grad_h), _np(bias_i), _np(bias_h))
+            if not kernels.gru_backward(grad, mask, h, n, rz, gh, grad_i, grad_h, bias_i, bias_h):
+                raise RuntimeError("FusedGRU4RecStep: the GRU backward kernel refused its tensors")
             weight_i = torch.mm(grad_i.t(), x)  # (3H, I)
             weight_h = torch.mm(grad_h.t(), h)  # (3H, H)
             grad = torch.mm(grad_i, cell.weight_ih.detach())  # (B, I): the previous layer's output grad
@@ -184,18 +188,16 @@ class FusedGRU4RecStep:
         group, opt = self.group, self.optimizer
         lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
         table = self.net.item_table
-        state = opt._state_for(table, momentum)
-        acc = state["acc"]
-        mom = state.get("mom", acc)  # acc stands in for the unused velocity without momentum
-        f32 = np.float32
-        self.k["row_update"](_np(table), _np(acc), _np(mom), rows.numpy(), inverse.numpy(), _np(grad_x),
-                             _np(grad_cols), _np(self._buffers["values"]), f32(lr), f32(momentum), f32(eps),
-                             momentum > 0)
+        state = opt.state_for(table, momentum)
+        mom = state["mom"] if momentum > 0 else None
+        if not kernels.row_update_(table, state["acc"], mom, rows, inverse, grad_x, grad_cols,
+                                   self._buffers["values"], lr, momentum, eps):
+            raise RuntimeError("FusedGRU4RecStep: the optimiser kernels refused the update")
         dense = []
         for cell, cell_grads in zip(self.cells, grads):
             params = (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)
             for p, g in zip(params, cell_grads):
-                st = opt._state_for(p, momentum)
+                st = opt.state_for(p, momentum)
                 dense.append((p.detach(), g, st["acc"], st.get("mom")))
         if not kernels.dense_adagrad_momentum_(dense, lr, momentum, eps):
             raise RuntimeError("FusedGRU4RecStep: the optimiser kernels refused the update")

@@ -56,10 +56,12 @@ from sessrec.errors import ConfigError
 LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
 Negatives = Literal["sampled", "all"]  # SessionRecModule's choice: sampled columns or the full softmax
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
-_EPS = 1e-24
-_LOG_EPS = math.log(_EPS)
+EPS = 1e-24  # inside the logs of cross-entropy and BPR-max (-log(p + EPS)), as in the reference
+LOG_EPS = math.log(EPS)
 
 __all__ = [
+    "EPS",
+    "LOG_EPS",
     "LOSS_NAMES",
     "LossName",
     "Negatives",
@@ -69,6 +71,7 @@ __all__ = [
     "cross_entropy",
     "elu",
     "log_q_columns",
+    "negative_softmax",
     "top1",
     "top1_max",
 ]
@@ -155,9 +158,9 @@ class _CrossEntropy(torch.autograd.Function):
     ) -> Tensor:
         z = scores if offset is None else scores + offset  # (B, B+S)
         p = torch.softmax(z, dim=1)  # (B, B+S)
-        x = _target(p, targets).log() - _LOG_EPS  # (B,) log p_target - log eps (-inf when p underflows)
+        x = _target(p, targets).log() - LOG_EPS  # (B,) log p_target - log eps (-inf when p underflows)
         # -log(p + eps) = -log(eps) - softplus(log p - log eps), exact and finite for p -> 0.
-        per_row = -_LOG_EPS - F.softplus(x)  # (B,)
+        per_row = -LOG_EPS - F.softplus(x)  # (B,)
         weight = torch.sigmoid(x)  # (B,) p / (p + eps) = -d per_row / d log p_target
         if active is None:
             n = per_row.shape[0]
@@ -198,7 +201,7 @@ def cross_entropy(
     return _CrossEntropy.apply(scores, offset, active, targets)
 
 
-def _negative_softmax(r: Tensor, active: Tensor | None, targets: Tensor | None = None) -> Tensor:
+def negative_softmax(r: Tensor, active: Tensor | None, targets: Tensor | None = None) -> Tensor:
     """Softmax over each row with the target (diagonal, or ``targets``) and inactive columns excluded
     (``active`` masks columns here: pass None for a shared candidate set); (B, B+S)."""
     offset = _column_offset(active, r.shape[1], None, 0.0)
@@ -242,18 +245,18 @@ def bpr_max(
     """BPR-max (CIKM 2018): -log sum_j s_j sigmoid(r_i - r_j) + bpreg * sum_j s_j r_j^2."""
     columns = _check(scores, active, targets)
     r = elu(scores, elu_param) if elu_param > 0 else scores  # (B, B+S)
-    s = _negative_softmax(r, columns, targets)  # (B, B+S)
+    s = negative_softmax(r, columns, targets)  # (B, B+S)
     target = _target(r, targets).unsqueeze(1)  # (B, 1)
     ranked = (torch.sigmoid(target - r) * s).sum(dim=1)  # (B,)
     reg = (r.square() * s).sum(dim=1)  # (B,)
-    per_row = -torch.log(ranked + _EPS) + bpreg * reg  # (B,)
+    per_row = -torch.log(ranked + EPS) + bpreg * reg  # (B,)
     return _reduce(per_row, active)
 
 
 def top1_max(scores: Tensor, active: Tensor | None = None, targets: Tensor | None = None) -> Tensor:
     """TOP1-max (CIKM 2018): sum_j s_j (sigmoid(r_j - r_i) + sigmoid(r_j^2)), s excluding the target."""
     columns = _check(scores, active, targets)
-    s = _negative_softmax(scores, columns, targets)  # (B, B+S)
+    s = negative_softmax(scores, columns, targets)  # (B, B+S)
     target = _target(scores, targets).unsqueeze(1)  # (B, 1)
     terms = torch.sigmoid(scores - target) + torch.sigmoid(scores.square())  # (B, B+S)
     return _reduce((terms * s).sum(dim=1), active)

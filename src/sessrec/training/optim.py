@@ -114,7 +114,9 @@ class AdagradMomentum(_Optimizer):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         super().__init__(params, dict(lr=lr, momentum=momentum, eps=eps))
 
-    def _state_for(self, p: Tensor, momentum: float) -> dict[str, Tensor]:
+    def state_for(self, p: Tensor, momentum: float) -> dict[str, Tensor]:
+        """The state of parameter p, its accumulator "acc" (and velocity "mom" when momentum > 0) made
+        (zeros) on first use."""
         state = self.state[p]
         if "acc" not in state:
             state["acc"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -134,7 +136,7 @@ class AdagradMomentum(_Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self._state_for(p, momentum)
+                state = self.state_for(p, momentum)
                 mom = state.get("mom") if momentum > 0 else None
                 if p.grad.is_sparse:
                     _sparse_update(p, p.grad, state["acc"], mom, lr, momentum, eps)
@@ -293,7 +295,7 @@ def lr_scale_groups(
     """The parameters of `net` for `build_optimizer`, with `SessionRecModule`'s `lr_scale` applied.
 
     No scales (None or empty): the plain parameter list (one group, as before). Otherwise one group per
-    scaled subnet of `net.subnets` (a `ParallelRNN`) holding everything that subnet owns (encoder, GRU
+    scaled subnet of `net.named_subnets()` (a `ParallelRNN`'s) holding everything that subnet owns (encoder, GRU
     and, with weighted fusion, its own item table) at lr * scale, and one group at lr for the rest:
     unscaled subnets and the shared parameters (concat fusion's item table, learned subnet scales).
     Groups are named ("name": the subnet, or "rest"); empty groups are left out. The names in
@@ -303,7 +305,7 @@ def lr_scale_groups(
         return list(net.parameters())
     groups, scaled = [], set()
     for name, scale in lr_scale.items():
-        params = list(net.subnets[name].parameters())
+        params = list(net.named_subnets()[name].parameters())
         scaled.update(id(p) for p in params)
         if params:
             groups.append({"params": params, "lr": lr * float(scale), "name": name})
