@@ -25,6 +25,7 @@ COMMANDS = {  # name -> module with add_arguments(parser) and run(args)
     "tune": "sessrec.commands.tune",
     "export": "sessrec.commands.export",
     "serve": "sessrec.commands.serve",
+    "notebook": "sessrec.commands.notebook",
 }
 
 log = logging.getLogger("sessrec")

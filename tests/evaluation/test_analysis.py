@@ -163,3 +163,18 @@ def test_image_index(tmp_path):
     index = image_index(tmp_path)
     assert set(index) == {"0108775015", "108775015", "abc"}
     assert index["108775015"].name == "0108775015.jpg"
+
+
+def test_item_labels_any_id_column_missing_values_and_unknown_columns(tmp_path):
+    from sessrec.evaluation.analysis import item_labels
+
+    csv = tmp_path / "articles.csv"
+    csv.write_text("article_id,brand,price\n 7 ,acme,1.5\n8,,2\n7,other,3\n")
+    labels = item_labels(csv, "article_id", ["brand", "price"])
+    assert labels.index.tolist() == ["7", "8"]  # ids as text, stripped; the first row of a duplicate wins
+    assert labels.loc["8"].tolist() == ["", "2"] and labels.loc["7"].tolist() == ["acme", "1.5"]
+    pq = tmp_path / "items.parquet"
+    pd.DataFrame({"item_id": [1, 2], "brand": ["a", None]}).to_parquet(pq)
+    assert item_labels(pq, columns=["brand"]).loc["2", "brand"] == ""
+    with pytest.raises(ConfigError, match=r"articles.csv: no column 'colour' \(columns: article_id, brand"):
+        item_labels(csv, "article_id", ["colour"])

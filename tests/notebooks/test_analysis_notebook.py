@@ -9,7 +9,6 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from sessrec.cli import main
 
@@ -88,34 +87,41 @@ def notebook_parameters(tiny_prepared: Path, tmp_path_factory) -> dict:
     item_ids = pd.read_parquet(tiny_prepared / "items.parquet")["item_id"].astype(str)
     for i, item in enumerate(item_ids[::2]):
         Image.new("RGB", (24, 24), (i * 37 % 256, 90, 160)).save(images / f"{item}.png")
+    # a user's own items table: CSV, another id column name, missing values in a shown column
+    items = pd.read_parquet(tiny_prepared.parent / "raw" / "items.parquet").rename(columns={"item_id": "article_id"})
+    items.loc[::3, "brand"] = None
+    items.to_csv(root / "articles.csv", index=False)
     return {
         "PROJECT_ROOT": str(REPO),
         "RUNS": runs,
         "EXPERIMENT_DIR": str(experiment),
-        "ITEMS_FILE": str(tiny_prepared.parent / "raw" / "items.parquet"),
+        "ITEMS_FILE": str(root / "articles.csv"),
+        "ITEMS_ID_COLUMN": "article_id",
         "IMAGE_DIR": str(images),
         "N_EXAMPLES": 2,
         "OUT": str(root / "out"),
     }
 
 
-def _inject(nb: nbformat.NotebookNode, parameters: dict) -> None:
-    """Papermill's convention: a cell tagged injected-parameters right after the `parameters` cell."""
-    index = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    source = "\n".join(f"{k} = {v!r}" for k, v in parameters.items())
-    nb.cells.insert(index + 1, nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]}))
-
-
-def test_notebook_runs_on_a_tiny_run(notebook_parameters):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    _inject(nb, notebook_parameters)
-    out = Path(notebook_parameters["OUT"])
+def test_notebook_runs_on_a_tiny_run(notebook_parameters, tmp_path):
+    """Through the documented command: `sessrec notebook --out X -p NAME VALUE ...` (YAML values)."""
+    out = Path(notebook_parameters.pop("OUT"))
     out.mkdir()
-    nb.cells.append(nbformat.v4.new_code_cell(  # hands the tables to the test
+    source = tmp_path / "analysis.ipynb"  # the notebook plus a last cell that hands the tables to the test
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell(
         f"buckets.to_csv({str(out / 'buckets.csv')!r}); overall.to_csv({str(out / 'overall.csv')!r})"
     ))
-    NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    nbformat.write(nb, str(source))
+    args = ["notebook", str(source), "--out", str(tmp_path / "executed.ipynb"), "--cwd", str(REPO)]
+    for name, value in notebook_parameters.items():
+        args += ["-p", name, json.dumps(value)]  # JSON is YAML
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    nb = nbformat.read(tmp_path / "executed.ipynb", as_version=4)
+    injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "ITEMS_ID_COLUMN = 'article_id'" in injected.source
 
     def pngs(marker: str) -> int:
         cell = next(c for c in nb.cells if c.cell_type == "code" and marker in c.source)
@@ -149,3 +155,19 @@ def test_committed_notebook_is_clean():
     assert code and all(c.outputs == [] and c.execution_count is None for c in code)
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
     assert set(nb.metadata) <= {"kernelspec", "language_info"}
+
+
+def test_notebook_command_refuses_unknown_parameters_and_reports_failed_cells(tmp_path, capsys):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("assert X == 1, 'X is ' + repr(X)")]
+    source = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(source))
+    for extra, says in ((["-p", "Y", "2"], "unknown notebook parameter 'Y' (parameters: X)"),
+                        (["-p", "X", "2"], "a cell failed (AssertionError: X is 2)")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["notebook", str(source), "--out", str(tmp_path / "out.ipynb"), *extra])
+        assert exit_info.value.code != 0
+        assert says in capsys.readouterr().err
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)  # written, error included, for reading
+    assert any(o.get("ename") == "AssertionError" for o in executed.cells[-1].outputs)

@@ -322,6 +322,22 @@ def recommend(
     return top.cpu().numpy(), top_scores.float().cpu().numpy()
 
 
+def item_labels(
+    items_file: str | os.PathLike, id_column: str = "item_id", columns: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Descriptive columns of an items table (.parquet or .csv) indexed by item id as text: the first row
+    of a duplicated id wins, missing values become "" and every value is text. ConfigError naming the
+    file when `id_column` or one of `columns` is not in it."""
+    path = Path(items_file)
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    missing = [c for c in [id_column, *columns] if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{path}: no column {', '.join(map(repr, missing))} (columns: {', '.join(table.columns)})")
+    ids = table[id_column].astype(str).str.strip()
+    labels = table[list(columns)].astype("string").fillna("").astype(str).set_index(ids.rename("item_id"))
+    return labels.loc[~labels.index.duplicated()]
+
+
 def image_index(folder: str | os.PathLike) -> dict[str, Path]:
     """Item id -> image file of a folder of `<item_id>.jpg|.jpeg|.png|.webp`; all-digit names are also
     indexed without leading zeros (H&M's 0108775015.jpg is item 108775015)."""
