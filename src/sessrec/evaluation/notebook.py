@@ -41,10 +41,12 @@ def run_notebook(
     """Execute `path` with `parameters` in a kernel started in `cwd` (a ``PROJECT_ROOT`` parameter, when
     the notebook has one, defaults to `cwd`); write the result to `out` (atomic, also when a cell fails:
     the error is in the written notebook and raised as ConfigError)."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
-
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError
+    except ImportError as err:
+        raise ConfigError(f"running notebooks needs {err.name}: pip install 'sessrec[notebook]'") from None
     notebook = nbformat.read(path, as_version=4)
     inject(notebook, parameters, {"PROJECT_ROOT": str(Path(cwd).resolve())})
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
