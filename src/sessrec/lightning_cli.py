@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -12,8 +13,9 @@ import torch
 import yaml
 from lightning.pytorch import LightningModule, Trainer
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from sessrec.training.checkpoints import check_ckpt_path, check_fits, load_checkpoint
@@ -23,6 +25,7 @@ from sessrec.errors import (
 )
 from sessrec.io import read_yaml
 from sessrec.runtime import quiet_lightning_notices
+from sessrec.training.loggers import WandbTables, run_folder
 
 EVAL_OPTIONS = ("cutoffs", "tie_mode", "eval_top_n")  # never taken from a checkpoint's hyperparameters
 
@@ -60,11 +63,28 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
         pass
 
     def _start(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not self.already_saved:  # fit's validation loops run with trainer.state.fn FITTING
-            fn = trainer.state.fn
-            fitting = fn in (None, TrainerFn.FITTING)
-            self.config_filename = "config.yaml" if fitting else f"config-{fn.value}.yaml"
-        super().setup(trainer, pl_module, stage)  # a no-op once saved (fit's validation loops)
+        if self.already_saved:  # fit's validation loops run with trainer.state.fn FITTING
+            return
+        fn = trainer.state.fn
+        fitting = fn in (None, TrainerFn.FITTING)
+        self.config_filename = "config.yaml" if fitting else f"config-{fn.value}.yaml"
+        wandb = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if not wandb:
+            super().setup(trainer, pl_module, stage)
+            return
+        # Lightning would write <save_dir>/config.yaml, shared by every run: the run's own folder instead
+        if trainer.is_global_zero:
+            folder = run_folder(wandb[0])
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, str(folder / self.config_filename), skip_none=False, overwrite=True,
+                             multifile=self.multifile)
+            for logger in wandb:  # a copy in the W&B run's files: synced and shown with the run
+                files = Path(logger.experiment.dir)
+                if files.is_dir():  # not with WANDB_MODE=disabled
+                    shutil.copy(folder / self.config_filename, files / self.config_filename)
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start(trainer, pl_module, "fit")
@@ -113,6 +133,17 @@ class SessrecCLI(LightningCLI):
         self._config_files = _config_files(sys.argv[1:] if argv is None else argv)
         self._ckpt_shapes: dict[str, tuple[int, ...]] | None = None
         super().__init__(LightningModule, SessionDataModule, *args, subclass_mode_model=True, **kwargs)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Lightning's, plus `WandbTables` when a W&B logger is configured and no WandbTables is."""
+        loggers = config.get("logger")
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if any(isinstance(lg, WandbLogger) for lg in loggers) and not any(
+                isinstance(cb, WandbTables) for cb in [*given, *callbacks]):
+            callbacks = [*callbacks, WandbTables()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def init_parser(self, **kwargs) -> LightningArgumentParser:
         parser = super().init_parser(**kwargs)

@@ -13,14 +13,20 @@ In a LightningCLI config (see configs/logger/wandb.yaml):
         init_args: {project: sessrec, log_model: true}
 
 The full LightningCLI config reaches the run's config through `sessrec.lightning_cli.SessrecCLI`
-(key `config`); metrics are whatever the module and callbacks log (per step and per epoch).
+(key `config`) and is written as config.yaml into the run's own folder (`run_folder`: where its
+checkpoints go) and into the W&B run's files (synced with it); metrics are whatever the module and
+callbacks log (per step and per epoch). `WandbTables` (added by the CLI whenever a WandbLogger is
+configured) logs two tables after `test`: the test metrics and example recommendations.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
+import lightning as L
+import numpy as np
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 
 from sessrec.errors import ConfigError
@@ -88,3 +94,64 @@ class WandbLogger(_LightningWandbLogger):
         if self._experiment is not None:
             self._experiment.finish()
             self._experiment = None
+
+
+def run_folder(logger: _LightningWandbLogger) -> Path:
+    """The run's own folder, <save_dir>/<project>/<run id>: its checkpoints go there (Lightning's
+    ModelCheckpoint without a dirpath), and so does its config.yaml."""
+    return Path(logger.save_dir or ".") / str(logger.name) / str(logger.version)
+
+
+class WandbTables(L.Callback):
+    """After `test`, log to every W&B logger a "test_results" table (metric, value) and an "examples"
+    table: `n_examples` test sessions (seeded choice among those with >= 2 events) with their items
+    before the last one, the last item (the target), the top `k` recommendations after the history
+    and the target's rank in them (0: not in the list). Item ids are the original ones.
+
+    Args:
+        n_examples: sessions in the examples table (0: no examples table).
+        k: recommendations per example.
+        seed: which sessions are chosen.
+    """
+
+    def __init__(self, n_examples: int = 10, k: int = 10, seed: int = 0) -> None:
+        self.n_examples, self.k, self.seed = n_examples, k, seed
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, _LightningWandbLogger)]
+        if not loggers or not trainer.is_global_zero:
+            return
+        import wandb
+
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test_")}
+        tables: dict[str, Any] = {"test_results": wandb.Table(columns=["metric", "value"],
+                                                              data=[[k, v] for k, v in sorted(metrics.items())])}
+        rows = self.examples(trainer, pl_module)
+        if rows:
+            columns = ["session", "history", "target", f"top_{self.k}", "target_rank"]
+            tables["examples"] = wandb.Table(columns=columns, data=rows)
+        for logger in loggers:
+            logger.experiment.log(tables)
+
+    def examples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[list[Any]]:
+        """[session index, history ids, target id, top-k ids, target rank] rows (see the class docstring)."""
+        from sessrec.evaluation.analysis import recommend
+
+        datamodule = trainer.datamodule
+        if self.n_examples <= 0 or datamodule is None or not hasattr(pl_module, "score_step"):
+            return []
+        split = datamodule.split("test")  # the data module's test split
+        lengths = np.diff(split.offsets)  # (S,)
+        eligible = np.flatnonzero(lengths >= 2)
+        chosen = np.random.default_rng(self.seed).choice(eligible, min(self.n_examples, eligible.size), replace=False)
+        ids = datamodule.item_ids  # index -> original id
+        candidates = pl_module.candidates if getattr(pl_module, "candidates", None) is not None else None
+        candidates = candidates if candidates is not None and candidates.numel() else None
+        rows = []
+        for s in sorted(chosen.tolist()):
+            items = split.items[split.offsets[s] : split.offsets[s + 1]]
+            top, _ = recommend(pl_module, items[:-1], self.k, candidates)
+            hits = np.flatnonzero(top == items[-1])
+            rows.append([s, " ".join(ids[i] for i in items[:-1]), ids[items[-1]], " ".join(ids[i] for i in top),
+                         int(hits[0]) + 1 if hits.size else 0])
+        return rows
