@@ -51,7 +51,7 @@ data/synthetic/prepared/meta.json:
 data/movielens/features/properties.parquet:
 	$(PY) -m sessrec prepare $(MOVIELENS)/ratings.csv --format movielens --test-days 180 --valid-days 180 \
 		--out data/movielens/prepared --overwrite
-	$(PY) benchmarks/movielens_features.py $(MOVIELENS) data/movielens/features
+	$(PY) -m sessrec extract movielens $(MOVIELENS) --out data/movielens/features
 
 clean:  ## remove the virtualenv and demo outputs
 	rm -rf $(VENV) runs data/synthetic

@@ -21,15 +21,26 @@ mkdir -p runs
 cat > runs/demo.yaml <<'YAML'
 # Written by scripts/demo.sh: the p-RNN next to its ID-only version and item-kNN, 3 epochs each (the
 # configs' settings; the p-RNN is docs/benchmarks.md's best bundled config, simultaneous at lr 0.025).
+# A run names one config file, so `base` holds the settings of configs/trainer/default.yaml and
+# configs/data/synthetic.yaml: id-only is configs/model/prnn.yaml on them; configs/prnn/prnn.yaml is the
+# whole stack ... + configs/model/prnn.yaml + configs/inputs/synthetic/prnn.yaml as one file.
 name: demo
 out_dir: runs/demo
 reference: id-only
 base:
-  data.data_dir: data/synthetic/prepared
+  seed_everything: 42
+  trainer.accelerator: auto
+  trainer.devices: 1
+  trainer.limit_val_batches: 0
+  trainer.max_epochs: 3
   trainer.enable_progress_bar: false
+  data.data_dir: data/synthetic/prepared
+  data.batch_size: 64
+  data.train_split: train_full
+  data.test_split: test
 runs:
   - {name: iknn, label: item-kNN, config: configs/baselines/iknn.yaml}
-  - {name: id-only, label: ID only (p-RNN with one id subnet), config: configs/prnn/id-only.yaml}
+  - {name: id-only, label: ID only (p-RNN with one id subnet), config: configs/model/prnn.yaml}
   - {name: prnn, label: p-RNN id + image + text + properties, config: configs/prnn/prnn.yaml}
 YAML
 $PY -m sessrec experiment --config runs/demo.yaml --force

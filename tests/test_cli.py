@@ -73,7 +73,7 @@ def _parse_error(argv: list[str], capsys) -> str:
 
 def test_misspelled_encoder_class_names_the_key_and_the_known_encoders(tmp_path, repo_root, capsys):
     config = tmp_path / "typo.yaml"
-    config.write_text((repo_root / "configs" / "prnn" / "interleaved.yaml").read_text()
+    config.write_text((repo_root / "configs" / "prnn" / "residual.yaml").read_text()
                       .replace("class_path: DenseEncoder", "class_path: DenseEncodr"))
     line = _parse_error(["fit", "--config", str(config)], capsys)
     assert "model.net.encoders.image: unknown encoder class 'DenseEncodr'" in line
@@ -85,7 +85,7 @@ def test_misspelled_encoder_class_names_the_key_and_the_known_encoders(tmp_path,
 
 
 def test_unknown_option_gets_a_did_you_mean(repo_root, capsys):
-    config = str(repo_root / "configs" / "prnn" / "interleaved.yaml")
+    config = str(repo_root / "configs" / "prnn" / "residual.yaml")
     line = _parse_error(["fit", "--config", config, "--model.init_args.net.init_args.layrs", "[10]"], capsys)
     assert "Option 'layrs' is not accepted (did you mean 'layers'?)" in line
     line = _parse_error(["fit", "--config", config, "--trainer.callbacks.init_args.mdoe", "residual"], capsys)

@@ -3,8 +3,8 @@
 # Data (sessrec venv): the relaxed preparation of configs/gru4rec/diginetica-sample.yaml + categories:
 #   python -m sessrec prepare ../shared/data/diginetica/sample_train-item-views.csv --format diginetica \
 #       --min-item-support 2 --test-days 7 --valid-days 7 --out data/diginetica-sample/prepared
-#   python -c "from sessrec.features.movielens import write_diginetica_categories as w; \
-#       w('../shared/data/diginetica/product-categories.csv', 'data/diginetica-sample/features/properties.parquet')"
+#   python -m sessrec extract diginetica-categories ../shared/data/diginetica/product-categories.csv \
+#       --out data/diginetica-sample/features/properties.parquet
 # Usage: bash benchmarks/recbole/run_diginetica.sh [SEEDS...]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -18,7 +18,7 @@ from sessrec.training.loggers import wandb_mode
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-ID_ONLY = str(CONFIGS / "prnn" / "id-only.yaml")
+ID_ONLY = str(CONFIGS / "prnn" / "id-shared.yaml")  # an ID-only p-RNN as one file
 IKNN = str(CONFIGS / "baselines" / "iknn.yaml")
 RESIDUAL = str(CONFIGS / "prnn" / "residual.yaml")
 SCHEDULE = "sessrec.training.schedules.TrainingSchedule"

@@ -12,7 +12,7 @@ from sessrec.experiment.results import to_csv, to_markdown
 from sessrec.experiment.spec import compose, load_experiment, parse_experiment
 
 REPO = Path(__file__).resolve().parents[2]
-ID_ONLY = str(REPO / "configs" / "prnn" / "id-only.yaml")
+ID_ONLY = str(REPO / "configs" / "prnn" / "id-shared.yaml")  # an ID-only p-RNN as one file
 IKNN = str(REPO / "configs" / "baselines" / "iknn.yaml")
 
 

@@ -1,4 +1,4 @@
-"""Extract item features: TF-IDF text, properties, CNN image vectors; pack images into webdataset shards."""
+"""Extract item features: TF-IDF text, properties, CNN image vectors, MovieLens; pack webdataset shards."""
 
 from __future__ import annotations
 
@@ -25,6 +25,16 @@ def _df(value: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a count or a proportion, got '{value}'") from None
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{value}'")
+    return number
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--numeric-ids",
@@ -35,7 +45,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(
-        dest="kind", required=True, metavar="{image,text,text-embed,properties,shards}"
+        dest="kind",
+        required=True,
+        metavar="{image,text,text-embed,properties,shards,movielens,diginetica-categories}",
     )
 
     e = sub.add_parser("text-embed", help="transformers embeddings of text columns -> dense <out>.npy + .ids.txt")
@@ -141,6 +153,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sh.add_argument("--per-shard", type=int, default=1000, help="images per shard (default: 1000)")
     sh.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
 
+    ml = sub.add_parser(
+        "movielens",
+        help="MovieLens item features: TF-IDF over title + user tags, genre and year properties "
+        "-> <out>/text.npz (+ .ids.txt), <out>/properties.parquet",
+    )
+    ml.add_argument("source", type=Path, help="folder with movies.csv (and tags.csv), e.g. ml-latest-small")
+    ml.add_argument("--out", type=Path, required=True, help="feature folder (its 3 files are replaced)")
+    ml.add_argument(
+        "--min-df", type=_positive, default=2, help="terms in fewer movies are dropped (default: 2)"
+    )
+    ml.add_argument("--ngram-max", type=_positive, default=2, help="longest n-gram of words (default: 2)")
+
+    dg = sub.add_parser(
+        "diginetica-categories",
+        help="Diginetica product-categories.csv (itemId;categoryId) -> .parquet of item_id, category",
+    )
+    dg.add_argument("source", type=Path, help="product-categories.csv")
+    dg.add_argument("--out", type=Path, required=True, help="output .parquet")
+
 
 def _inputs_and_companions(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
     """What a kind reads (never to be written over) and the files it writes beside --out."""
@@ -148,6 +179,11 @@ def _inputs_and_companions(args: argparse.Namespace) -> tuple[list[Path], list[P
 
     out = Path(args.out)
     if args.kind == "shards":
+        return [args.source], []
+    if args.kind == "movielens":
+        text = out / "text.npz"
+        return [args.source], [text, ids_path(text), out / "properties.parquet"]
+    if args.kind == "diginetica-categories":
         return [args.source], []
     if args.kind == "image":
         weights = Path(args.weights) if args.weights and Path(args.weights).exists() else None
@@ -172,13 +208,16 @@ def run(args: argparse.Namespace) -> int:
         check_weights(args.backbone, args.weights, args.random_weights)
     inputs, companions = _inputs_and_companions(args)
     # before any work: refuses --out (or a file written beside it) over or inside an input; locked throughout
-    with claim_output(args.out, inputs, companions=companions, folder=args.kind == "shards"):
+    folder = args.kind in ("shards", "movielens")
+    with claim_output(args.out, inputs, companions=companions, folder=folder):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.kind == "text":
         return _text(args)
+    if args.kind in ("movielens", "diginetica-categories"):
+        return _movielens(args) if args.kind == "movielens" else _diginetica(args)
     if args.kind == "text-embed":
         from sessrec.extract.text_embed import extract_text_embeddings
 
@@ -272,4 +311,30 @@ def _text(args: argparse.Namespace) -> int:
             res.matrix, frame[args.eval_col].astype(str).to_numpy(), k=10, exclude=group
         )
         print(f"same {args.eval_col} among 10 nearest neighbours: {rate:.3f} (chance {chance:.3f})")
+    return 0
+
+
+def _movielens(args: argparse.Namespace) -> int:
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from sessrec.features.movielens import write_movielens_features
+
+    paths = write_movielens_features(args.source, args.out, min_df=args.min_df, ngram_max=args.ngram_max)
+    text = sp.load_npz(paths["text"])
+    props = pd.read_parquet(paths["properties"])
+    print(f"{paths['text']}: {text.shape[0]:,} movies x {text.shape[1]:,} terms, {text.nnz:,} non-zeros")
+    print(f"{paths['properties']}: {len(props):,} movies, {props['genre'].nunique():,} genres, "
+          f"year present for {props['year'].notna().sum():,}")
+    return 0
+
+
+def _diginetica(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sessrec.features.movielens import write_diginetica_categories
+
+    out = write_diginetica_categories(args.source, args.out)
+    categories = pd.read_parquet(out)
+    print(f"{out}: {len(categories):,} items, {categories['category'].nunique():,} categories")
     return 0

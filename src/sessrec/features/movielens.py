@@ -11,8 +11,10 @@ MovieLens (``movies.csv``: movieId,title,genres; ``tags.csv``: userId,movieId,ta
 Diginetica (``product-categories.csv``: itemId;categoryId): ``properties.parquet`` with ``item_id``
 and ``category`` (categorical, as a string).
 
-    python benchmarks/movielens_features.py ../shared/data/movielens-latest-small/ml-latest-small \
-        data/movielens/features
+    python -m sessrec extract movielens ../shared/data/movielens-latest-small/ml-latest-small \
+        --out data/movielens/features
+    python -m sessrec extract diginetica-categories ../shared/data/diginetica/product-categories.csv \
+        --out data/diginetica-sample/features/properties.parquet
 """
 
 from __future__ import annotations
