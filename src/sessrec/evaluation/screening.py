@@ -138,6 +138,53 @@ class ScreenedTable:
             return greater + equal + 1
         return greater + equal / 2 + 1
 
+    def top_k(self, query: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+        """The k best items of each query (B, D): (scores (B, k) float32, items (B, k) int64), best first;
+        None when not screenable (then score densely). The items are the exact top k of the float32
+        scores, found from the int8 products and their error bounds (`sessrec.kernels.topk`): only the
+        items whose upper bound reaches the k-th largest lower bound are scored in float32. Scores equal
+        the dense ones up to float rounding, so near-ties may be ordered differently."""
+        n, dim = self.weight.shape
+        if query.dim() != 2 or query.shape[1] != dim:
+            raise ValueError(f"expected query (B, {dim}) for a table of {n} items, got {tuple(query.shape)}")
+        if not self.screened or query.device.type != "cpu" or not bool(torch.isfinite(query).all()):
+            return None
+        k = min(int(k), n)
+        top_scores, top_items = torch.empty(query.shape[0], k), torch.empty(query.shape[0], k, dtype=torch.long)
+        for r in range(0, query.shape[0], _ROWS):
+            q = query[r : r + _ROWS].float().contiguous()  # (R, D)
+            lists = self._candidates(q, k)
+            if lists is None:
+                return None
+            for row, items in enumerate(lists):
+                scores = (self.w32 @ q[row] + self.b32) if items is None else (self.w32[items] @ q[row]
+                                                                               + self.b32[items])  # (M,)
+                best, at = torch.topk(scores, k)  # (k,)
+                top_scores[r + row], top_items[r + row] = best, at if items is None else items[at]
+        return top_scores, top_items
+
+    def _candidates(self, q: Tensor, k: int) -> list[Tensor | None] | None:
+        """Per query of q (R, D): the items (M,) that may be in its top k (None: score it densely); None
+        when the kernels do not apply."""
+        rows = q.shape[0]
+        q8 = torch.empty(q.shape, dtype=torch.int8)  # (R, D)
+        info = torch.empty(rows, 4, dtype=torch.float64)  # (R, 4) sq, ||q||, ||q - sq q8||, (unused)
+        if not kernels.screen_queries(q, self.w32, self.b32, torch.zeros(rows, dtype=torch.long), q8, info):
+            return None
+        ea, ec = info[:, 1] * _UP, info[:, 2] * _UP  # (R,) float64
+        magnitude = (ea + ec) * (self.v_max + self.u_max) + self.b_max  # bounds |score| and |approx|
+        topk = kernels.ScreenTopK.start(
+            sq=info[:, 0].float(), ea=ea.float(), ec=ec.float(), slack=(magnitude * _SLACK).float(), st=self.st,
+            eu=self.eu, ev=self.ev, bias=self.b32, k=k, cap=max(8 * k, _LIST),
+        )
+        if topk is None:
+            return None
+        for c0, w8_block in self._blocks:  # (C, D) int8 each; the (R, C) product stays in cache
+            acc = self._acc[w8_block.shape[0]][:rows]  # (R, C) int32
+            torch._int_mm(q8, w8_block.t(), out=acc)
+            topk.block(acc, c0)
+        return [topk.candidates(row) for row in range(rows)]
+
     def _counts(self, q: Tensor, targets: Tensor, mask: Tensor, cap: int) -> Tensor | None:
         """q (R, D), targets (R,), mask (N,) uint8 -> (R, 2) int64 counts (see `ranks`); None when the
         kernels do not apply."""

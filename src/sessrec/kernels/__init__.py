@@ -8,6 +8,7 @@ module (``*_jit``) that holds its kernels, both naming the torch code they are t
   (`dense_adagrad_momentum_`) and fused-step (`row_update_`) updates;
 * `sessrec.kernels.ranking`: the evaluation's rank count (`count_at_least`) and the int8-screened exact
   ranking of `sessrec.evaluation.screening` (`screen_queries`, `ScreenCount`);
+* `sessrec.kernels.topk`: the screened top-k of a large item table (`ScreenTopK`, serving);
 * `sessrec.kernels.rows`: `unique_inverse`, `index_add_rows_` (the row gathers of
   `sessrec.models.rows`) and `GuidedSearch` (the sampler's searchsorted);
 * `sessrec.kernels.gru`, `sessrec.kernels.losses`: the GRU cell's backward and the sampled losses'
@@ -30,9 +31,10 @@ from sessrec.kernels.losses import bpr_max_grad, cross_entropy_grad, gather_colu
 from sessrec.kernels.optim import dense_adagrad_momentum_, row_update_, sparse_adagrad_momentum_
 from sessrec.kernels.ranking import ScreenCount, count_at_least, screen_queries
 from sessrec.kernels.rows import GuidedSearch, index_add_rows_, unique_inverse
+from sessrec.kernels.topk import ScreenTopK
 
 __all__ = [
-    "GuidedSearch", "ScreenCount", "bpr_max_grad", "count_at_least", "cross_entropy_grad",
+    "GuidedSearch", "ScreenCount", "ScreenTopK", "bpr_max_grad", "count_at_least", "cross_entropy_grad",
     "dense_adagrad_momentum_", "enabled", "gather_columns", "gru_backward", "index_add_rows_", "row_update_",
     "screen_queries", "sparse_adagrad_momentum_", "unique_inverse",
 ]

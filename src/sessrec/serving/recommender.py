@@ -59,6 +59,9 @@ class SessionState:
     previous: tuple[Tensor, ...] | None = None  # [(1, H_l)] before the last item, for other nets
 
 
+SCREEN_MIN_ITEMS = 50_000  # from this catalogue size on, the top k comes from the screened table
+
+
 class Recommender:
     """A trained session network with its item-id map, for one session at a time (CPU or one device).
 
@@ -77,6 +80,12 @@ class Recommender:
         self.index = {item_id: i for i, item_id in enumerate(self.item_ids)}
         table = net.ranking_table()
         self._table = None if table is None else table.detach()  # (N, D+1) [W | b]
+        self._screened = None  # large catalogues: the exact top k from int8 screening (sessrec.evaluation.screening)
+        if self._table is not None and self.device.type == "cpu" and len(self.item_ids) >= SCREEN_MIN_ITEMS:
+            from sessrec.evaluation.screening import ScreenedTable
+
+            screened = ScreenedTable(self._table)
+            self._screened = screened if screened.screened else None
         self.manifest: dict | None = None
 
     # ---- loading ----------------------------------------------------------------------------
@@ -182,6 +191,8 @@ class Recommender:
         """`top_k` of several sessions from one (B, N) score product; `candidates` are item indices."""
         if any(k < 1 for k in ks):
             raise ValueError(f"k must be >= 1, got {min(ks)}")
+        if self._screened is not None and all(c is None for c in candidates) and states[0].query is not None:
+            return self._screened_top_k(states, ks, exclude_seen)
         scores = self.scores_many(states)  # (B, N)
         rows = [b for b, e in enumerate(exclude_seen) if e]
         if rows:
@@ -207,6 +218,23 @@ class Recommender:
             n = min(ks[b], len(cands) - len(seen.intersection(cands)))
             top_scores, top = torch.topk(scores[b, index], n)  # (n,)
             out[b] = list(zip(self.item_ids[index[top].cpu().numpy()].tolist(), top_scores.float().cpu().tolist()))
+        return out
+
+    def _screened_top_k(
+        self, states: Sequence[SessionState], ks: Sequence[int], exclude_seen: Sequence[bool],
+    ) -> list[list[tuple[str, float]]]:
+        """`top_k_many` without a (B, N) score matrix: the top (k + seen items) from the screened table,
+        then the seen items left out (the same lists as the dense path, up to float rounding)."""
+        seen = [set(s.items) if e else set() for s, e in zip(states, exclude_seen)]
+        found = self._screened.top_k(torch.cat([s.query for s in states]), max(ks) + max(map(len, seen)))
+        if found is None:  # not screenable after all (e.g. a non-finite query): the dense path
+            self._screened = None
+            return self.top_k_many(states, ks, exclude_seen, [None] * len(states))
+        top_scores, top = found[0].numpy(), found[1].numpy()  # (B, K) each
+        out = []
+        for b, k in enumerate(ks):
+            keep = [j for j, item in enumerate(top[b]) if item not in seen[b]][:k]
+            out.append(list(zip(self.item_ids[top[b, keep]].tolist(), top_scores[b, keep].tolist())))
         return out
 
     def session(self, items: Sequence[object]) -> SessionState:
