@@ -27,7 +27,7 @@ import torch
 from sessrec.training.sampler import PopularitySampler
 from sessrec.encoders import Catalogue, ItemIdEncoder, SparseTextEncoder
 from sessrec.features import write_sparse
-from sessrec.training.losses import SampledLoss
+from sessrec.training.losses import loss_by_name
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.models.prnn import ParallelRNN
 from sessrec.training.optim import AdagradMomentum
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict:
     sampler = PopularitySampler(counts, 0.5, args.n_sample, 2_000_000, seed=0)
     draws = PopularitySampler(counts, 1.0, args.batch_size, 2_000_000, seed=1)
     opt = AdagradMomentum(net.parameters(), lr=0.1)
-    loss_fn = SampledLoss("cross-entropy")
+    loss_fn = loss_by_name("cross-entropy")
     hidden = net.init_hidden(args.batch_size)
     inputs = draws.sample()  # (B,)
     start = None

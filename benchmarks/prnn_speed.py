@@ -43,7 +43,7 @@ from sessrec.data.prepared import PreparedData  # noqa: E402
 from sessrec.training.sampler import PopularitySampler  # noqa: E402
 from sessrec.encoders import Catalogue, DenseEncoder, ItemIdEncoder  # noqa: E402
 from sessrec.features import write_dense  # noqa: E402
-from sessrec.training.losses import SampledLoss, log_q_columns  # noqa: E402
+from sessrec.training.losses import loss_by_name, log_q_columns  # noqa: E402
 from sessrec.models.gru4rec import GRU4Rec  # noqa: E402
 from sessrec.models.prnn import ParallelRNN  # noqa: E402
 from sessrec.training.optim import AdagradMomentum  # noqa: E402
@@ -74,7 +74,7 @@ def train_steps(net: torch.nn.Module, data: PreparedData, steps: int, warmup: in
     log_pop = counts.clamp_min(1).log().float()
     sampler = PopularitySampler(counts.numpy(), c["sample_alpha"], c["n_sample"], 2_000_000, seed=seed)
     opt = AdagradMomentum(net.parameters(), lr=c["lr"], momentum=c["momentum"])
-    loss_fn = SampledLoss(c["loss"], logq=c["logq"])
+    loss_fn = loss_by_name(c["loss"], logq=c["logq"])
     net.train()
     hidden, step, events, start = None, 0, 0, 0.0
     for block in SessionParallelIterator(split.items, split.offsets, c["batch_size"], 32):

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.errors import ConfigError
 from sessrec.training.fused import unsupported
-from sessrec.training.losses import LOSS_NAMES, SampledLoss
+from sessrec.training.losses import LOSS_NAMES, loss_by_name
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.module import SessionRecModule
 
@@ -32,7 +32,7 @@ def _sampled_layout(targets: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_all_items_equals_sampled_layout_value_and_gradient(name: str) -> None:
     scores, targets = _scores_and_targets()
-    loss = SampledLoss(name, bpreg=0.7, elu_param=0.5 if name == "bpr-max" else 0.0)
+    loss = loss_by_name(name, bpreg=0.7, elu_param=0.5 if name == "bpr-max" else 0.0)
     full = scores.clone().requires_grad_(True)
     value = loss(full, targets=targets)
     value.backward()
@@ -48,7 +48,7 @@ def test_cross_entropy_matches_torch_with_repeated_targets() -> None:
     scores, _ = _scores_and_targets()
     targets = torch.tensor([3, 3, 1, 3])  # repeated targets: no column is special in the full softmax
     full = scores.clone().requires_grad_(True)
-    SampledLoss("cross-entropy")(full, targets=targets).backward()
+    loss_by_name("cross-entropy")(full, targets=targets).backward()
     reference = scores.clone().requires_grad_(True)
     F.cross_entropy(reference, targets).backward()
     assert torch.allclose(full.grad, reference.grad, rtol=0, atol=1e-14)
@@ -58,7 +58,7 @@ def test_cross_entropy_matches_torch_with_repeated_targets() -> None:
 def test_inactive_rows_drop_out_and_mask_no_column(name: str) -> None:
     scores, targets = _scores_and_targets()
     active = torch.tensor([True, False, True, True])
-    loss = SampledLoss(name)
+    loss = loss_by_name(name)
     full = scores.clone().requires_grad_(True)
     loss(full, active=active, targets=targets).backward()
     kept = scores[active].clone().requires_grad_(True)  # the active rows alone, every column kept
@@ -70,7 +70,7 @@ def test_inactive_rows_drop_out_and_mask_no_column(name: str) -> None:
 def test_loss_checks_target_shape() -> None:
     scores, targets = _scores_and_targets()
     with pytest.raises(ValueError, match="targets must be"):
-        SampledLoss()(scores, targets=targets[:2])
+        loss_by_name()(scores, targets=targets[:2])
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

@@ -11,7 +11,7 @@ import torch
 from sessrec import kernels
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.training.fused import FusedGRU4RecStep, unsupported
-from sessrec.training.losses import SampledLoss, log_q_columns
+from sessrec.training.losses import loss_by_name, log_q_columns
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.module import SessionRecModule
 from sessrec.training.optim import AdagradMomentum
@@ -43,7 +43,7 @@ def test_fused_steps_equal_autograd_steps(loss, layers, dropout_embed, dropout_h
         net.item_table[:, -1].uniform_(-0.5, 0.5)  # a non-zero bias, so its gradient path is exercised
     nets, initial = [net, copy.deepcopy(net)], copy.deepcopy(net)
     opts = [AdagradMomentum(n.parameters(), lr=0.1, momentum=momentum) for n in nets]
-    loss_fn = SampledLoss(loss, logq=logq, elu_param=elu_param, bpreg=bpreg)
+    loss_fn = loss_by_name(loss, logq=logq, elu_param=elu_param, bpreg=bpreg)
     log_pop = torch.rand(n_items) * 3
     fused = FusedGRU4RecStep(nets[1], opts[1], logq, log_pop, 0.5, loss, bpreg, elu_param)
     gen = torch.Generator().manual_seed(1)

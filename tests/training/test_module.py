@@ -10,7 +10,7 @@ import torch
 from sessrec.data.batching import SessionParallelIterator
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.errors import ConfigError
-from sessrec.training.losses import SampledLoss
+from sessrec.training.losses import loss_by_name
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.module import SessionRecModule
 from sessrec.training.optim import AdagradMomentum
@@ -30,7 +30,7 @@ def test_tiny_model_overfits_tiny_fixture(loss):
     items, offsets = _fixture()
     net = GRU4Rec(n_items=10, layers=[16])
     opt = AdagradMomentum(net.parameters(), lr=0.2, momentum=0.3)
-    loss_fn = SampledLoss(loss, elu_param=0.5 if loss == "bpr-max" else 0.5)
+    loss_fn = loss_by_name(loss, elu_param=0.5 if loss == "bpr-max" else 0.5)
     iterator = SessionParallelIterator(items, offsets, batch_size=2, steps_per_block=4)
     for _ in range(150):
         hidden = net.init_hidden(2)

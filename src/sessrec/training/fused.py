@@ -247,7 +247,7 @@ def unsupported(module: object) -> str | None:
     bptt = getattr(module, "hparams", {}).get("bptt", 1)
     if bptt != 1:
         return f"bptt is {bptt} (the fused step back-propagates through one sub-step only)"
-    reason = _unsupported_loss(module.loss_fn.name)
+    reason = _unsupported_loss(module.loss_fn.name or type(module.loss_fn).__name__)
     if reason:
         return reason
     if getattr(module, "hparams", {}).get("negatives", "sampled") != "sampled":

@@ -44,7 +44,7 @@ rows are masked and the sum is divided by the number of active rows.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from sessrec.checks import check_choice, check_number
 from sessrec.errors import ConfigError
 
-LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]
+LossName = Literal["cross-entropy", "bpr-max", "top1", "top1-max", "bpr"]  # the built-in `Loss.name`s
 Negatives = Literal["sampled", "all"]  # SessionRecModule's choice: sampled columns or the full softmax
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 EPS = 1e-24  # inside the logs of cross-entropy and BPR-max (-log(p + EPS)), as in the reference
@@ -65,7 +65,14 @@ __all__ = [
     "LOSS_NAMES",
     "LossName",
     "Negatives",
-    "SampledLoss",
+    "BPR",
+    "BPRMax",
+    "CrossEntropy",
+    "LOSSES",
+    "Loss",
+    "TOP1",
+    "TOP1Max",
+    "loss_by_name",
     "bpr",
     "bpr_max",
     "cross_entropy",
@@ -289,47 +296,102 @@ def bpr(scores: Tensor, active: Tensor | None = None, targets: Tensor | None = N
     return _reduce(-total / n_cols, active)
 
 
-class SampledLoss(nn.Module):
-    """One switch over the sampled losses.
+class Loss(nn.Module):
+    """Base of the sampled losses: `forward(scores, active=None, log_q=None, targets=None)` -> () (the
+    shapes in the module docstring). `name` is the loss's short name (`SessionRecModule(loss="...")`);
+    defining a subclass registers it, so a new loss is one class, named in a config by its short name or
+    as `loss: {class_path: my_module.MyLoss, init_args: {...}}`. `logq` is the logQ strength the module
+    applies (0 for every loss but cross-entropy)."""
 
-    Args:
-        name: "cross-entropy", "bpr-max", "top1", "top1-max" or "bpr".
-        bpreg: weight of BPR-max's score regulariser (used by "bpr-max" only).
-        elu_param: alpha of the ELU applied to the scores before BPR-max; 0 means linear ("bpr-max" only).
-        logq: strength of the logQ correction; only with "cross-entropy". Applied when ``forward``
-            receives ``log_q`` (training, see :func:`log_q_columns`); without it (evaluation), or with
-            logq == 0, ``log_q`` is not used.
-    """
+    name: ClassVar[str] = ""
+    logq: float = 0.0
 
-    def __init__(
-        self, name: LossName = "cross-entropy", bpreg: float = 1.0, elu_param: float = 0.5, logq: float = 0.0
-    ) -> None:
-        super().__init__()
-        check_choice("loss name", name, LOSS_NAMES)
-        for option, value in (("logq", logq), ("bpreg", bpreg), ("elu_param", elu_param)):
-            check_number(option, value, low=0)
-        if logq and name != "cross-entropy":
-            raise ConfigError(f"logq={logq} is only supported with the 'cross-entropy' loss, not {name!r}")
-        self.name, self.bpreg, self.elu_param, self.logq = name, bpreg, elu_param, logq
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            if cls.name in LOSSES and LOSSES[cls.name] is not cls:
+                raise ValueError(f"loss name {cls.name!r} is defined twice ({LOSSES[cls.name].__qualname__})")
+            LOSSES[cls.name] = cls
 
-    def forward(
-        self, scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None,
-        targets: Tensor | None = None,
-    ) -> Tensor:
-        """scores (B, B+S), active (B,) bool, log_q (B+S,) -> scalar loss averaged over active rows.
-
-        With ``targets`` (B,): scores (B, C) over shared candidates (the full softmax, C = N items) and
-        row i's target at column ``targets[i]`` (see the module docstring).
-        """
-        if self.name == "cross-entropy":
-            return cross_entropy(scores, active, log_q, self.logq, targets)
-        if self.name == "bpr-max":
-            return bpr_max(scores, active, self.bpreg, self.elu_param, targets)
-        if self.name == "top1-max":
-            return top1_max(scores, active, targets)
-        if self.name == "top1":
-            return top1(scores, active, targets)
-        return bpr(scores, active, targets)
+    def forward(self, scores: Tensor, active: Tensor | None = None, log_q: Tensor | None = None,
+                targets: Tensor | None = None) -> Tensor:
+        raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, bpreg={self.bpreg}, elu_param={self.elu_param}, logq={self.logq}"
+        return ", ".join(f"{k}={v}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")
+
+
+LOSSES: dict[str, type[Loss]] = {}
+
+
+class CrossEntropy(Loss):
+    """Softmax cross-entropy (`cross_entropy`). logq: strength of the logQ correction, applied when
+    `forward` receives `log_q` (training, see `log_q_columns`)."""
+
+    name = "cross-entropy"
+
+    def __init__(self, logq: float = 0.0) -> None:
+        super().__init__()
+        check_number("logq", logq, low=0)
+        self.logq = logq
+
+    def forward(self, scores, active=None, log_q=None, targets=None):
+        return cross_entropy(scores, active, log_q, self.logq, targets)
+
+
+class BPRMax(Loss):
+    """BPR-max (`bpr_max`). bpreg: weight of the score regulariser; elu_param: alpha of the ELU applied to
+    the scores first (0: linear)."""
+
+    name = "bpr-max"
+
+    def __init__(self, bpreg: float = 1.0, elu_param: float = 0.5) -> None:
+        super().__init__()
+        check_number("bpreg", bpreg, low=0)
+        check_number("elu_param", elu_param, low=0)
+        self.bpreg, self.elu_param = bpreg, elu_param
+
+    def forward(self, scores, active=None, log_q=None, targets=None):
+        return bpr_max(scores, active, self.bpreg, self.elu_param, targets)
+
+
+class TOP1Max(Loss):
+    """TOP1-max (`top1_max`)."""
+
+    name = "top1-max"
+
+    def forward(self, scores, active=None, log_q=None, targets=None):
+        return top1_max(scores, active, targets)
+
+
+class TOP1(Loss):
+    """TOP1 (`top1`)."""
+
+    name = "top1"
+
+    def forward(self, scores, active=None, log_q=None, targets=None):
+        return top1(scores, active, targets)
+
+
+class BPR(Loss):
+    """BPR (`bpr`)."""
+
+    name = "bpr"
+
+    def forward(self, scores, active=None, log_q=None, targets=None):
+        return bpr(scores, active, targets)
+
+
+def loss_by_name(name: str = "cross-entropy", bpreg: float = 1.0, elu_param: float = 0.5, logq: float = 0.0) -> Loss:
+    """The loss called `name` (a registered `Loss.name`) with the flat options `SessionRecModule` takes:
+    bpreg and elu_param go to "bpr-max", logq to "cross-entropy" (non-zero elsewhere: ConfigError)."""
+    check_choice("loss name", name, tuple(LOSSES))
+    for option, value in (("logq", logq), ("bpreg", bpreg), ("elu_param", elu_param)):
+        check_number(option, value, low=0)
+    if logq and name != "cross-entropy":
+        raise ConfigError(f"logq={logq} is only supported with the 'cross-entropy' loss, not {name!r}")
+    if name == "cross-entropy":
+        return CrossEntropy(logq)
+    if name == "bpr-max":
+        return BPRMax(bpreg, elu_param)
+    return LOSSES[name]()

@@ -28,7 +28,7 @@ from sessrec.training.checkpoints import check_state_keys
 from sessrec.training.distributed import all_reduce_row_sparse, broadcast_parameters, ignore_in_ddp
 from sessrec.training.divergence import DivergenceWatch
 from sessrec.training.fused import FusedGRU4RecStep, unsupported
-from sessrec.training.losses import LossName, Negatives, SampledLoss, log_q_columns
+from sessrec.training.losses import Loss, LossName, Negatives, log_q_columns, loss_by_name
 from sessrec.training.optim import build_optimizer, lr_scale_groups
 from sessrec.training.sampler import PopularitySampler
 from sessrec.training.steps import counted, plain_steps_suffice, substep_loss
@@ -41,7 +41,9 @@ class SessionRecModule(RecurrentRanking):
 
     Args:
         net: the network, e.g. `sessrec.models.GRU4Rec`.
-        loss, bpreg, elu_param, logq: the sampled loss (see `sessrec.training.losses.SampledLoss`).
+        loss: the loss, by name with the flat options bpreg, elu_param (bpr-max) and logq (cross-entropy)
+            (`sessrec.training.losses.loss_by_name`), or a `sessrec.training.losses.Loss` object with its own
+            options (`loss: {class_path: BPRMax, init_args: {bpreg: 2.0}}`; the flat options then stay unset).
         negatives: "sampled" (the reference: the in-batch targets plus n_sample shared samples) or "all":
             the full softmax over every item (small catalogues; the sampling options are then unused,
             logq > 0 is refused; trains through autograd).
@@ -64,7 +66,7 @@ class SessionRecModule(RecurrentRanking):
     def __init__(
         self,
         net: nn.Module,
-        loss: LossName = "cross-entropy",
+        loss: LossName | Loss = "cross-entropy",
         bpreg: float = 1.0,
         elu_param: float = 0.5,
         logq: float = 0.0,
@@ -83,18 +85,23 @@ class SessionRecModule(RecurrentRanking):
         fused_step: bool = True,
         bptt: int = 1,
     ) -> None:
-        check_choice("loss", loss, get_args(LossName))
+        if not isinstance(loss, Loss):
+            check_choice("loss", loss, get_args(LossName))
         check_choice("optimizer", optimizer, get_args(OptimizerName))
         check_choice("negatives", negatives, get_args(Negatives))
         super().__init__(cutoffs, tie_mode, eval_top_n)
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "loss"] if isinstance(loss, Loss) else ["net"])  # data only
         if not isinstance(net, SessionNet):
             raise ConfigError(f"net must be a sessrec.models.base.SessionNet (GRU4Rec, ParallelRNN, a subclass), got "
                               f"{type(net).__name__}")
-        check_training_options(self.hparams, net.named_subnets() or None)  # numbers, combinations
         self.net = net
         self.automatic_optimization = False
-        self.loss_fn = SampledLoss(loss, bpreg=bpreg, elu_param=elu_param, logq=logq)
+        self.loss_fn = loss if isinstance(loss, Loss) else loss_by_name(loss, bpreg, elu_param, logq)
+        if isinstance(loss, Loss) and (bpreg, elu_param, logq) != (1.0, 0.5, 0.0):
+            raise ConfigError(f"loss is a {type(loss).__name__} object: set bpreg / elu_param / logq in its "
+                              "init_args, not on the model")
+        options = {**self.hparams, "logq": self.loss_fn.logq}
+        check_training_options(options, net.named_subnets() or None)  # numbers, combinations
         self.divergence = DivergenceWatch()
         self.sampler: PopularitySampler | None = None
         self.register_buffer("log_pop", torch.zeros(0), persistent=False)
@@ -152,8 +159,10 @@ class SessionRecModule(RecurrentRanking):
             reason = unsupported(self)
             if reason is None:
                 hp = self.hparams
-                self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, hp.logq, self.log_pop,
-                                               hp.sample_alpha, hp.loss, hp.bpreg, hp.elu_param)
+                loss = self.loss_fn
+                self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, loss.logq, self.log_pop,
+                                               hp.sample_alpha, loss.name, getattr(loss, "bpreg", 1.0),
+                                               getattr(loss, "elu_param", 0.5))
             rank_zero_info("sessrec: training with the fused step (sessrec.training.fused)" if reason is None
                            else f"sessrec: training through autograd ({reason})")
         self._hidden = self._resume.take_hidden(self.trainer.world_size, self.global_rank, self.device)
@@ -210,14 +219,16 @@ class SessionRecModule(RecurrentRanking):
         if hp.negatives == "all":
             return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, None)
         samples = self._samples(targets)
-        log_q = log_q_columns(self.log_pop, targets, samples, hp.sample_alpha) if hp.logq else None  # (B+S,)
+        logq = self.loss_fn.logq
+        log_q = log_q_columns(self.log_pop, targets, samples, hp.sample_alpha) if logq else None  # (B+S,)
         return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, samples, log_q)
 
     def _check_diverged(self) -> None:
         distributed = self._trainer is not None and self.trainer.world_size > 1
         reduce_min = (lambda t: self.trainer.strategy.reduce(t, reduce_op="min")) if distributed else None
         hp = self.hparams
-        self.divergence.check(reduce_min, f"lr={hp.lr}, loss={hp.loss}, optimizer={hp.optimizer}")
+        loss = self.loss_fn.name or type(self.loss_fn).__name__
+        self.divergence.check(reduce_min, f"lr={hp.lr}, loss={loss}, optimizer={hp.optimizer}")
 
     # ---- checkpoints (exact mid-epoch resume: sessrec.training.resume) -------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

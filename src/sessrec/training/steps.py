@@ -19,7 +19,7 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
-from sessrec.training.losses import SampledLoss
+from sessrec.training.losses import Loss
 
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 _COUNTING = ("_on_before_step", "_on_after_step")  # LightningOptimizer's step counting (see `counted`)
@@ -27,7 +27,7 @@ _COUNTING = ("_on_before_step", "_on_after_step")  # LightningOptimizer's step c
 
 def substep_loss(
     net: nn.Module,
-    loss_fn: SampledLoss,
+    loss_fn: Loss,
     inputs: Tensor,
     targets: Tensor,
     hidden: list[Tensor],
