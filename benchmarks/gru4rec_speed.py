@@ -206,7 +206,7 @@ def fit_plain(data_dir: Path, seed: int) -> dict[str, float]:
     from sessrec.data.batching import SessionParallelIterator
     from sessrec.data.prepared import PreparedData
     from sessrec.training.sampler import PopularitySampler
-    from sessrec.training.losses import log_q_columns
+    from sessrec.training.sampler import log_q_columns
     from sessrec.training.optim import AdagradMomentum
     from sessrec.training.steps import substep_loss
 

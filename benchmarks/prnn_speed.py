@@ -43,7 +43,8 @@ from sessrec.data.prepared import PreparedData  # noqa: E402
 from sessrec.training.sampler import PopularitySampler  # noqa: E402
 from sessrec.encoders import Catalogue, DenseEncoder, ItemIdEncoder  # noqa: E402
 from sessrec.features import write_dense  # noqa: E402
-from sessrec.training.losses import loss_by_name, log_q_columns  # noqa: E402
+from sessrec.training.losses import loss_by_name  # noqa: E402
+from sessrec.training.sampler import log_q_columns  # noqa: E402
 from sessrec.models.gru4rec import GRU4Rec  # noqa: E402
 from sessrec.models.prnn import ParallelRNN  # noqa: E402
 from sessrec.training.optim import AdagradMomentum  # noqa: E402

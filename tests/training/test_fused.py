@@ -11,7 +11,8 @@ import torch
 from sessrec import kernels
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.training.fused import FusedGRU4RecStep, unsupported
-from sessrec.training.losses import loss_by_name, log_q_columns
+from sessrec.training.losses import loss_by_name
+from sessrec.training.sampler import log_q_columns
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.module import SessionRecModule
 from sessrec.training.optim import AdagradMomentum

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from sessrec.training.losses import LOSS_NAMES, loss_by_name, bpr_max, cross_entropy, log_q_columns
+from sessrec.training.losses import LOSS_NAMES, bpr_max, cross_entropy, loss_by_name
+from sessrec.training.sampler import log_q_columns
 
 E = math.e
 

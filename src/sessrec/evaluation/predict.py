@@ -221,3 +221,28 @@ def _check_writable(path: Path) -> None:
             pass
     except OSError as err:
         raise DataError(f"{path}: cannot write recommendations there ({err.strerror or err})") from None
+
+
+@torch.no_grad()
+def recommend(
+    module: Any, items: Sequence[int], k: int = 10, candidates: torch.Tensor | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (item indices (k,), scores (k,)) after feeding one session's `items` (indices) in order.
+
+    The same scores as evaluation at that position; items already in the session are not excluded.
+    """
+    if len(items) == 0:
+        raise ValueError("recommend: the session has no items")
+    module.on_test_epoch_start()
+    device = module.device
+    for pos, item in enumerate(items):
+        inputs, reset = torch.tensor([int(item)], device=device), torch.tensor([pos == 0], device=device)
+        scores = module.score_step(inputs, reset)  # (1, N)
+    row = scores[0]  # (N,)
+    if candidates is not None:
+        candidates = candidates.to(device)
+        row = row[candidates]  # (C,)
+    top_scores, top = torch.topk(row, min(k, row.shape[0]))  # (k,)
+    if candidates is not None:
+        top = candidates[top]
+    return top.cpu().numpy(), top_scores.float().cpu().numpy()

@@ -5,7 +5,7 @@ target in column i, and needs loss and d loss / d logits without autograd:
 
 * `gather_columns`: the scored items' rows [W | b] of the output table with each column's logit offset
   appended ((C, D+1): one matmul then adds bias and offset), prefetching the scattered rows. Reference:
-  `torch.index_select` of the rows and the logQ offsets of `sessrec.training.losses.log_q_columns`.
+  `torch.index_select` of the rows and the logQ offsets of `sessrec.training.sampler.log_q_columns`.
 * `cross_entropy_grad`: from torch's softmax, the loss -log(p_ii + EPS) and its gradient, in place.
   Reference: `sessrec.training.losses.cross_entropy` (its autograd function `_CrossEntropy`).
 * `bpr_max_grad`: from torch's ELU, target-excluded softmax and sigmoid, BPR-max's loss and gradient.

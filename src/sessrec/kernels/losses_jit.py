@@ -3,7 +3,7 @@
 
 * `gather_columns`: the scored items' rows of the output table with their logit offsets (prefetched
   ahead), the columns the fused GRU4Rec step multiplies with. Reference: `torch.index_select` of the
-  table's rows and the logQ offsets of `sessrec.training.losses.log_q_columns`.
+  table's rows and the logQ offsets of `sessrec.training.sampler.log_q_columns`.
 * `cross_entropy_grad`: loss and d loss / d logits of the in-batch cross-entropy from its softmax, in
   place. Reference: `sessrec.training.losses.cross_entropy` (its autograd function `_CrossEntropy`).
 * `bpr_max_grad`: loss and d loss / d scores of BPR-max from torch's ELU, softmax and sigmoid.

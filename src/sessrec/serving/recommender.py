@@ -10,7 +10,7 @@
     rec.top_k(state, k=5)                               # the same list as recommend(...) above
 
 The scores are the model's evaluation scores after the session's last item: the same network step as
-`python -m sessrec test` and `sessrec.evaluation.analysis.recommend`, so the lists equal theirs (with
+`python -m sessrec test` and `sessrec.evaluation.predict.recommend`, so the lists equal theirs (with
 `exclude_seen=False`; with `exclude_seen=True`, the default, items already in the session are dropped
 and the next ones move up).
 

@@ -17,7 +17,18 @@ from torch import Tensor, nn
 
 from sessrec.training.optim import coalesced_rows
 
-__all__ = ["all_reduce_row_sparse", "broadcast_parameters", "ignore_in_ddp"]
+__all__ = ["all_reduce_row_sparse", "broadcast_parameters", "ignore_in_ddp", "leave_row_sparse_to_us"]
+
+
+def leave_row_sparse_to_us(module: nn.Module) -> list[nn.Parameter]:
+    """Tell the DDP wrapper to come to skip `module`'s row-sparse tables and return them: the module
+    averages their gradients with `all_reduce_row_sparse` and broadcasts them at fit start."""
+    from sessrec.models.rows import row_sparse_parameters
+
+    names = row_sparse_parameters(module)
+    params = dict(module.named_parameters())
+    ignore_in_ddp(module, names)
+    return [params[n] for n in names]
 
 
 def ignore_in_ddp(module: nn.Module, names: list[str]) -> None:

@@ -235,6 +235,18 @@ def _unsupported_optimizer(net: GRU4Rec, optimizer: object) -> str | None:
     return None
 
 
+def fused_step_for(module: object) -> tuple[FusedGRU4RecStep | None, str]:
+    """The fused step for a `SessionRecModule` about to train (None when it does not apply) and a line
+    saying which step trains and why."""
+    reason = unsupported(module)
+    if reason is not None:
+        return None, f"sessrec: training through autograd ({reason})"
+    hp, loss = module.hparams, module.loss_fn
+    step = FusedGRU4RecStep(module.net, module.optimizers().optimizer, loss.logq, module.log_pop, hp.sample_alpha,
+                            loss.name, getattr(loss, "bpreg", 1.0), getattr(loss, "elu_param", 0.5))
+    return step, "sessrec: training with the fused step (sessrec.training.fused)"
+
+
 def unsupported(module: object) -> str | None:
     """Why `FusedGRU4RecStep` does not apply to a `SessionRecModule` about to train (None: it applies).
 

@@ -135,7 +135,7 @@ class WandbTables(L.Callback):
 
     def examples(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[list[Any]]:
         """[session index, history ids, target id, top-k ids, target rank] rows (see the class docstring)."""
-        from sessrec.evaluation.analysis import recommend
+        from sessrec.evaluation.predict import recommend
 
         datamodule = trainer.datamodule
         if self.n_examples <= 0 or datamodule is None or not hasattr(pl_module, "score_step"):

@@ -15,7 +15,7 @@ and the Theano hidasib/GRU4Rec ``gru4rec.py``, read for facts only):
   at ``-log(1e-24) ~ 55.3`` and its gradient vanishes as p -> 0, exactly like the reference.
 - logQ (cross-entropy only, training only): ``scores - logq * log(Q)`` where Q is the RAW training count
   of the item for the B in-batch target columns and the raw count raised to ``sample_alpha`` for the S
-  extra samples (see :func:`log_q_columns`). Accidental hits are not masked.
+  extra samples (see `sessrec.training.sampler.log_q_columns`). Accidental hits are not masked.
 - BPR-max: ELU(elu_param) on the scores first (linear if 0); the weights s are a softmax over the row
   with the target excluded; ``-log(sum_j s_j sigmoid(r_i - r_j) + 1e-24) + bpreg * sum_j s_j r_j^2``,
   with r the ELU-transformed scores everywhere.
@@ -73,37 +73,15 @@ __all__ = [
     "TOP1",
     "TOP1Max",
     "loss_by_name",
+    "make_loss",
     "bpr",
     "bpr_max",
     "cross_entropy",
     "elu",
-    "log_q_columns",
     "negative_softmax",
     "top1",
     "top1_max",
 ]
-
-
-def log_q_columns(log_pop: Tensor, targets: Tensor, samples: Tensor, alpha: float) -> Tensor:
-    """The logQ vector (B+S,) the reference subtracts (times ``logq``) from each row of the scores.
-
-    Args:
-        log_pop: (N,) log of the RAW training count of each item (not normalised: the reference uses
-            ``log(count)`` for the targets and ``log(count ** alpha)`` for the samples, so normalising to
-            probabilities would shift the two parts by different constants, log Z vs alpha log Z, and
-            change the loss).
-        targets: (B,) item ids of the in-batch targets (the first B columns).
-        samples: (S,) item ids of the shared extra negatives.
-        alpha: the sampler's ``sample_alpha``.
-
-    Returns:
-        (B+S,) ``cat([log_pop[targets], alpha * log_pop[samples]])``: the in-batch target columns use the
-        plain count (they are drawn by the data, i.e. proportional to popularity), the extra samples the
-        count raised to ``alpha`` (the distribution they were drawn from, unnormalised).
-    """
-    lq_targets = log_pop.index_select(0, targets)  # (B,)
-    lq_samples = log_pop.index_select(0, samples) * alpha  # (S,)
-    return torch.cat([lq_targets, lq_samples])  # (B+S,)
 
 
 def _check(scores: Tensor, active: Tensor | None, targets: Tensor | None = None) -> Tensor | None:
@@ -200,7 +178,7 @@ def cross_entropy(
 ) -> Tensor:
     """Softmax cross-entropy, the target on the diagonal (or at ``targets``): mean -log(p_target + 1e-24).
 
-    ``log_q`` (B+S,) from :func:`log_q_columns` is applied as ``scores - logq * log_q`` (pass it in
+    ``log_q`` (B+S,) from `sessrec.training.sampler.log_q_columns` is applied as ``scores - logq * log_q`` (pass it in
     training only).
     """
     columns = _check(scores, active, targets)
@@ -326,7 +304,7 @@ LOSSES: dict[str, type[Loss]] = {}
 
 class CrossEntropy(Loss):
     """Softmax cross-entropy (`cross_entropy`). logq: strength of the logQ correction, applied when
-    `forward` receives `log_q` (training, see `log_q_columns`)."""
+    `forward` receives `log_q` (training, see `sessrec.training.sampler.log_q_columns`)."""
 
     name = "cross-entropy"
 
@@ -380,6 +358,18 @@ class BPR(Loss):
 
     def forward(self, scores, active=None, log_q=None, targets=None):
         return bpr(scores, active, targets)
+
+
+def make_loss(loss: str | Loss, bpreg: float = 1.0, elu_param: float = 0.5, logq: float = 0.0) -> Loss:
+    """`SessionRecModule`'s loss: `loss` itself when it is a `Loss` (then the flat options must keep their
+    defaults: ConfigError), else `loss_by_name(loss, bpreg, elu_param, logq)`."""
+    if not isinstance(loss, Loss):
+        check_choice("loss", loss, tuple(LOSSES))
+        return loss_by_name(loss, bpreg, elu_param, logq)
+    if (bpreg, elu_param, logq) != (1.0, 0.5, 0.0):
+        raise ConfigError(f"loss is a {type(loss).__name__} object: set bpreg / elu_param / logq in its init_args, "
+                          "not on the model")
+    return loss
 
 
 def loss_by_name(name: str = "cross-entropy", bpreg: float = 1.0, elu_param: float = 0.5, logq: float = 0.0) -> Loss:

@@ -21,16 +21,15 @@ from sessrec.errors import ConfigError
 from sessrec.evaluation.metrics import TieMode
 from sessrec.evaluation.module import RecurrentRanking
 from sessrec.models.base import SessionNet
-from sessrec.models.rows import row_sparse_parameters
 from sessrec.training import resume
 from sessrec.training.bptt import window_loss, windows
 from sessrec.training.checkpoints import check_state_keys
-from sessrec.training.distributed import all_reduce_row_sparse, broadcast_parameters, ignore_in_ddp
+from sessrec.training.distributed import all_reduce_row_sparse, broadcast_parameters, leave_row_sparse_to_us
 from sessrec.training.divergence import DivergenceWatch
-from sessrec.training.fused import FusedGRU4RecStep, unsupported
-from sessrec.training.losses import Loss, LossName, Negatives, log_q_columns, loss_by_name
+from sessrec.training.fused import FusedGRU4RecStep, fused_step_for
+from sessrec.training.losses import Loss, LossName, Negatives, make_loss
 from sessrec.training.optim import build_optimizer, lr_scale_groups
-from sessrec.training.sampler import PopularitySampler
+from sessrec.training.sampler import PopularitySampler, log_q_columns
 from sessrec.training.steps import counted, plain_steps_suffice, substep_loss
 
 OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
@@ -85,8 +84,6 @@ class SessionRecModule(RecurrentRanking):
         fused_step: bool = True,
         bptt: int = 1,
     ) -> None:
-        if not isinstance(loss, Loss):
-            check_choice("loss", loss, get_args(LossName))
         check_choice("optimizer", optimizer, get_args(OptimizerName))
         check_choice("negatives", negatives, get_args(Negatives))
         super().__init__(cutoffs, tie_mode, eval_top_n)
@@ -96,10 +93,7 @@ class SessionRecModule(RecurrentRanking):
                               f"{type(net).__name__}")
         self.net = net
         self.automatic_optimization = False
-        self.loss_fn = loss if isinstance(loss, Loss) else loss_by_name(loss, bpreg, elu_param, logq)
-        if isinstance(loss, Loss) and (bpreg, elu_param, logq) != (1.0, 0.5, 0.0):
-            raise ConfigError(f"loss is a {type(loss).__name__} object: set bpreg / elu_param / logq in its "
-                              "init_args, not on the model")
+        self.loss_fn = make_loss(loss, bpreg, elu_param, logq)
         options = {**self.hparams, "logq": self.loss_fn.logq}
         check_training_options(options, net.named_subnets() or None)  # numbers, combinations
         self.divergence = DivergenceWatch()
@@ -138,10 +132,7 @@ class SessionRecModule(RecurrentRanking):
                 raise ConfigError(f"{type(self.net).__name__} needs item features: use a data module with catalogue()")
             self.net.bind(datamodule.catalogue())
         if self.trainer.world_size > 1:  # DDP cannot bucket sparse gradients: we average them ourselves
-            names = row_sparse_parameters(self)
-            params = dict(self.named_parameters())
-            self._row_sparse = [params[n] for n in names]
-            ignore_in_ddp(self, names)
+            self._row_sparse = leave_row_sparse_to_us(self)
 
     def on_fit_start(self) -> None:
         if self._row_sparse:  # DDP broadcasts only the parameters it owns
@@ -156,15 +147,8 @@ class SessionRecModule(RecurrentRanking):
         self._direct = plain_steps_suffice(self)
         self._fused = None
         if self.hparams.fused_step:
-            reason = unsupported(self)
-            if reason is None:
-                hp = self.hparams
-                loss = self.loss_fn
-                self._fused = FusedGRU4RecStep(self.net, self.optimizers().optimizer, loss.logq, self.log_pop,
-                                               hp.sample_alpha, loss.name, getattr(loss, "bpreg", 1.0),
-                                               getattr(loss, "elu_param", 0.5))
-            rank_zero_info("sessrec: training with the fused step (sessrec.training.fused)" if reason is None
-                           else f"sessrec: training through autograd ({reason})")
+            self._fused, message = fused_step_for(self)
+            rank_zero_info(message)
         self._hidden = self._resume.take_hidden(self.trainer.world_size, self.global_rank, self.device)
         self._resume.take_rng(self.device)
 

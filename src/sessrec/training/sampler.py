@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from sessrec import kernels
 from sessrec.errors import ConfigError, DataError
@@ -149,3 +150,25 @@ class PopularitySampler:
         self._cache = self._draw(self._refills - 1) if self._refills > 0 else None
         if self._cache is None:
             self._pos = self.n_batches
+
+
+def log_q_columns(log_pop: Tensor, targets: Tensor, samples: Tensor, alpha: float) -> Tensor:
+    """The logQ vector (B+S,) the reference subtracts (times ``logq``) from each row of the scores.
+
+    Args:
+        log_pop: (N,) log of the RAW training count of each item (not normalised: the reference uses
+            ``log(count)`` for the targets and ``log(count ** alpha)`` for the samples, so normalising to
+            probabilities would shift the two parts by different constants, log Z vs alpha log Z, and
+            change the loss).
+        targets: (B,) item ids of the in-batch targets (the first B columns).
+        samples: (S,) item ids of the shared extra negatives.
+        alpha: the sampler's ``sample_alpha``.
+
+    Returns:
+        (B+S,) ``cat([log_pop[targets], alpha * log_pop[samples]])``: the in-batch target columns use the
+        plain count (they are drawn by the data, i.e. proportional to popularity), the extra samples the
+        count raised to ``alpha`` (the distribution they were drawn from, unnormalised).
+    """
+    lq_targets = log_pop.index_select(0, targets)  # (B,)
+    lq_samples = log_pop.index_select(0, samples) * alpha  # (S,)
+    return torch.cat([lq_targets, lq_samples])  # (B+S,)
