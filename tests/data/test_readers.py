@@ -324,3 +324,13 @@ def test_split_sessions_ties_keep_file_order_and_int_keys_sort_numerically() -> 
     keys = np.array([10, 9, 10, 10], dtype=np.int64)
     out = split_sessions(keys, np.array([0.0, 0.0, 0.0, 100.0]), gap=50.0)
     assert out.tolist() == [1, 0, 1, 2]
+
+
+def test_a_header_read_as_one_column_suggests_the_separator(tmp_path):
+    from sessrec.data.readers import _check_columns
+    from sessrec.errors import DataError
+
+    with pytest.raises(DataError, match=r"columns: visit;product;ts; the header reads as one column: try --sep ';'\)"):
+        _check_columns(tmp_path / "x.csv", ["visit"], ["visit;product;ts"])
+    with pytest.raises(DataError, match=r"columns: a, b\)$"):
+        _check_columns(tmp_path / "x.csv", ["visit"], ["a", "b"])

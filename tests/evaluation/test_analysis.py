@@ -178,3 +178,14 @@ def test_item_labels_any_id_column_missing_values_and_unknown_columns(tmp_path):
     assert item_labels(pq, columns=["brand"]).loc["2", "brand"] == ""
     with pytest.raises(ConfigError, match=r"articles.csv: no column 'colour' \(columns: article_id, brand"):
         item_labels(csv, "article_id", ["colour"])
+
+
+def test_find_run_prefers_the_best_checkpoint(tmp_path):
+    from sessrec.evaluation.analysis import find_run
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.yaml").write_text("{}")
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert find_run(tmp_path).checkpoint.name == "last.ckpt"
+    (tmp_path / "checkpoints" / "best.ckpt").write_bytes(b"")
+    assert find_run(tmp_path).checkpoint.name == "best.ckpt"

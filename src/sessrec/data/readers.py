@@ -330,7 +330,12 @@ def _check_columns(path: Path, wanted: list[str], found: Sequence[str]) -> None:
     for col in wanted:
         if col not in found:
             shown = ", ".join(str(c) for c in found)
-            raise DataError(f"{path}: column '{col}' not found (columns: {shown})")
+            hint = ""
+            if len(found) == 1:  # the whole header read as one column: another separator
+                seps = [name for sep, name in ((",", "','"), (";", "';'"), ("\t", "$'\\t'"), ("|", "'|'"))
+                        if sep in str(found[0])]
+                hint = f"; the header reads as one column: try --sep {seps[0]}" if seps else ""
+            raise DataError(f"{path}: column '{col}' not found (columns: {shown}{hint})")
 
 
 def _check_ids(frame: pd.DataFrame, path: Path, cols: list[str]) -> None:

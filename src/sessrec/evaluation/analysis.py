@@ -65,16 +65,17 @@ def _files(root: Path, name: str) -> list[Path]:
 
 def find_run(path: str | os.PathLike, name: str | None = None) -> Run:
     """The run in folder `path`: its `config.yaml` (LightningCLI saves the resolved config in the log
-    folder: `path` itself, else the newest one below it), `checkpoints/last.ckpt` (else the newest
-    `*.ckpt`) and every `metrics.csv`. Missing parts are None / empty."""
+    folder: `path` itself, else the newest one below it), `checkpoints/best.ckpt` (the validated
+    overlay's best epoch), else `checkpoints/last.ckpt`, else the newest `*.ckpt`, and every
+    `metrics.csv`. Missing parts are None / empty."""
     root = Path(path)
     if not root.is_dir():
         return Run(name or root.name, None)
     config = root / "config.yaml"
     if not config.is_file():
         config = _newest(_files(root, "config.yaml"))
-    last = root / "checkpoints" / "last.ckpt"
-    checkpoint = last if last.is_file() else _newest(_files(root, "*.ckpt"))
+    best, last = root / "checkpoints" / "best.ckpt", root / "checkpoints" / "last.ckpt"
+    checkpoint = next((p for p in (best, last) if p.is_file()), None) or _newest(_files(root, "*.ckpt"))
     metrics = sorted(_files(root, "metrics.csv"), key=lambda p: p.stat().st_mtime)
     return Run(name or root.name, config, checkpoint, metrics)
 
