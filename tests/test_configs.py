@@ -202,7 +202,7 @@ def test_every_config_is_used_by_a_tested_combination(monkeypatch):
     file's base, a ready file checked against its stack, or an experiment or tune file a doc command runs."""
     monkeypatch.chdir(REPO)
     used = {(REPO / p).resolve() for c in TESTED for p in c.configs} | {p.resolve() for p in READY_STACKS}
-    used |= {(REPO / run.config).resolve() for spec in _experiments().values() for run in spec.runs}
+    used |= {(REPO / c).resolve() for spec in _experiments().values() for run in spec.runs for c in run.configs}
     used |= {base for path in TUNES for base in _tune_bases(path)}
     for doc in _doc_files():
         used |= {(REPO / m.group(2)).resolve() for m in TOOL.finditer(_logical_text(doc))}

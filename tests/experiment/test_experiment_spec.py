@@ -127,3 +127,19 @@ def test_paper_experiments_parse(monkeypatch):
         modes = [c["init_args"]["mode"] for c in callbacks if "TrainingSchedule" in c["class_path"]]
         assert modes == ["simultaneous", "residual", "alternating", "interleaved"]
         assert yaml.safe_dump(compose(experiment, experiment.runs[0]))  # plain YAML types only
+
+
+def test_a_run_config_may_be_a_stack_of_layers(monkeypatch):
+    monkeypatch.chdir(REPO)
+    stack = ["configs/trainer/default.yaml", "configs/data/synthetic.yaml", "configs/model/prnn.yaml",
+             "configs/inputs/synthetic/id-image.yaml", "configs/schedule/residual.yaml"]
+    experiment = parse_experiment({"name": "x", "out_dir": "/tmp/x", "runs": [
+        {"name": "res", "config": stack, "set": {"model.init_args.lr": 0.01}}]})
+    config = compose(experiment, experiment.runs[0])
+    assert config["data"]["train_split"] == "train_full" and config["model"]["init_args"]["lr"] == 0.01
+    assert set(config["model"]["init_args"]["net"]["init_args"]["encoders"]) == {"id", "image"}
+    names = [c["class_path"].rsplit(".", 1)[-1] for c in config["trainer"]["callbacks"]]
+    assert names == ["ModelCheckpoint", "TrainingSchedule"]  # the schedule layer's callbacks+ appended
+    for bad, says in (([], "non-empty list"), (["configs/nope.yaml"], "config configs/nope.yaml not found")):
+        with pytest.raises(ConfigError, match=says):
+            parse_experiment({"name": "x", "out_dir": "/tmp/x", "runs": [{"name": "r", "config": bad}]})

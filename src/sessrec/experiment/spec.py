@@ -11,12 +11,13 @@
       - {name: iknn, label: item-kNN, config: configs/baselines/iknn.yaml}
       - name: id200
         label: ID only, 200
-        config: configs/prnn/id-only.yaml
+        config: [configs/trainer/default.yaml, configs/data/synthetic.yaml, configs/model/prnn.yaml]
         set: {model.init_args.net.init_args.layers: [200]}
 
 Each `base` and `set` key is a dotted path into the run's config; its value REPLACES what is there
 (a mapping is not merged), exactly as `--key=value` on the command line. `base` applies first, then
-`set`. Config paths are relative to the working directory, like `--config` and `data_dir`.
+`set`. A run's `config` is one file or a list of layers, merged as repeated `--config` would merge them.
+Config paths are relative to the working directory, like `--config` and `data_dir`.
 The runner owns each run's outputs: `trainer.default_root_dir`, `trainer.logger` and the
 ModelCheckpoint folder are set by `compose` (see sessrec.experiment.runner for the layout).
 """
@@ -48,16 +49,22 @@ class WandbSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One row of the table: a LightningCLI config (`config`) with dotted-key replacements (`set`)."""
+    """One row of the table: a LightningCLI config (`config`: one file or a list of layers) with dotted-key
+    replacements (`set`)."""
 
     name: str
-    config: str
+    config: str | list[str]
     label: str = ""
     set: dict[str, Any] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    @property
+    def configs(self) -> list[str]:
+        """The config files, in stacking order."""
+        return [self.config] if isinstance(self.config, str) else list(self.config)
 
 
 @dataclass(frozen=True)
@@ -121,9 +128,13 @@ def parse_experiment(data: Any, source: str = "experiment") -> Experiment:
         if not isinstance(run.name, str) or not _NAME.match(run.name):
             raise ConfigError(f"{where}: name {run.name!r} must be letters, digits, '_', '.', '-' "
                               "(a folder name)")
-        if not Path(run.config).is_file():
-            raise ConfigError(f"{where}: config {run.config} not found (paths are relative to the working "
-                              f"directory, {Path.cwd()})")
+        files = run.config if isinstance(run.config, list) else [run.config]
+        if not files or not all(isinstance(f, str) and f for f in files):
+            raise ConfigError(f"{where}: config must be a file or a non-empty list of files, got {run.config!r}")
+        for file in files:
+            if not Path(file).is_file():
+                raise ConfigError(f"{where}: config {file} not found (paths are relative to the working "
+                                  f"directory, {Path.cwd()})")
         specs.append(dataclasses.replace(run, set=_dotted(run.set, f"{where}: set")))
     names = [r.name for r in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -179,9 +190,14 @@ def loggers(experiment: Experiment, run: RunSpec) -> list[dict[str, Any]]:
 
 def compose(experiment: Experiment, run: RunSpec) -> dict[str, Any]:
     """The run's LightningCLI config: its file, `base` and `set` replaced, outputs under the run folder."""
-    config = read_yaml(run.config, "run's config")
-    if not isinstance(config, dict):
-        raise ConfigError(f"{run.config}: expected a LightningCLI config mapping")
+    if len(run.configs) == 1:
+        config = read_yaml(run.configs[0], "run's config")
+        if not isinstance(config, dict):
+            raise ConfigError(f"{run.configs[0]}: expected a LightningCLI config mapping")
+    else:
+        from sessrec.experiment.train import merge_configs  # imports Lightning: only for stacks
+
+        config = merge_configs([Path(p) for p in run.configs])
     for key, value in [*experiment.base.items(), *run.set.items()]:
         set_dotted(config, key, value)
     run_dir = experiment.run_dir(run)
@@ -215,7 +231,7 @@ def input_paths(experiment: Experiment) -> list[Path]:
     """What the runs read and `out_dir` must not hold: run configs, data_dir, feature files (vs data_dir)."""
     paths: list[Path] = []
     for run in experiment.runs:
-        paths.append(Path(run.config))
+        paths += [Path(p) for p in run.configs]
         config = compose(experiment, run)
         data = config.get("data")
         if not isinstance(data, dict):

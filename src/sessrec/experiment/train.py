@@ -9,6 +9,7 @@ by LightningCLI when the run is built, so a run's result does not depend on the 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-from sessrec.errors import ConfigError
+from sessrec.errors import ConfigError, one_line_parser_error
 from sessrec.lightning_cli import SessrecCLI
 
 # Parse errors raise (one-line ConfigError) instead of printing usage and exiting the process.
@@ -28,6 +29,26 @@ class _ParseOnlyCLI(SessrecCLI):
 
     def instantiate_classes(self) -> None:
         pass
+
+
+def merge_configs(paths: list[Path]) -> dict[str, Any]:
+    """Configs stacked as repeated --config, merged by the real parser (class arguments key by key,
+    `callbacks+` appended) and dumped as one plain mapping; one-line ConfigError."""
+    import yaml
+
+    args = [a for path in paths for a in ("--config", str(path))]
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")  # parsing seeds the RNGs and says so
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+            cli = _ParseOnlyCLI(args=args, run=False, parser_kwargs=PARSER_KWARGS)
+    except argparse.ArgumentError as err:
+        raise ConfigError(one_line_parser_error(str(err))) from None
+    finally:
+        seed_log.setLevel(level)
+    return yaml.safe_load(cli.parser.dump(cli.config))
 
 
 def _cli(cls: type[SessrecCLI], config: Path) -> SessrecCLI:

@@ -144,11 +144,12 @@ def base_config(spec: TuneSpec) -> dict[str, Any]:
         if not isinstance(config, dict):
             raise ConfigError(f"{spec.base[0]}: expected a LightningCLI config mapping")
         return config
+    from sessrec.experiment.train import merge_configs
+
     try:
-        parser, namespace = parse([Path(p) for p in spec.base])
+        return merge_configs([Path(p) for p in spec.base])
     except ConfigError as err:
         raise ConfigError(f"{spec.source}: base: {err}") from None
-    return yaml.safe_load(parser.dump(namespace))
 
 
 def _lookup(namespace: Any, key: str) -> bool:
