@@ -1,7 +1,9 @@
 """p-RNN acceptance runs: fit each config through the CLI, then test it split by head / long-tail targets.
 
-    OMP_NUM_THREADS=1 python benchmarks/prnn_experiments.py configs/prnn/id-only.yaml configs/prnn/prnn.yaml \
+    OMP_NUM_THREADS=1 python benchmarks/prnn_experiments.py configs/gru4rec/synthetic.yaml configs/prnn/prnn.yaml \
         --seeds 42 1 --out prnn.json
+
+Each argument is one config file (a stack of layers: flatten it first with `sessrec fit ... --print_config`).
 
 Head = the most popular items that together cover `--head-share` (default 0.8) of the events of the
 training split (train_split of the config); tail = every other item (with `--tail-threshold K` instead:
