@@ -24,6 +24,7 @@ densely instead, exactly as `target_ranks` does for a score matrix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -167,10 +168,10 @@ class ScreenedTable:
         """Per query of q (R, D): the items (M,) that may be in its top k (None: score it densely); None
         when the kernels do not apply."""
         rows = q.shape[0]
-        q8 = torch.empty(q.shape, dtype=torch.int8)  # (R, D)
-        info = torch.empty(rows, 4, dtype=torch.float64)  # (R, 4) sq, ||q||, ||q - sq q8||, (unused)
-        if not kernels.screen_queries(q, self.w32, self.b32, torch.zeros(rows, dtype=torch.long), q8, info):
+        quantised = self._quantise(q, torch.zeros(rows, dtype=torch.long))  # (the target score is unused)
+        if quantised is None:
             return None
+        q8, info = quantised
         ea, ec = info[:, 1] * _UP, info[:, 2] * _UP  # (R,) float64
         magnitude = (ea + ec) * (self.v_max + self.u_max) + self.b_max  # bounds |score| and |approx|
         topk = kernels.ScreenTopK.start(
@@ -179,20 +180,17 @@ class ScreenedTable:
         )
         if topk is None:
             return None
-        for c0, w8_block in self._blocks:  # (C, D) int8 each; the (R, C) product stays in cache
-            acc = self._acc[w8_block.shape[0]][:rows]  # (R, C) int32
-            torch._int_mm(q8, w8_block.t(), out=acc)
-            topk.block(acc, c0)
+        self._stream(q8, topk.block)
         return [topk.candidates(row) for row in range(rows)]
 
     def _counts(self, q: Tensor, targets: Tensor, mask: Tensor, cap: int) -> Tensor | None:
         """q (R, D), targets (R,), mask (N,) uint8 -> (R, 2) int64 counts (see `ranks`); None when the
         kernels do not apply."""
         rows = q.shape[0]
-        q8 = torch.empty(q.shape, dtype=torch.int8)  # (R, D)
-        info = torch.empty(rows, 4, dtype=torch.float64)  # (R, 4) sq, ||q||, ||q - sq q8||, target score
-        if not kernels.screen_queries(q, self.w32, self.b32, targets, q8, info):
+        quantised = self._quantise(q, targets)
+        if quantised is None:
             return None
+        q8, info = quantised
         sq, ts = info[:, 0].float(), info[:, 3]  # (R,) each
         ea, ec = info[:, 1] * _UP, info[:, 2] * _UP  # (R,) float64
         magnitude = (ea + ec) * self.v_max + self.b_max + ea * self.u_max + ec * self.v_max + ts.abs()
@@ -204,11 +202,23 @@ class ScreenedTable:
         )
         if count is None:
             return None
-        for c0, w8_block in self._blocks:  # (C, D) int8 each; the (R, C) product stays in cache
-            acc = self._acc[w8_block.shape[0]][:rows]  # (R, C) int32
-            torch._int_mm(q8, w8_block.t(), out=acc)
-            count.block(acc, c0)
+        self._stream(q8, count.block)
         return count.settle()
+
+    def _quantise(self, q: Tensor, targets: Tensor) -> tuple[Tensor, Tensor] | None:
+        """q (R, D) -> (q8 (R, D) int8, info (R, 4) float64: sq, ||q||, ||q - sq q8||, the targets' scores);
+        None when the kernels do not apply."""
+        q8 = torch.empty(q.shape, dtype=torch.int8)
+        info = torch.empty(q.shape[0], 4, dtype=torch.float64)
+        return (q8, info) if kernels.screen_queries(q, self.w32, self.b32, targets, q8, info) else None
+
+    def _stream(self, q8: Tensor, consume: Callable[[Tensor, int], None]) -> None:
+        """consume(acc (R, C) int32, c0) for the int8 products of q8 (R, D) with each column block of
+        items c0..c0+C-1, in order; the (R, C) product stays in cache."""
+        for c0, w8_block in self._blocks:  # (C, D) int8 each
+            acc = self._acc[w8_block.shape[0]][: q8.shape[0]]  # (R, C) int32
+            torch._int_mm(q8, w8_block.t(), out=acc)
+            consume(acc, c0)
 
 
 def _screenable(weight: Tensor, bias: Tensor) -> bool:

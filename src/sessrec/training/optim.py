@@ -126,10 +126,7 @@ class AdagradMomentum(_Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             lr, momentum, eps = group["lr"], group["momentum"], group["eps"]
             dense: list[tuple[Tensor, Tensor, Tensor, Tensor | None]] = []  # (p, grad, acc, mom)
@@ -226,10 +223,7 @@ class RowSparseAdam(_Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _closure_loss(closure)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -311,3 +305,11 @@ def lr_scale_groups(
             groups.append({"params": params, "lr": lr * float(scale), "name": name})
     rest = [p for p in net.parameters() if id(p) not in scaled]
     return groups + ([{"params": rest, "lr": lr, "name": "rest"}] if rest else [])
+
+
+def _closure_loss(closure: Callable[[], float] | None) -> float | None:
+    """torch's optimiser convention: re-evaluate the loss with gradients on when a closure is given."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
