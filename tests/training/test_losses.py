@@ -284,3 +284,18 @@ def test_cpu_elu_equals_f_elu_in_value_and_gradient() -> None:
         (fast * weights).sum().backward()
         (ref * weights).sum().backward()
         assert torch.allclose(a.grad, b.grad, rtol=1e-6, atol=5e-7)  # the slope is ELU(x) + alpha: rounding x alpha
+
+
+@pytest.mark.parametrize("name", ["bpr-max", "top1-max", "cross-entropy", "top1", "bpr"])
+def test_one_active_row_without_extra_samples_is_finite(name) -> None:
+    """The end of an epoch: one active session and n_sample 0 leave that row without a negative."""
+    scores = torch.tensor([[1.0, 0.3], [0.2, 0.5]], requires_grad=True)  # (B, B+S) with S = 0
+    active = torch.tensor([True, False])
+    loss = loss_by_name(name)(scores, active)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(scores.grad).all()
+    if name in ("bpr-max", "top1-max"):  # the row has nothing to rank against: no loss, no gradient
+        assert loss.item() == 0.0 and not scores.grad.any()
+    one = torch.tensor([[0.7]], requires_grad=True)  # batch of one, no samples
+    loss_by_name(name)(one).backward()
+    assert torch.isfinite(one.grad).all()

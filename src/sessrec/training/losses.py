@@ -188,14 +188,18 @@ def cross_entropy(
 
 def negative_softmax(r: Tensor, active: Tensor | None, targets: Tensor | None = None) -> Tensor:
     """Softmax over each row with the target (diagonal, or ``targets``) and inactive columns excluded
-    (``active`` masks columns here: pass None for a shared candidate set); (B, B+S)."""
+    (``active`` masks columns here: pass None for a shared candidate set); (B, B+S). A row left without
+    any negative (one active row and no extra samples) gets weights 0, not NaN."""
     offset = _column_offset(active, r.shape[1], None, 0.0)
     logits = r.clone() if offset is None else r + offset  # (B, B+S)
     if targets is None:
         logits.diagonal().fill_(float("-inf"))
     else:
         logits.scatter_(1, targets.unsqueeze(1), float("-inf"))
-    return torch.softmax(logits, dim=1)  # (B, B+S)
+    if offset is None and logits.shape[1] > 1:  # every row has a negative: the plain softmax
+        return torch.softmax(logits, dim=1)  # (B, B+S)
+    empty = torch.isneginf(logits).all(dim=1, keepdim=True)  # (B, 1) rows without a negative
+    return torch.softmax(logits.masked_fill(empty, 0.0), dim=1).masked_fill(empty, 0.0)  # (B, B+S)
 
 
 class _CpuElu(torch.autograd.Function):
@@ -235,6 +239,8 @@ def bpr_max(
     ranked = (torch.sigmoid(target - r) * s).sum(dim=1)  # (B,)
     reg = (r.square() * s).sum(dim=1)  # (B,)
     per_row = -torch.log(ranked + EPS) + bpreg * reg  # (B,)
+    if columns is not None or s.shape[1] == 1:  # a row without negatives has nothing to rank against
+        per_row = torch.where(s.sum(dim=1) > 0, per_row, per_row.new_zeros(()))
     return _reduce(per_row, active)
 
 
