@@ -163,3 +163,24 @@ def test_schedule_keys_index_the_base_callback_list(tmp_path, small):
                                 space={"trainer.callbacks.1.init_args.mdoe": {"categorical": ["residual"]}}))
     with pytest.raises(ConfigError, match="trainer.callbacks.1.init_args.mdoe: 'residual' rejected"):
         check(spec, base_config(spec))
+
+
+def test_same_as_ties_a_key_to_an_earlier_one():
+    import optuna
+
+    from sessrec.tune.report import best_params
+    from sessrec.tune.study import suggest
+
+    width = "model.init_args.net.init_args.layers.0"
+    spec = _parse(space={width: {"int": [64, 512], "step": 64},
+                  "model.init_args.net.init_args.embedding": {"same_as": width}})
+    trial = optuna.trial.FixedTrial({width: 192})
+    values = suggest(trial, spec)
+    assert values == {width: 192, "model.init_args.net.init_args.embedding": 192}
+    grid = optuna.distributions.IntDistribution(64, 512, step=64)
+    frozen = optuna.trial.create_trial(params={width: 192}, distributions={width: grid}, value=0.1)
+    assert best_params(spec, frozen)["model.init_args.net.init_args.embedding"] == 192  # best.yaml has it too
+    with pytest.raises(ConfigError, match="same_as: model.nope is not an earlier key"):
+        _parse(space={"model.init_args.lr": {"same_as": "model.nope"}})
+    with pytest.raises(ConfigError, match="same_as takes no log or step"):
+        _parse(space={width: {"int": [64, 512]}, "model.init_args.lr": {"same_as": width, "log": True}})

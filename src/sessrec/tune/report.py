@@ -16,6 +16,8 @@ Every process sharing the study rewrites the files from the whole study when its
 
 from __future__ import annotations
 
+import copy
+
 import json
 import logging
 import warnings
@@ -35,8 +37,16 @@ log = logging.getLogger(__name__)
 
 
 def best_params(spec: TuneSpec, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """The best trial's config values (categorical labels back to their choices), in the space's order."""
-    return {p.key: p.value(trial.params[p.key]) for p in spec.space if p.key in trial.params}
+    """The best trial's config values (categorical labels back to their choices, tied keys from their
+    source), in the space's order."""
+    values: dict[str, Any] = {}
+    for p in spec.space:
+        if p.key in trial.params:
+            values[p.key] = p.value(trial.params[p.key])
+        elif p.same_as is not None and p.same_as.key in values and all(
+                values.get(k) == v for k, v in p.when.items()):
+            values[p.key] = copy.deepcopy(values[p.same_as.key])
+    return values
 
 
 def _write_text(path: Path, text: str) -> None:

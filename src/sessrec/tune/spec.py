@@ -8,6 +8,8 @@
       model.init_args.net.init_args.layers.0: {int: [50, 200], step: 50}   # .0: a list's first entry
       model.init_args.loss: {categorical: [cross-entropy, bpr-max]}
       model.init_args.bpreg: {float: [0.0, 2.0], when: {model.init_args.loss: bpr-max}}
+      model.init_args.net.init_args.layers.0: {int: [64, 512], step: 64}
+      model.init_args.net.init_args.dim: {same_as: model.init_args.net.init_args.layers.0}   # tied
     objective: val_mrr@20               # a validation metric the module logs, maximised
     n_trials: 20                        # finished (complete or pruned) trials the study needs
     timeout: 3600                       # optional: seconds this process keeps starting trials
@@ -20,8 +22,10 @@
 
 `base` paths are relative to the tune file; `out`, `storage` and the paths inside the configs (data_dir)
 are relative to the working directory. A key in `when` is an earlier space key; the conditional key is
-sampled only in trials where that key took the given value. Categorical choices may be lists or
-mappings (e.g. `layers: {categorical: [[100], [100, 100]]}`); Optuna sees them as their YAML text.
+sampled only in trials where that key took the given value. `same_as: KEY` ties a key to an earlier one:
+it takes that key's value in every trial (no dimension of its own; e.g. an input embedding shared with the
+output table must have the GRU's width). Categorical choices may be lists or mappings (e.g. `layers:
+{categorical: [[100], [100, 100]]}`); Optuna sees them as their YAML text.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import yaml
 from sessrec.errors import ConfigError
 from sessrec.io import read_yaml
 
-KINDS = ("float", "int", "categorical")
+KINDS = ("float", "int", "categorical", "same_as")
 OBJECTIVE_PREFIX = "val_"  # trials are scored on the valid split only
 SET_BY_TUNE = (  # what trials and best.yaml own (see sessrec.tune.compose)
     "trainer.logger", "trainer.enable_checkpointing", "trainer.default_root_dir",
@@ -58,6 +62,7 @@ class Param:
     log: bool = False
     choices: tuple[Any, ...] = ()  # categorical: the config values
     when: dict[str, Any] = field(default_factory=dict)
+    same_as: Param | None = None  # kind "same_as": the earlier key whose value this one takes
 
     @property
     def labels(self) -> tuple[Any, ...]:
@@ -72,9 +77,13 @@ class Param:
 
     def probes(self) -> list[Any]:
         """Values checked against the parser before the study: both ends, or every choice."""
+        if self.same_as is not None:
+            return self.same_as.probes()
         return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
 
     def allows(self, value: Any) -> bool:
+        if self.same_as is not None:
+            return self.same_as.allows(value)
         if self.kind == "categorical":
             return label(value) in self.labels
         return _number(value) and self.low <= value <= self.high
@@ -147,6 +156,13 @@ def _param(key: str, data: Any, earlier: dict[str, Param], where: str) -> Param:
             raise ConfigError(f"{where}: {key}: when: {parent} is not an earlier key of the space")
         if not earlier[parent].allows(value):
             raise ConfigError(f"{where}: {key}: when: {parent} never takes the value {value!r}")
+    if kind == "same_as":
+        source = data["same_as"]
+        if set(data) - {"same_as", "when"}:
+            raise ConfigError(f"{where}: {key}: same_as takes no log or step")
+        if source not in earlier:
+            raise ConfigError(f"{where}: {key}: same_as: {source} is not an earlier key of the space")
+        return Param(key, kind, when=when, same_as=earlier[source])
     if kind == "categorical":
         choices = data["categorical"]
         if set(data) - {"categorical", "when"}:

@@ -17,6 +17,8 @@ again once (RetryHeartbeatStaleTrialCallback).
 
 from __future__ import annotations
 
+import copy
+
 import contextlib
 import fcntl
 import logging
@@ -76,8 +78,12 @@ def suggest(trial: optuna.Trial, spec: TuneSpec) -> dict[str, Any]:
     """The trial's config values, in the space's order; a conditional key only when its condition holds."""
     values: dict[str, Any] = {}
     for param in spec.space:
-        if all(k in values and values[k] == v for k, v in param.when.items()):
+        if not all(k in values and values[k] == v for k, v in param.when.items()):
+            continue
+        if param.same_as is None:
             values[param.key] = param.value(_suggest_one(trial, param))
+        elif param.same_as.key in values:  # tied to an earlier key (not one of Optuna's dimensions)
+            values[param.key] = copy.deepcopy(values[param.same_as.key])
     return values
 
 
