@@ -49,7 +49,7 @@ diginetica)
         [[ -f $PREPARED/meta.json ]] || "$SESSREC_PY" -m sessrec prepare \
             ../shared/data/diginetica/sample_train-item-views.csv --format diginetica \
             --min-item-support 2 --test-days 7 --valid-days 7 --out "$PREPARED"
-        [[ -f $PROPS ]] || "$SESSREC_PY" -c "from sessrec.features.movielens import write_diginetica_categories as w; \
+        [[ -f $PROPS ]] || "$SESSREC_PY" -c "from sessrec.extract.movielens import write_diginetica_categories as w; \
 w('../shared/data/diginetica/product-categories.csv', '$PROPS')"
     }
     ;;

@@ -318,7 +318,7 @@ def _movielens(args: argparse.Namespace) -> int:
     import pandas as pd
     import scipy.sparse as sp
 
-    from sessrec.features.movielens import write_movielens_features
+    from sessrec.extract.movielens import write_movielens_features
 
     paths = write_movielens_features(args.source, args.out, min_df=args.min_df, ngram_max=args.ngram_max)
     text = sp.load_npz(paths["text"])
@@ -332,7 +332,7 @@ def _movielens(args: argparse.Namespace) -> int:
 def _diginetica(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from sessrec.features.movielens import write_diginetica_categories
+    from sessrec.extract.movielens import write_diginetica_categories
 
     out = write_diginetica_categories(args.source, args.out)
     categories = pd.read_parquet(out)

@@ -11,7 +11,7 @@ import pytest
 
 from sessrec.errors import DataError
 from sessrec.features import load_properties, load_sparse
-from sessrec.features.movielens import parse_title, write_diginetica_categories, write_movielens_features
+from sessrec.extract.movielens import parse_title, write_diginetica_categories, write_movielens_features
 
 SHARED = Path(__file__).parents[2].parent / "shared" / "data"
 ML_SMALL = SHARED / "movielens-latest-small" / "ml-latest-small"

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.feature_extraction.text import TfidfVectorizer
 
 from sessrec.errors import DataError
+from sessrec.extract.text import tfidf
 from sessrec.features.store import write_properties, write_sparse
 
 PathLike = str | os.PathLike
@@ -99,12 +99,9 @@ def write_movielens_features(
         else pd.DataFrame({"movieId": pd.Series(dtype=str), "tag": pd.Series(dtype=str)})
     )
     texts = movielens_texts(movies, tags)
-    vectorizer = TfidfVectorizer(
-        ngram_range=(1, ngram_max), min_df=min_df, sublinear_tf=True, dtype=np.float32
-    )
     try:
-        matrix = vectorizer.fit_transform(texts.tolist())  # (movies, V)
-    except ValueError as err:  # empty vocabulary after min_df
+        matrix, _ = tfidf(texts.tolist(), ngram_range=(1, ngram_max), min_df=min_df, sublinear_tf=True)  # (movies, V)
+    except DataError as err:  # empty vocabulary after min_df
         raise DataError(f"{ml_dir}: no TF-IDF terms ({err})") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = movies["movieId"].astype(str).tolist()
