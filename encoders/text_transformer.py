@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from sessrec.encoders import Catalogue, FeatureEncoder, MissingFill
 from sessrec.errors import ConfigError
+from sessrec.extract.text_embed import mean_pool
 from sessrec.features import load_text
 
 
@@ -99,8 +100,7 @@ class TextTransformerEncoder(FeatureEncoder):
         length = max(int(attention.sum(1).max()), 1)
         ids, attention = self.input_ids[rows, :length].long(), attention[:, :length]  # (U, L')
         hidden = self.model(input_ids=ids, attention_mask=attention).last_hidden_state  # (U, L', D)
-        weights = attention.unsqueeze(2).to(hidden.dtype)  # (U, L', 1)
-        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)  # (U, D)
+        pooled = mean_pool(hidden, attention)  # (U, D)
         return F.normalize(pooled, dim=1) if self.normalize else pooled
 
     def forward(self, items: Tensor) -> Tensor:

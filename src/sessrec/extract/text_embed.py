@@ -35,6 +35,12 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def mean_pool(hidden: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """hidden (b, L, D), attention (b, L) 0/1 -> the mean over the non-padding tokens (b, D)."""
+    weights = attention.unsqueeze(-1).to(hidden.dtype)  # (b, L, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
 @torch.no_grad()
 def embed_texts(texts: Sequence[str], model: str, batch_size: int = 64, max_length: int = 128) -> np.ndarray:
     """texts (n,) -> (n, D) float32, mean-pooled over non-padding tokens and L2-normalised."""
@@ -48,9 +54,7 @@ def embed_texts(texts: Sequence[str], model: str, batch_size: int = 64, max_leng
         batch = tokenizer(list(texts[start : start + batch_size]), padding=True, truncation=True,
                           max_length=max_length, return_tensors="pt")
         hidden = encoder(**batch).last_hidden_state  # (b, L, D)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (b, L, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (b, D)
-        chunks.append(torch.nn.functional.normalize(pooled, dim=1))
+        chunks.append(torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=1))
     return torch.cat(chunks).numpy().astype(np.float32)  # (n, D)
 
 
