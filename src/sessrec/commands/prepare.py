@@ -46,7 +46,7 @@ def _number(kind: type, low: float, strict: bool) -> Callable[[str], float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the `prepare` options on `parser`."""
     parser.add_argument(
-        "input", type=Path, nargs="?", help="event log (.csv, .tsv, .dat, .parquet; may be compressed)"
+        "input", type=Path, nargs="?", help="event log (.csv, .tsv, .dat, .parquet; may be compressed), or a folder of Parquet parts (a partitioned data set, read in path order)"
     )
     presplit = parser.add_argument_group("pre-split files (instead of INPUT; read with the same options)")
     presplit.add_argument("--train", type=Path, help="training events, imported as they are")

@@ -228,8 +228,21 @@ def _warn_long_sessions(keys: np.ndarray, time: np.ndarray, path: Path) -> None:
         )
 
 
+def parquet_parts(folder: Path) -> list[Path]:
+    """The Parquet files of a partitioned data set (`folder/**/*.parquet`, sorted by path: the rows are
+    read in that order); DataError when there are none. Partition keys in folder names (`day=1/`) are not
+    read as columns: the wanted columns must be in the files."""
+    parts = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".parquet", ".pq"))
+    if not parts:
+        raise DataError(f"{folder}: is a folder without .parquet files (give a file, or a folder of Parquet parts)")
+    return parts
+
+
 def _file_type(path: Path, fmt: str | None) -> str:
-    """'csv', 'tsv' or 'parquet', from `fmt` or else from the extension (compression suffix ignored)."""
+    """'csv', 'tsv' or 'parquet', from `fmt` or else from the extension (compression suffix ignored); a
+    folder is a partitioned Parquet data set."""
+    if path.is_dir() and fmt in (None, "parquet"):
+        return "parquet"
     if fmt is not None:
         if fmt not in ("csv", "tsv", "parquet"):
             raise ConfigError(f"fmt: must be 'csv', 'tsv' or 'parquet', got '{fmt}'")
@@ -246,17 +259,18 @@ def _read_table(
     if not path.exists():
         raise DataError(f"{path}: file not found")
     if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a file")
-    if path.stat().st_size == 0:
+        parquet_parts(path)  # a folder of Parquet parts (DataError when it holds none)
+    elif path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     kind = _file_type(path, fmt)
     if kind != "parquet" and path.suffix.lower() == ".zst" and importlib.util.find_spec("zstandard") is None:
         raise DataError(f"{path}: reading .zst files needs the 'zstandard' package (pip install zstandard)")
     try:
         if kind == "parquet":
-            found = _parquet_columns(path)
-            _check_columns(path, columns, found)
-            frame = pd.read_parquet(path, columns=columns)
+            parts = parquet_parts(path) if path.is_dir() else [path]
+            for part in parts:
+                _check_columns(part, columns, _parquet_columns(part))
+            frame = pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
         else:
             sep = sep if sep is not None else ("\t" if kind == "tsv" else ",")
             header = None if names is not None else "infer"

@@ -78,7 +78,8 @@ def _read_plain(
     readers._check_gap("session_gap", session_gap)
     if session_split_gap is not None:
         readers._check_gap("session_split_gap", session_split_gap)
-    if not path.is_file() or path.stat().st_size == 0 or time_unit not in TIME_UNITS:
+    readable = path.is_dir() or (path.is_file() and path.stat().st_size > 0)  # a folder: Parquet parts
+    if not readable or time_unit not in TIME_UNITS:
         raise _Fallback("missing, empty or odd")
     if session_col is None and user_col is None:
         raise _Fallback("no session and no user column")
@@ -132,7 +133,8 @@ def _read_table(
     if any(s.lower() in readers._COMPRESSION for s in path.suffixes):
         raise _Fallback("compressed")
     if kind == "parquet":
-        frame = pl.read_parquet(path, columns=columns)
+        parts = readers.parquet_parts(path) if path.is_dir() else [path]
+        frame = pl.concat([pl.read_parquet(p, columns=columns) for p in parts], how="vertical")
         for col, dtype in frame.schema.items():
             numeric_time = dtype.is_float() and col not in columns[:2]  # ids: text or integers only
             if not (dtype == pl.String or dtype.is_integer() or numeric_time):
