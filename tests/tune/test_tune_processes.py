@@ -55,9 +55,9 @@ def test_killed_study_resumes_and_completes_its_count(tmp_path, small, monkeypat
     out = tmp_path / "out"
     proc = _start(config, tmp_path / "first.log")
 
-    def mid_trial(trials):  # one trial done, the next one training
+    def mid_trial(trials):  # one trial done, the next one training with its values drawn
         states = [t.state for t in trials]
-        return TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING
+        return TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING and bool(trials[-1].params)
 
     try:
         study = _wait_for(proc, out, mid_trial)
