@@ -44,7 +44,8 @@ diginetica)
     # experiment file -> its out_dir and the results folder it is copied to
     EXPERIMENTS=("benchmarks/recbole/sessrec_diginetica_tuned.yaml runs/leaderboard-diginetica-sample-tuned $RESULTS/sessrec-diginetica-sample-tuned"
                  "benchmarks/recbole/sessrec_diginetica_prnn_tuned.yaml runs/leaderboard-diginetica-sample-prnn-tuned $RESULTS/sessrec-diginetica-sample-prnn-tuned")
-    TABLE_EXTRA=($RESULTS/sessrec-diginetica-sample-tuned100)   # the supplementary 100-trial row, when present
+    # the supplementary rows, when present: 100-trial GRU4Rec; p-RNN alternating / simultaneous at equal wall clock
+    TABLE_EXTRA=($RESULTS/sessrec-diginetica-sample-tuned100 $RESULTS/sessrec-diginetica-sample-prnn-equal-time)
     prepare() {
         [[ -f $PREPARED/meta.json ]] || "$SESSREC_PY" -m sessrec prepare \
             ../shared/data/diginetica/sample_train-item-views.csv --format diginetica \
