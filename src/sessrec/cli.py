@@ -76,8 +76,21 @@ def _run_lightning(argv: Sequence[str] | None) -> int:
 
     discover()  # plug-in encoders (project encoders/ folder, entry points) become nameable in configs
 
-    SessrecCLI(args=None if argv is None else list(argv))
+    try:
+        SessrecCLI(args=None if argv is None else list(argv))
+    finally:
+        _end_process_group()
     return 0
+
+
+def _end_process_group() -> None:
+    """Destroy the torch.distributed process group a DDP run made (if any) before the interpreter exits:
+    left to exit, gloo's threads can be torn down out of order and abort the process (SIGABRT,
+    "terminate called without an active exception") after the run itself succeeded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
