@@ -258,16 +258,14 @@ def _read_table(
     """Read `columns` of the file as strings (text) or native types (parquet); one-line errors."""
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        parquet_parts(path)  # a folder of Parquet parts (DataError when it holds none)
-    elif path.stat().st_size == 0:
+    parts = parquet_parts(path) if path.is_dir() else [path]  # a folder: its Parquet parts (DataError: none)
+    if not path.is_dir() and path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     kind = _file_type(path, fmt)
     if kind != "parquet" and path.suffix.lower() == ".zst" and importlib.util.find_spec("zstandard") is None:
         raise DataError(f"{path}: reading .zst files needs the 'zstandard' package (pip install zstandard)")
     try:
         if kind == "parquet":
-            parts = parquet_parts(path) if path.is_dir() else [path]
             for part in parts:
                 _check_columns(part, columns, _parquet_columns(part))
             frame = pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
