@@ -41,6 +41,31 @@ def test_screened_top_k_is_the_dense_top_k(n, rows, k):
     assert bool((exact.gather(1, want_items).min(1).values <= kth + 1e-5).all())  # nothing better left out
 
 
+@pytest.mark.parametrize("rows", [1, 7])
+def test_many_small_blocks_and_chunks(rows, monkeypatch):
+    """Item blocks of 128 or 16 items (chunks cut inside them): the heaps and lists carry across blocks."""
+    from sessrec.evaluation import screening
+
+    monkeypatch.setattr(screening, "_COLS", 8)
+    monkeypatch.setattr(screening, "_ROWS", 16)
+    table = _table(3001, 12, seed=rows)
+    query = torch.randn(rows, 12, generator=torch.Generator().manual_seed(rows))
+    scores, items = ScreenedTable(table).top_k(query, 10)
+    want_scores, want_items = _dense_top(query, table, 10)
+    torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+    assert torch.equal(items, want_items)
+
+
+def test_a_full_candidate_list_falls_back_to_dense_scores():
+    """3,000 equal rows: every item may be in the top 1, the list (2,048) overflows, the row is scored densely."""
+    table = _table(1, 8, seed=2).repeat(3000, 1)
+    table[2999, -1] += 1.0  # one item better than the rest, after the list is full
+    screened, query = ScreenedTable(table), torch.randn(2, 8)
+    assert screened._candidates(query, 1) == [None, None]
+    scores, items = screened.top_k(query, 1)
+    assert items.flatten().tolist() == [2999, 2999]
+
+
 def test_duplicate_rows_tie_and_k_above_n():
     table = _table(100, 8, seed=1)
     table[50] = table[10]  # an exact tie

@@ -180,7 +180,7 @@ class ScreenedTable:
         )
         if topk is None:
             return None
-        self._stream(q8, topk.block)
+        self._stream_items(q8, topk.block)
         return [topk.candidates(row) for row in range(rows)]
 
     def _counts(self, q: Tensor, targets: Tensor, mask: Tensor, cap: int) -> Tensor | None:
@@ -219,6 +219,20 @@ class ScreenedTable:
             acc = self._acc[w8_block.shape[0]][: q8.shape[0]]  # (R, C) int32
             torch._int_mm(q8, w8_block.t(), out=acc)
             consume(acc, c0)
+
+    def _stream_items(self, q8: Tensor, consume: Callable[[Tensor, int], None]) -> None:
+        """consume(acc (C, R) int32, c0): as `_stream`, items as rows. For the few queries of a top k:
+        the int8 GEMM with the item block as its left operand runs ~2x faster here than the (R, C) one
+        (1-16 queries, 700K items: 8-11 ms against 18-20), and blocks of 1 MiB of products need few calls."""
+        rows, n = q8.shape[0], self.w8.shape[0]
+        cols = max(_COLS, _COLS * (_ROWS // rows))  # (C, R) int32: 1 MiB
+        acc = torch.empty(min(cols, n), rows, dtype=torch.int32)  # (C, R)
+        q8t = q8.t()  # (D, R)
+        for c0 in range(0, n, cols):
+            block = self.w8[c0 : c0 + cols]  # (C, D) int8
+            out = acc if block.shape[0] == acc.shape[0] else torch.empty(block.shape[0], rows, dtype=torch.int32)
+            torch._int_mm(block, q8t, out=out)
+            consume(out, c0)
 
 
 def _screenable(weight: Tensor, bias: Tensor) -> bool:

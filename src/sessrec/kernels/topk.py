@@ -32,6 +32,8 @@ class ScreenTopK:
         self.cand_up = np.zeros((n_rows, cap), np.float32)  # (R, L) their upper bounds
         self.cand_n = np.zeros(n_rows, np.int64)
         self.overflow = np.zeros(n_rows, np.uint8)
+        self.tau = np.empty(n_rows, np.float32)  # (R,) scratch: each row's heap minimum
+        self.hits = np.empty(n_rows, np.int32)  # (R,) scratch: bounds reaching it in a chunk
 
     @classmethod
     def start(cls, *, sq: Tensor, ea: Tensor, ec: Tensor, slack: Tensor, st: Tensor, eu: Tensor, ev: Tensor,
@@ -47,9 +49,9 @@ class ScreenTopK:
         return cls(jit, rows, columns, k, cap)
 
     def block(self, acc: Tensor, c0: int) -> None:
-        """acc (R, C) int32: the int8 products of the items c0..c0+C-1."""
+        """acc (C, R) int32: the int8 products of the items c0..c0+C-1 (rows) with the R queries."""
         self._jit.topk_block(acc.numpy(), c0, *self._rows, *self._columns, self.heap, self.heap_n, self.cand,
-                             self.cand_up, self.cand_n, self.overflow)
+                             self.cand_up, self.cand_n, self.overflow, self.tau, self.hits)
 
     def candidates(self, row: int) -> Tensor | None:
         """The items (M,) int64 that may be in `row`'s top k; None when the row's list overflowed."""
