@@ -48,6 +48,8 @@ from sessrec.training.sampler import log_q_columns  # noqa: E402
 from sessrec.models.gru4rec import GRU4Rec  # noqa: E402
 from sessrec.models.prnn import ParallelRNN  # noqa: E402
 from sessrec.training.optim import AdagradMomentum  # noqa: E402
+from sessrec.training.fused import FusedGRU4RecStep  # noqa: E402
+from sessrec.training.fused_prnn import HandwrittenParallelStep  # noqa: E402
 from sessrec.training.steps import substep_loss  # noqa: E402
 
 MODELS = ("gru4rec", "id", "id+image", "id+image_proj")
@@ -66,8 +68,13 @@ def build(model: str, n_items: int, folder: Path) -> torch.nn.Module:
                        catalogue=catalogue)
 
 
-def train_steps(net: torch.nn.Module, data: PreparedData, steps: int, warmup: int, seed: int) -> dict:
-    """`warmup` + `steps` training steps of the plain loop; events/s over the timed steps."""
+def train_steps(net: torch.nn.Module, data: PreparedData, steps: int, warmup: int, seed: int,
+                step_kind: str = "autograd") -> dict:
+    """`warmup` + `steps` training steps of the plain loop; events/s over the timed steps.
+
+    step_kind "autograd": forward, `loss.backward()`, `opt.step()`; "handwritten": the module's fast step
+    for the net (GRU4Rec: `FusedGRU4RecStep`, optimiser included; ParallelRNN: `HandwrittenParallelStep`
+    then `opt.step()`), autograd for a step with inactive rows (as the module does)."""
     torch.manual_seed(seed)
     c = CONFIG
     split = data.split("train_full")
@@ -76,6 +83,11 @@ def train_steps(net: torch.nn.Module, data: PreparedData, steps: int, warmup: in
     sampler = PopularitySampler(counts.numpy(), c["sample_alpha"], c["n_sample"], 2_000_000, seed=seed)
     opt = AdagradMomentum(net.parameters(), lr=c["lr"], momentum=c["momentum"])
     loss_fn = loss_by_name(c["loss"], logq=c["logq"])
+    fast = None
+    if step_kind == "handwritten":
+        fast = (FusedGRU4RecStep(net, opt, c["logq"], log_pop, c["sample_alpha"], c["loss"])
+                if isinstance(net, GRU4Rec) else
+                HandwrittenParallelStep(net, c["loss"], logq=c["logq"], log_pop=log_pop, sample_alpha=c["sample_alpha"]))
     net.train()
     hidden, step, events, start = None, 0, 0, 0.0
     for block in SessionParallelIterator(split.items, split.offsets, c["batch_size"], 32):
@@ -90,11 +102,18 @@ def train_steps(net: torch.nn.Module, data: PreparedData, steps: int, warmup: in
             hidden = [h * (~block.reset[t]).unsqueeze(1).float() for h in hidden]
             inputs, targets, active = block.inputs[t], block.targets[t], block.active[t]
             samples = sampler.sample()  # (S,)
-            log_q = log_q_columns(log_pop, targets, samples, c["sample_alpha"])  # (B+S,)
-            loss, hidden = substep_loss(net, loss_fn, inputs, targets, hidden, active, samples, log_q)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if isinstance(fast, FusedGRU4RecStep) and bool(active.all()):
+                _, hidden = fast(inputs, targets, samples, hidden)
+            elif fast is not None and bool(active.all()):
+                opt.zero_grad(set_to_none=True)
+                _, hidden = fast(inputs, targets, samples, hidden)
+                opt.step()
+            else:
+                log_q = log_q_columns(log_pop, targets, samples, c["sample_alpha"])  # (B+S,)
+                loss, hidden = substep_loss(net, loss_fn, inputs, targets, hidden, active, samples, log_q)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             hidden = [h.detach() for h in hidden]
             step, events = step + 1, events + int(active.sum())
     raise ValueError(f"the training split has fewer than {warmup + steps} steps")
@@ -110,29 +129,39 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--steps-kind", nargs="+", choices=["autograd", "handwritten"], default=["autograd"],
+                        help="how each model trains; several: each model once per kind, in turn")
     parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "sessrec-bench"))
     parser.add_argument("--out", help="write the results as JSON")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     data_dir = prepared_dir(args.events, args.items, Path(args.cache))
     data = PreparedData.load(data_dir)
-    runs: dict[str, list[dict]] = {m: [] for m in args.models}
+    names = [m if len(args.steps_kind) == 1 else f"{m}/{kind}" for m in args.models for kind in args.steps_kind]
+    runs: dict[str, list[dict]] = {m: [] for m in names}
     with tempfile.TemporaryDirectory() as tmp:
         rng = np.random.default_rng(0)
         image = rng.standard_normal((data.n_items, args.image_dim)).astype(np.float32)  # (N, D)
         write_dense(Path(tmp) / "image.npy", image, np.arange(data.n_items).astype(str))
         for repeat in range(args.repeats):
             for model in args.models:
-                net = build(model, data.n_items, Path(tmp))
-                runs[model].append(train_steps(net, data, args.steps, args.warmup, seed=repeat))
-                speed = runs[model][-1]["events_per_s"]
-                print(f"repeat {repeat} {model:9s} {speed:8.0f} events/s", flush=True)
-    med = {m: statistics.median(r["events_per_s"] for r in runs[m]) for m in args.models}
+                for kind in args.steps_kind:
+                    name = model if len(args.steps_kind) == 1 else f"{model}/{kind}"
+                    net = build(model, data.n_items, Path(tmp))
+                    runs[name].append(train_steps(net, data, args.steps, args.warmup, seed=repeat, step_kind=kind))
+                    speed = runs[name][-1]["events_per_s"]
+                    print(f"repeat {repeat} {name:24s} {speed:8.0f} events/s", flush=True)
+    med = {m: statistics.median(r["events_per_s"] for r in runs[m]) for m in names}
     result = {"args": vars(args), "median_events_per_s": med, "runs": runs}
-    for model in (m for m in args.models if m.startswith("id+") and "id" in runs):
-        result[f"ratio_{model}_vs_id"] = med[model] / med["id"]
-        result[f"ratio_{model}_vs_id_per_repeat"] = [
-            p["events_per_s"] / i["events_per_s"] for p, i in zip(runs[model], runs["id"])]
+    for kind in args.steps_kind:
+        suffix = "" if len(args.steps_kind) == 1 else f"/{kind}"
+        for base in (f"id{suffix}", f"id/{args.steps_kind[0]}" if suffix else "id"):
+            if base not in runs:
+                continue
+            for model in (m for m in names if m.startswith("id+") and m.endswith(suffix)):
+                result[f"ratio_{model}_vs_{base}"] = med[model] / med[base]
+                result[f"ratio_{model}_vs_{base}_per_repeat"] = [
+                    p["events_per_s"] / i["events_per_s"] for p, i in zip(runs[model], runs[base])]
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -41,7 +41,7 @@ def run_both(tmp_path: Path, *argv: object) -> tuple[Path, Path]:
 
 def assert_same_folder(old: Path, new: Path) -> None:
     """Every split, items.parquet and meta.json are equal (values, types and order)."""
-    for name in [*SPLIT_NAMES, "items"]:
+    for name in [*SPLIT_NAMES, *(f"{n}.sessions" for n in SPLIT_NAMES), "items"]:
         a, b = pq.read_table(old / f"{name}.parquet"), pq.read_table(new / f"{name}.parquet")
         assert a.schema == b.schema, name
         assert a.equals(b), name
@@ -134,6 +134,19 @@ def test_preprocess_matches_pandas(
         assert a["session"].tolist() == b["session"].tolist(), name
         assert a["item"].tolist() == b["item"].tolist(), name
         assert a["time"].tolist() == b["time"].tolist(), name
+        assert old.session_keys[name].tolist() == new.session_keys[name].to_list(), name
+        assert_keys_are_the_inputs(events, a, old.item_ids, old.session_keys[name])
+
+
+def assert_keys_are_the_inputs(events: pd.DataFrame, split: pd.DataFrame, item_ids, keys) -> None:
+    """Every event of session s of the prepared split is an input event of session keys[s]."""
+    keys = np.asarray(keys, dtype=object)
+    assert len(keys) == split["session"].nunique()
+    got = pd.DataFrame({"session": keys[split["session"].to_numpy()], "item": np.asarray(item_ids)[split["item"]],
+                        "time": split["time"].to_numpy()})
+    given = events.assign(item=events["item"].astype(str)).drop_duplicates()
+    found = got.merge(given, on=["session", "item", "time"], how="left", indicator=True)
+    assert (found["_merge"] == "both").all()
 
 
 def same_read(path: Path, **spec: object) -> pl.DataFrame:

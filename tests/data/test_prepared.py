@@ -41,8 +41,9 @@ def test_round_trip(prepared: Path) -> None:
     data = PreparedData.load(prepared)
     assert data.item_ids.tolist() == ["10", "20", "x"] and data.n_items == 3
     train = data.split("train_full")
+    assert isinstance(train.items, np.memmap) and not train.items.flags.writeable  # arrays/, mapped
     assert (
-        train.items.dtype == np.int64 and train.offsets.dtype == np.int64 and train.times.dtype == np.float64
+        train.items.dtype == np.int32 and train.offsets.dtype == np.int64 and train.times.dtype == np.float64
     )
     assert train.items.tolist() == [0, 1, 2, 0, 1]
     assert train.offsets.tolist() == [0, 2, 5]
@@ -126,3 +127,34 @@ def test_corrupt_meta_and_unknown_split(prepared: Path) -> None:
     with pytest.raises(DataError, match=r"meta\.json: cannot read"):
         PreparedData.load(prepared)
     assert set(SPLIT_NAMES) == {"train_full", "train", "valid", "test"}
+
+
+def test_mapped_arrays_equal_the_parquet_split(prepared: Path) -> None:
+    from sessrec.data.prepared import _load_split
+
+    data = PreparedData.load(prepared)
+    for name in SPLIT_NAMES:
+        mapped, read = data.split(name), _load_split(prepared / f"{name}.parquet", data.n_items)
+        assert isinstance(mapped.offsets, np.memmap), name
+        for a, b in zip((mapped.items, mapped.offsets, mapped.times), (read.items, read.offsets, read.times)):
+            assert np.array_equal(a, b), name
+
+
+def test_an_edited_split_is_read_from_parquet(prepared: Path, caplog: pytest.LogCaptureFixture) -> None:
+    pq.write_table(pa.table({"session": [0, 0, 0], "item": [1, 2, 0], "time": [0.0, 1.0, 2.0]}),
+                   prepared / "test.parquet")  # same folder, the arrays now stale
+    test = PreparedData.load(prepared).split("test")
+    assert test.items.tolist() == [1, 2, 0] and not isinstance(test.items, np.memmap)
+    assert "test.parquet changed since its memory-mapped copy" in caplog.text
+
+
+def test_bad_arrays_are_one_line_errors(prepared: Path) -> None:
+    np.save(prepared / "arrays" / "test.items.npy", np.array([2, 7], np.int32))
+    with pytest.raises(DataError, match=r"arrays/test\.\*\.npy: an item index is out of range 0\.\.2"):
+        PreparedData.load(prepared).split("test")
+    np.save(prepared / "arrays" / "test.items.npy", np.array([2, 0, 1], np.int32))
+    with pytest.raises(DataError, match="offsets do not cover the 3 events"):
+        PreparedData.load(prepared).split("test")
+    np.save(prepared / "arrays" / "test.items.npy", np.array([2, 0], np.int64))
+    with pytest.raises(DataError, match="items must be a 1-D int32 array"):
+        PreparedData.load(prepared).split("test")

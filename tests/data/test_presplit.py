@@ -79,6 +79,18 @@ def test_test_and_valid_restricted_to_training_items(tmp_path: Path) -> None:
     assert sessions("train_full") == [["a", "b"], ["c", "a"], ["z"], ["a", "v", "b"], ["v", "c"]]
     assert sessions("test") == [["a", "b"], ["v", "c"]]  # x unknown: dropped, then session 8 too short
     assert data.meta["raw"]["test"] == {"events": 7, "sessions": 3}
+    keys = {name: data.session_keys(name).tolist() for name in ("train", "valid", "train_full", "test")}
+    assert keys == {"train": [1, 2, 3], "valid": [1], "train_full": [1, 2, 3, 1, 2], "test": [7, 9]}
+
+
+def test_session_keys_of_string_and_mixed_files(tmp_path: Path) -> None:
+    """String keys are decoded per file (codes differ between files); any string key makes all strings."""
+    train = write_log(tmp_path / "train.tsv", [("u-2", "a", 0), ("u-2", "b", 1), ("u-10", "b", 2), ("u-10", "a", 3)])
+    test = write_log(tmp_path / "test.tsv", [(5, "a", 9), (5, "b", 10), (4, "b", 11), (4, "a", 12)])
+    assert run("--train", train, "--test", test, "--out", tmp_path / "out") == 0
+    data = PreparedData.load(tmp_path / "out")
+    assert data.session_keys("train").tolist() == ["u-2", "u-10"]  # by first time
+    assert data.session_keys("test").tolist() == ["5", "4"]
 
 
 def test_filters_only_when_asked(tmp_path: Path) -> None:

@@ -183,9 +183,12 @@ def test_runs(first_hour):
 def test_recommendations(first_hour):
     work = first_hour
     recs = pd.read_csv(work / "runs/my-shop/recommendations.csv")
-    assert list(recs.columns) == ["session", "rank", "item_id", "score"]
+    assert list(recs.columns) == ["session", "session_key", "rank", "item_id", "score"]
     n_test = json.loads((work / "my-shop/prepared/meta.json").read_text())["splits"]["test"]["sessions"]
     assert recs["session"].nunique() == n_test and len(recs) == 20 * n_test
+    clicks = pd.read_csv(work / "my-shop/clicks.csv")
+    assert recs["session_key"].isin(clicks["visit"]).all()  # joins back to the log by visit
+    assert recs.groupby("session")["session_key"].nunique().eq(1).all() and recs["session_key"].nunique() == n_test
     assert (recs.groupby("session")["rank"].apply(list) == [list(range(1, 21))] * n_test).all()
     assert recs["item_id"].isin(pd.read_csv(work / "my-shop/products.csv")["sku"]).all()
     assert (recs.groupby("session")["score"].diff().dropna() <= 0).all()  # best first

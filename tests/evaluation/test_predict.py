@@ -92,6 +92,10 @@ def _check_lists(frame: pd.DataFrame, data: PreparedData, k: int) -> None:
     assert not frame.duplicated(["session", "item_id"]).any()
     steps = frame.groupby("session")["score"].diff().dropna()
     assert (steps <= 0).all()
+    keys = data.session_keys("test")  # the raw log's session ids, one per prepared session
+    assert keys is not None and len(set(keys.tolist())) == test.n_sessions
+    assert frame.groupby("session")["session_key"].agg(["first", "nunique"]).values.tolist() == [
+        [key, 1] for key in keys.tolist()]
 
 
 def test_pop_recommends_the_k_most_popular(tiny_prepared, tmp_path, repo_root):

@@ -157,4 +157,5 @@ def test_stale_temporaries_go_and_modes_follow_the_umask(small: Path, tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
     out = tmp_path / "prepared"
     assert stat.S_IMODE(out.stat().st_mode) == 0o775
-    assert {stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {0o664}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()} == {0o664}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_dir()} == {0o775}  # arrays/

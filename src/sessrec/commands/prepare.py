@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from sessrec.checks import number_problem
-from sessrec.data.columnar import preprocess_columnar
+from sessrec.data.columnar import Columnar, preprocess_columnar
 from sessrec.data.prepared import SPLIT_NAMES, split_stats, write_prepared
-from sessrec.data.preprocess import preprocess
+from sessrec.data.preprocess import Preprocessed, preprocess
 from sessrec.data.presplit import import_splits
 from sessrec.data.readers import DEFAULT_SESSION_GAP, LONG_SESSION, PRESETS, read_preset
 from sessrec.data.scan import read_columnar_preset
@@ -135,10 +135,11 @@ def run(args: argparse.Namespace) -> int:
             raise DataError(f"{out}: output exists (pass --overwrite to replace it)")
         overrides = reader_overrides(args)
         if args.train is not None:
-            splits, item_ids, meta = _import(args, overrides)
+            result, meta = _import(args, overrides)
         else:
-            splits, item_ids, meta = _split(args, overrides)
-        write_prepared(out, splits, item_ids, meta, overwrite=args.overwrite)
+            result, meta = _split(args, overrides)
+        splits, item_ids = result.splits, result.item_ids
+        write_prepared(out, splits, item_ids, meta, overwrite=args.overwrite, session_keys=result.session_keys)
     print(summary_table({name: split_stats(splits[name]) for name in SPLIT_NAMES}, len(item_ids)))
     print(f"wrote {out}")
     return 0
@@ -166,8 +167,8 @@ def _inputs(args: argparse.Namespace) -> list[Path]:
     return [p for p in (args.train, args.test, args.valid) if p is not None]
 
 
-def _split(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[dict, Any, dict]:
-    """Read INPUT and preprocess it with the chosen engine: (splits, item ids, meta)."""
+def _split(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Preprocessed | Columnar, dict]:
+    """Read INPUT and preprocess it with the chosen engine: (splits, item ids and session keys; meta)."""
     options = dict(
         dedup_consecutive=args.dedup is not False,
         min_item_support=5 if args.min_item_support is None else args.min_item_support,
@@ -191,11 +192,11 @@ def _split(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[dict, A
         "options": options,
         "raw": raw,
     }
-    return result.splits, result.item_ids, meta
+    return result, meta
 
 
-def _import(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[dict, Any, dict]:
-    """Read the pre-split files and import them: (splits, item ids, meta)."""
+def _import(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Columnar, dict]:
+    """Read the pre-split files and import them: (splits, item ids and session keys; meta)."""
     files = {n: getattr(args, n) for n in ("train", "test", "valid") if getattr(args, n) is not None}
     frames = {n: read_columnar_preset(args.format, path, **overrides) for n, path in files.items()}
     options = dict(
@@ -213,7 +214,7 @@ def _import(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[dict, 
         "options": {**options, "presplit": True},
         "raw": {n: {"events": f.height, "sessions": f["session"].n_unique()} for n, f in frames.items()},
     }
-    return result.splits, result.item_ids, meta
+    return result, meta
 
 
 def summary_table(stats: dict[str, dict[str, int]], n_items: int) -> str:

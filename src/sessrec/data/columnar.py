@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Columnar:
-    """Result of `preprocess_columnar`: four split frames (session Int64, item Int32, time Float64) and
-    the item index (original ids, sorted as strings)."""
+    """Result of `preprocess_columnar`: four split frames (session Int64, item Int32, time Float64), the
+    item index (original ids, sorted as strings) and each split's session keys (the input's key of
+    session 0..S-1)."""
 
     splits: dict[str, pl.DataFrame]
     item_ids: pl.Series
+    session_keys: dict[str, pl.Series]
     raw: dict[str, int] | None = None  # events and sessions of the input (`preprocess_columnar`)
 
 
@@ -48,11 +50,12 @@ def step(name: str) -> Iterator[dict]:
     log.info("%s: %s (%.2f s)", name, said.get("what", "done"), clock.perf_counter() - start)
 
 
-def encode(frames: list[pl.DataFrame]) -> tuple[list[pl.DataFrame], pl.Series]:
-    """Frames (session, item str, time) -> (session Int64 or UInt32 code, item UInt32 code, time); ids.
+def encode(frames: list[pl.DataFrame]) -> tuple[list[pl.DataFrame], pl.Series, list[pl.Series | None]]:
+    """Frames (session, item str, time) -> (session Int64 or UInt32 code, item UInt32 code, time); ids;
+    per frame its session keys by code (None: integer keys, kept as they are).
 
     Item codes index the returned ids (sorted distinct items of all frames). String session keys become
-    codes in string order; integer keys stay as they are.
+    codes in string order: the code of a key is its position in that frame's sorted distinct keys.
     """
     given = frames[0]["item"].dtype
     if len(frames) == 1 and isinstance(given, pl.Enum) and given.categories.is_sorted():
@@ -60,12 +63,14 @@ def encode(frames: list[pl.DataFrame]) -> tuple[list[pl.DataFrame], pl.Series]:
     else:
         ids = pl.concat([f["item"].cast(pl.String) for f in frames]).unique().sort()
         items = pl.Enum(ids)
-    out = []
+    out, decoders = [], []
     for frame in frames:
-        session = frame["session"]
+        session, decoder = frame["session"], None
         if not session.dtype.is_integer():
             keys = session.cast(pl.String)
-            session = keys.cast(pl.Enum(keys.unique().sort())).to_physical()
+            decoder = keys.unique().sort()
+            session = keys.cast(pl.Enum(decoder)).to_physical()
+        decoders.append(decoder)
         out.append(
             pl.DataFrame(
                 {
@@ -75,7 +80,13 @@ def encode(frames: list[pl.DataFrame]) -> tuple[list[pl.DataFrame], pl.Series]:
                 }
             )
         )
-    return out, ids
+    return out, ids, decoders
+
+
+def session_keys(codes: pl.Series | np.ndarray, decoder: pl.Series | None) -> pl.Series:
+    """The original session keys of encoded keys `codes` (`encode`): decoded strings, or the integers."""
+    codes = pl.Series("key", codes)
+    return codes.cast(pl.Int64) if decoder is None else decoder.gather(codes).alias("key")
 
 
 def _item_codes(item: pl.Series, enum: pl.Enum) -> pl.Series:
@@ -120,21 +131,23 @@ def restrict_items(data: pl.DataFrame, items: pl.Series, min_length: int = 2) ->
     return data.filter(pl.len().over("session") >= min_length)
 
 
-def finalize(data: pl.DataFrame, index: np.ndarray) -> pl.DataFrame:
-    """Sessions by first time then key, events by time; session 0..S-1; item -> index[item] (int32)."""
+def finalize(data: pl.DataFrame, index: np.ndarray) -> tuple[pl.DataFrame, pl.Series]:
+    """Sessions by first time then key, events by time; session 0..S-1; item -> index[item] (int32).
+    Also returns the session column's value (S,) of each new session 0..S-1."""
     first = pl.col("time").min().over("session").alias("first")
     ordered = data.with_columns(first).sort(["first", "session", "time"], maintain_order=True)
     new = (pl.col("session") != pl.col("session").shift(1)).fill_null(True)
     item = index[ordered["item"].to_numpy()]  # (E,) int32
     if len(item) and item.min() < 0:
         raise ValueError("finalize: an item is missing from the item index")  # a bug, not a user error
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
             "session": ordered.select(new.cum_sum().cast(pl.Int64) - 1).to_series(),
             "item": pl.Series(item, dtype=pl.Int32),
             "time": ordered["time"],
         }
     )
+    return frame, ordered.select(pl.col("session").filter(new)).to_series()
 
 
 def index_of(train_full: pl.DataFrame, ids: pl.Series) -> tuple[np.ndarray, pl.Series]:
@@ -145,13 +158,17 @@ def index_of(train_full: pl.DataFrame, ids: pl.Series) -> tuple[np.ndarray, pl.S
     return index, ids.gather(codes)
 
 
-def finish(frames: dict[str, pl.DataFrame], ids: pl.Series) -> Columnar:
-    """Item index from train_full, then every split finalised; logs the counts."""
+def finish(frames: dict[str, pl.DataFrame], ids: pl.Series, keys: pl.Series) -> Columnar:
+    """Item index from train_full, then every split finalised; logs the counts. `keys`: the original
+    session key of each value of the frames' session column."""
     with step("finalise") as said:
         index, item_ids = index_of(frames["train_full"], ids)
-        splits = {name: finalize(frame, index) for name, frame in frames.items()}
+        splits, session_keys = {}, {}
+        for name, frame in frames.items():
+            splits[name], codes = finalize(frame, index)
+            session_keys[name] = keys.gather(codes).alias("key")
         said["what"] = ", ".join(f"{n} {f.height:,} events" for n, f in splits.items())
-    return Columnar(splits=splits, item_ids=item_ids)
+    return Columnar(splits=splits, item_ids=item_ids, session_keys=session_keys)
 
 
 
@@ -180,11 +197,12 @@ class Events:
         return np.flatnonzero(np.r_[True, s[1:] != s[:-1]]) if len(s) else np.zeros(0, dtype=np.int64)
 
 
-def sorted_events(events: pl.DataFrame) -> tuple[Events, pl.Series]:
-    """A frame (session, item, time) -> its events ordered by session key then time, and the item ids.
+def sorted_events(events: pl.DataFrame) -> tuple[Events, pl.Series, pl.Series]:
+    """A frame (session, item, time) -> its events ordered by session key then time, the item ids, and
+    the original key of every session code.
 
     A log already in that order (most are) is not sorted again; the columns become numpy arrays."""
-    (frame,), ids = encode([events])
+    (frame,), ids, (decoder,) = encode([events])
     del events
     key, time = frame["session"].to_numpy(), frame["time"].to_numpy()
     if not (len(key) < 2 or np.all((key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & (time[1:] >= time[:-1])))):
@@ -192,10 +210,11 @@ def sorted_events(events: pl.DataFrame) -> tuple[Events, pl.Series]:
         frame = frame.sort(["session", "time"], maintain_order=True)  # stable: ties keep input order
         key, time = frame["session"].to_numpy(), frame["time"].to_numpy()
     new = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    keys = session_keys(key[new], decoder)  # (S,) the input's key of every dense code
     del key
     dtype = np.int32 if new.sum() < 2**31 else np.int64
     session = np.cumsum(new, dtype=dtype) - 1  # (E,) dense codes in key order
-    return Events(session, frame["item"].to_numpy(), time), ids
+    return Events(session, frame["item"].to_numpy(), time), ids, keys
 
 
 def count(codes: np.ndarray, n: int) -> np.ndarray:
@@ -241,8 +260,9 @@ def restrict(ev: Events, known: Events, n_items: int) -> Events:
     return ev.take(session_lengths_ok(ev, keep, 2)) if len(ev) else ev
 
 
-def finalize_events(ev: Events, index: np.ndarray) -> pl.DataFrame:
-    """`finalize` on sorted numpy events: sessions by first time then key, renumbered; items indexed."""
+def finalize_events(ev: Events, index: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
+    """`finalize` on sorted numpy events: sessions by first time then key, renumbered; items indexed.
+    Also returns the code (S,) of each new session 0..S-1."""
     starts = ev.starts()  # (S,)
     lengths = np.diff(np.r_[starts, len(ev)])  # (S,)
     order = np.lexsort((ev.session[starts], ev.time[starts]))  # (S,) first time (= min), then key
@@ -256,10 +276,10 @@ def finalize_events(ev: Events, index: np.ndarray) -> pl.DataFrame:
     item = index[ev.item]  # (E,) int32
     if len(item) and item.min() < 0:
         raise ValueError("finalize: an item is missing from the item index")  # a bug, not a user error
+    codes = ev.session[starts[order]]  # (S,) the code of each new session
     session = np.repeat(np.arange(len(starts), dtype=np.int64), lengths[order])  # (E,)
-    return pl.DataFrame(
-        {"session": session, "item": pl.Series(item, dtype=pl.Int32), "time": pl.Series(ev.time)}
-    )
+    frame = pl.DataFrame({"session": session, "item": pl.Series(item, dtype=pl.Int32), "time": pl.Series(ev.time)})
+    return frame, codes
 
 
 def _require(ev: Events, source: str, message: str) -> None:
@@ -291,7 +311,7 @@ def preprocess_columnar(
     if bad_time:
         raise DataError(f"{source}: {bad_time:,} events have a NaN or infinite time")
     with step("encode and order") as said:
-        data, ids = sorted_events(events)
+        data, ids, keys = sorted_events(events)
         del events
         raw = {"events": len(data), "sessions": int(data.session[-1]) + 1}
         said["what"] = f"{raw['events']:,} events, {raw['sessions']:,} sessions, {len(ids):,} distinct items"
@@ -337,8 +357,9 @@ def preprocess_columnar(
         item_ids = ids.gather(np.flatnonzero(present))
         pending = {"train_full": train_full, "train": train, "valid": valid, "test": test}
         del train_full, train, valid, test
-        splits = {}
+        splits, split_keys = {}, {}
         for name in list(pending):
-            splits[name] = finalize_events(pending.pop(name), index)  # each split freed once written
+            splits[name], codes = finalize_events(pending.pop(name), index)  # each split freed once written
+            split_keys[name] = keys.gather(codes)
         said["what"] = ", ".join(f"{n} {f.height:,} events" for n, f in splits.items())
-    return Columnar(splits=splits, item_ids=item_ids, raw=raw)
+    return Columnar(splits=splits, item_ids=item_ids, session_keys=split_keys, raw=raw)

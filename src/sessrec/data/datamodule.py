@@ -105,6 +105,10 @@ class SessionDataModule(L.LightningDataModule):
     def split(self, stage: str) -> Split:
         return self.data.split(self.splits[stage])
 
+    def session_keys(self, stage: str) -> np.ndarray | None:
+        """The input's session key of each session of the stage's split (None: not kept by `prepare`)."""
+        return self.data.session_keys(self.splits[stage])
+
     def train_counts(self) -> np.ndarray:
         """(N,) event counts of the training split: popularity for sampling, logQ and top-N ranking."""
         return self.data.counts(self.splits["train"])

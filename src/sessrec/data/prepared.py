@@ -13,19 +13,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sessrec.data.arrays import TOKEN_KEY, map_arrays, token, write_arrays
 from sessrec.errors import DataError
 from sessrec.io import atomic_dir
 
 SPLIT_NAMES = ("train_full", "train", "valid", "test")
 SPLIT_COLUMNS = ("session", "item", "time")
+SESSIONS_SUFFIX = ".sessions.parquet"  # <split>.sessions.parquet: the input's key of each session
 ITEM_COLUMNS = ("item_id", "idx")
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split in CSR form: the events of session s are items[offsets[s]:offsets[s + 1]]."""
+    """One split in CSR form: the events of session s are items[offsets[s]:offsets[s + 1]]. Read-only
+    memory maps when the prepared folder has its arrays (`sessrec.data.arrays`), else in-memory arrays."""
 
-    items: np.ndarray  # (E,) int64
+    items: np.ndarray  # (E,) int32 (memory-mapped) or int64
     offsets: np.ndarray  # (S+1,) int64
     times: np.ndarray  # (E,) float64
 
@@ -87,12 +90,26 @@ class PreparedData:
         if name not in SPLIT_NAMES:
             raise DataError(f"{self.root}: unknown split '{name}' (splits: {', '.join(SPLIT_NAMES)})")
         if name not in self._splits:
-            self._splits[name] = _load_split(self.root / f"{name}.parquet", self.n_items)
+            counts = self.meta.get("splits", {}).get(name)
+            mapped = map_arrays(self.root, name, self.n_items, counts)  # (items, offsets, times) or None
+            path = self.root / f"{name}.parquet"
+            self._splits[name] = Split(*mapped) if mapped else _load_split(path, self.n_items)
         return self._splits[name]
 
     def counts(self, name: str) -> np.ndarray:
         """Events per item index in split `name`, int64 (N,)."""
         return self.split(name).counts(self.n_items)
+
+    def session_keys(self, name: str) -> np.ndarray | None:
+        """The input's session key (S,) of each session of split `name` (int64 or str objects); None for
+        a folder prepared before the keys were kept. DataError when the file does not fit the split."""
+        path = self.root / f"{name}{SESSIONS_SUFFIX}"
+        if name not in SPLIT_NAMES or not path.is_file():
+            return None
+        keys = _read_columns(path, ("key",)).column("key").to_numpy(zero_copy_only=False)
+        if len(keys) != self.split(name).n_sessions:
+            raise DataError(f"{path}: {len(keys):,} session keys for {self.split(name).n_sessions:,} sessions")
+        return keys
 
 
 def _read_columns(path: Path, columns: tuple[str, ...], schema_only: bool = False) -> pa.Table | None:
@@ -164,12 +181,14 @@ def write_prepared(
     item_ids: Any,
     meta: dict[str, Any],
     overwrite: bool = False,
+    session_keys: dict[str, Any] | None = None,
 ) -> Path:
     """Write the split frames, items.parquet and meta.json into `out_dir` atomically; returns `out_dir`.
 
     Frames (pandas or polars) must already follow the design order (see `sessrec.data.preprocess.finalize`);
     `item_ids` is a numpy array or a polars Series of strings. Per-split events/sessions/items are added
-    to meta under "splits".
+    to meta under "splits". `session_keys`: per split, the input's key (S,) of session 0..S-1, written as
+    `<split>.sessions.parquet` (column `key`: int64 when every key is an integer, else string).
     """
     out_dir = Path(out_dir)
     missing = [s for s in SPLIT_NAMES if s not in splits]
@@ -179,14 +198,18 @@ def write_prepared(
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         for name in SPLIT_NAMES:
             frame = splits[name]
-            table = pa.table(
-                {
-                    "session": pa.array(_numbers(frame["session"], np.int64), pa.int64()),
-                    "item": pa.array(_numbers(frame["item"], np.int32), pa.int32()),
-                    "time": pa.array(_numbers(frame["time"], np.float64), pa.float64()),
-                }
-            )
-            pq.write_table(table, tmp / f"{name}.parquet")
+            columns = {"session": _numbers(frame["session"], np.int64), "item": _numbers(frame["item"], np.int32),
+                       "time": _numbers(frame["time"], np.float64)}
+            split_token = token(columns["session"], columns["item"], columns["time"])
+            table = pa.table({"session": pa.array(columns["session"], pa.int64()),
+                              "item": pa.array(columns["item"], pa.int32()),
+                              "time": pa.array(columns["time"], pa.float64())})
+            pq.write_table(table.replace_schema_metadata({TOKEN_KEY: split_token}), tmp / f"{name}.parquet")
+            del table
+            write_arrays(tmp, name, columns["session"], columns["item"], columns["time"], split_token)
+            del columns
+            if session_keys is not None:
+                pq.write_table(pa.table({"key": _keys(session_keys[name])}), tmp / f"{name}{SESSIONS_SUFFIX}")
         items = pa.table(
             {
                 "item_id": _strings(item_ids),
@@ -196,6 +219,17 @@ def write_prepared(
         pq.write_table(items, tmp / "items.parquet")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return out_dir
+
+
+def _keys(keys: Any) -> pa.Array:
+    """Session keys (numpy or polars) as an Arrow int64 array when integers, else strings."""
+    if hasattr(keys, "to_arrow"):
+        keys = keys.to_arrow()
+        return keys.cast(pa.int64()) if pa.types.is_integer(keys.type) else keys.cast(pa.string())
+    keys = np.asarray(keys)
+    if keys.dtype.kind in "iu":
+        return pa.array(keys.astype(np.int64), pa.int64())
+    return pa.array([str(k) for k in keys], pa.string())
 
 
 def _numbers(column: Any, dtype: type) -> np.ndarray:

@@ -43,10 +43,12 @@ SPLITS = ("train_full", "train", "valid", "test")
 
 @dataclass
 class Preprocessed:
-    """Result of `preprocess`: the four split frames and the item index (original ids, as strings)."""
+    """Result of `preprocess`: the four split frames, the item index (original ids, as strings) and each
+    split's session keys (the input's key of session 0..S-1)."""
 
     splits: dict[str, pd.DataFrame]
     item_ids: np.ndarray
+    session_keys: dict[str, np.ndarray]
 
 
 def preprocess(
@@ -102,8 +104,9 @@ def preprocess(
         train, valid = train_full, train_full.iloc[:0]
     item_ids = np.array(sorted(train_full["item"].astype(str).unique()), dtype=object)
     frames = {"train_full": train_full, "train": train, "valid": valid, "test": test}
-    splits = {name: finalize(frame, item_ids) for name, frame in frames.items()}
-    return Preprocessed(splits=splits, item_ids=item_ids)
+    done = {name: finalize(frame, item_ids) for name, frame in frames.items()}
+    return Preprocessed(splits={name: f for name, (f, _) in done.items()}, item_ids=item_ids,
+                        session_keys={name: keys for name, (_, keys) in done.items()})
 
 
 def _check_options(
@@ -181,12 +184,14 @@ def restrict_items(data: pd.DataFrame, items: np.ndarray, min_length: int = 2) -
     return data[lengths >= min_length].reset_index(drop=True)
 
 
-def finalize(data: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
-    """Design-order frame: sessions by first time then key, events by time; session 0..S-1; item idx."""
+def finalize(data: pd.DataFrame, item_ids: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Design-order frame: sessions by first time then key, events by time; session 0..S-1; item idx.
+    Also returns the input's session key (S,) of each new session 0..S-1."""
     if data.empty:
-        return pd.DataFrame(
+        empty = pd.DataFrame(
             {"session": np.empty(0, np.int64), "item": np.empty(0, np.int32), "time": np.empty(0, np.float64)}
         )
+        return empty, data["session"].to_numpy()[:0]
     first = data.groupby("session", sort=False)["time"].transform("min").to_numpy()
     times = data["time"].to_numpy(dtype=np.float64)
     order = np.lexsort((np.arange(len(data)), times, _sort_key(data["session"]), first))
@@ -196,10 +201,11 @@ def finalize(data: pd.DataFrame, item_ids: np.ndarray) -> pd.DataFrame:
     idx = pd.Index(item_ids).get_indexer(data["item"].to_numpy(dtype=object)[order])
     if (idx < 0).any():
         raise ValueError("finalize: an item is missing from the item index")  # a bug, not a user error
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "session": np.cumsum(new, dtype=np.int64) - 1,
             "item": idx.astype(np.int32),
             "time": times[order],
         }
     )
+    return frame, data["session"].to_numpy()[order][new]

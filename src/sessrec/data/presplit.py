@@ -28,6 +28,7 @@ from sessrec.data.columnar import (
     finish,
     order_events,
     restrict_items,
+    session_keys,
     step,
 )
 from sessrec.errors import ConfigError, DataError
@@ -58,8 +59,8 @@ def import_splits(
         if not frame["time"].cast(pl.Float64).is_finite().all():
             raise DataError(f"{source}: the {name} file has a NaN or infinite time")
     with step("encode ids") as said:
-        frames, ids = encode(list(given.values()))
-        frames = _separate_sessions(frames)
+        frames, ids, decoders = encode(list(given.values()))
+        frames, keys = _separate_sessions(frames, decoders)
         sizes = ", ".join(f"{n} {f.height:,} events" for n, f in zip(given, frames))
         said["what"] = f"{sizes}, {len(ids):,} distinct items"
     data = {name: order_events(frame) for name, frame in zip(given, frames)}
@@ -84,17 +85,23 @@ def import_splits(
     valid_split = _restrict("valid", train_full.filter(pl.col("session") >= first_valid), train, source) \
         if "valid" in data else train_full.clear()  # fmt: skip
     frames = {"train_full": train_full, "train": train, "valid": valid_split, "test": test_split}
-    return finish(frames, ids)
+    return finish(frames, ids, keys)
 
 
-def _separate_sessions(frames: list[pl.DataFrame]) -> list[pl.DataFrame]:
-    """Session keys of each file as dense codes in key order, numbered after the previous file's."""
-    out, offset = [], 0
-    for frame in frames:
+def _separate_sessions(
+    frames: list[pl.DataFrame], decoders: list[pl.Series | None]
+) -> tuple[list[pl.DataFrame], pl.Series]:
+    """Session keys of each file as dense codes in key order, numbered after the previous file's; and
+    the original key of every code (strings when any file's keys are strings)."""
+    out, keys, offset = [], [], 0
+    for frame, decoder in zip(frames, decoders):
         codes = frame["session"].rank("dense").cast(pl.Int64) - 1 + offset
         out.append(frame.with_columns(session=codes))
+        keys.append(session_keys(frame["session"].unique().sort(), decoder))  # code offset + i -> i-th key
         offset = int(codes.max()) + 1
-    return out
+    if any(k.dtype == pl.String for k in keys):
+        keys = [k.cast(pl.String) for k in keys]
+    return out, pl.concat(keys)
 
 
 def _restrict(name: str, frame: pl.DataFrame, known: pl.DataFrame, source: str) -> pl.DataFrame:

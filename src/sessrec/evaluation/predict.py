@@ -18,12 +18,12 @@ recs.csv` (the value after `callbacks.` goes to the last callback in the list). 
 module's `predict_split` (default "test"); with `eval_top_n` only those candidates are recommended.
 
 Output columns: `session` (the session's index 0..S-1 in the split, i.e. the `session` column of the
-prepared `<split>.parquet`; the raw session key is not kept by `prepare`), `rank` (1..k), `item_id`
-(original item id, from items.parquet) and `score`, sorted by session then rank; min(k, N) rows a
-session. Items the session already contains are kept (the reference keeps them too) unless
-`TopKWriter(exclude_seen=True)`: then they are left out and a session has fewer rows when fewer than k
-items are left. The session keys of the raw data are not in the prepared splits (`prepare` numbers the
-sessions, after splitting long gaps), so they cannot be written here.
+prepared `<split>.parquet`), `session_key` (the input log's session id, from `<split>.sessions.parquet`;
+where `prepare` cut sessions itself, from a user column or at long gaps, the number it gave them; absent
+for a folder prepared by an older version), `rank` (1..k), `item_id` (original item id, from
+items.parquet) and `score`, sorted by session then rank; min(k, N) rows a session. Items the session
+already contains are kept (the reference keeps them too) unless `TopKWriter(exclude_seen=True)`: then
+they are left out and a session has fewer rows when fewer than k items are left.
 """
 
 from __future__ import annotations
@@ -161,15 +161,18 @@ class TopKWriter(BasePredictionWriter):
     def on_predict_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         super().on_predict_epoch_end(trainer, pl_module)
         item_ids = getattr(trainer.datamodule, "item_ids", None)
-        write_topk(self.output, self._parts, item_ids, self.exclude_seen)
+        keys = trainer.datamodule.session_keys("predict") if hasattr(trainer.datamodule, "session_keys") else None
+        write_topk(self.output, self._parts, item_ids, self.exclude_seen, keys)
         self._parts = []
 
 
 def topk_frame(
-    parts: Sequence[Prediction], item_ids: np.ndarray | None = None, exclude_seen: bool = False
+    parts: Sequence[Prediction], item_ids: np.ndarray | None = None, exclude_seen: bool = False,
+    session_keys: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Columns session, rank, item_id, score, sorted by session then rank (item index if no ids);
-    `exclude_seen`: the rows of seen items (score -inf, from `_mask_seen`) are left out."""
+    """Columns session, [session_key,] rank, item_id, score, sorted by session then rank (item index if
+    no ids); `exclude_seen`: the rows of seen items (score -inf, from `_mask_seen`) are left out;
+    `session_keys` (S,): the key of each session of the split."""
     parts = [p for p in parts if p[0].numel()]  # blocks where no session ended
     k = max((p[1].shape[1] for p in parts), default=0)
     sessions = torch.cat([p[0] for p in parts]).numpy() if parts else np.zeros(0, np.int64)  # (M,)
@@ -178,9 +181,12 @@ def topk_frame(
     order = np.argsort(sessions, kind="stable")  # (M,)
     sessions, items, scores = sessions[order], items[order], scores[order]
     flat_items = items.reshape(-1)  # (M*k,)
+    session = np.repeat(sessions, k).astype(np.int64)  # (M*k,)
+    keys = {} if session_keys is None else {"session_key": session_keys[session]}
     frame = pd.DataFrame(
         {
-            "session": np.repeat(sessions, k).astype(np.int64),
+            "session": session,
+            **keys,
             "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), sessions.size),
             "item_id": item_ids[flat_items] if item_ids is not None else flat_items,
             "score": scores.reshape(-1).astype(np.float32),
@@ -196,10 +202,12 @@ def write_topk(
     parts: Sequence[Prediction],
     item_ids: np.ndarray | None,
     exclude_seen: bool = False,
+    session_keys: np.ndarray | None = None,
 ) -> None:
-    """Write `topk_frame(parts, item_ids, exclude_seen)` to `path` (.csv or .parquet) via a temporary file."""
+    """Write `topk_frame(parts, item_ids, exclude_seen, session_keys)` to `path` (.csv or .parquet) via a
+    temporary file."""
     path = Path(path)
-    frame = topk_frame(parts, item_ids, exclude_seen)
+    frame = topk_frame(parts, item_ids, exclude_seen, session_keys)
     _check_writable(path)
     with atomic_write(path) as tmp:
         if path.suffix.lower() == ".parquet":

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from sessrec import kernels
-from sessrec.training.losses import EPS, LOG_EPS, elu, negative_softmax
 from sessrec.models.gru import dropout_mask
 from sessrec.models.gru4rec import GRU4Rec
+from sessrec.training.handwritten import FUSED_LOSSES, LossGrad, gru_backward, gru_forward
 from sessrec.training.optim import AdagradMomentum
 
 
@@ -66,7 +66,7 @@ class FusedGRU4RecStep:
         if logq and (log_pop is None or log_pop.shape != (net.n_items,)):
             raise ValueError(f"logq={logq} needs log_pop of shape ({net.n_items},)")
         self.net, self.optimizer = net, optimizer
-        self.loss, self.bpreg, self.elu_param = loss, bpreg, elu_param
+        self.loss_grad = LossGrad(loss, bpreg, elu_param)
         self.group = optimizer.param_groups[0]
         self.cells = list(net.gru.cells)
         # the columns' logit offsets -logq * log Q: log count for the in-batch targets, alpha * log count
@@ -117,69 +117,19 @@ class FusedGRU4RecStep:
         mask_e = dropout_mask(x, net.dropout_embed)  # (B, H) or None: the masks autograd's step draws
         if mask_e is not None:
             x = x * mask_e
-        out, saved = self._forward(x, hidden)  # (B, H)
+        out, saved = gru_forward(self.cells, net.gru.dropout_hidden, x, hidden)  # (B, H)
         out_aug = buf["out"]  # (B, H+2) [out | 1 | 1]: the ones multiply By and the offset
         out_aug[:, :size] = out
         scores = torch.mm(out_aug, cols.t(), out=buf["scores"])  # (B, C) logits, logQ included
-        loss, grad = self._loss_grad(scores, buf["probs"])  # (), (B, C) d loss / d logits
+        grad = buf["probs"]
+        loss = self.loss_grad(scores, grad)  # (B, C) d loss / d logits into grad
         grad_out = torch.mm(grad, cols, out=buf["grad_out"])  # (B, H+2); only :H is used
         grad_cols = torch.mm(grad.t(), out_aug[:, : size + 1], out=buf["grad_cols"])  # (C, H+1)
-        grads, grad_x = self._backward(grad_out, saved)  # dense grads per cell, (B, H)
+        grads, grad_x = gru_backward(self.cells, grad_out, saved)  # dense grads per cell, (B, H)
         if mask_e is not None:
             grad_x = grad_x * mask_e
         self._update(rows, inverse, grad_x, grad_cols, grads)
         return torch.tensor(loss, dtype=torch.float32), [state[-1] for state in saved]
-
-    def _loss_grad(self, scores: Tensor, grad: Tensor) -> tuple[float, Tensor]:
-        """scores (B, C) logits, row i's target in column i -> (mean loss, d loss / d scores in `grad`)."""
-        if self.loss == "cross-entropy":
-            probs = torch.ops.aten._softmax.out(scores, 1, False, out=grad)  # (B, C)
-            loss = kernels.cross_entropy_grad(probs, LOG_EPS)  # probs now holds the gradient
-            if loss is None:
-                raise RuntimeError("FusedGRU4RecStep: the cross-entropy kernel refused its tensors")
-            return loss, probs
-        alpha = self.elu_param  # BPR-max: the transcendental parts by torch, the gradient in one kernel
-        r = elu(scores, alpha) if alpha > 0 else scores  # (B, C) (vectorised on CPU: sessrec.training.losses)
-        s = negative_softmax(r, None)  # (B, C) the target excluded
-        sig = torch.sigmoid(r.diagonal().unsqueeze(1) - r)  # (B, C) sigmoid(r_target - r_j)
-        loss = kernels.bpr_max_grad(scores, r, s, sig, float(alpha), float(self.bpreg), EPS, grad)
-        if loss is None:
-            raise RuntimeError("FusedGRU4RecStep: the BPR-max kernel refused its tensors")
-        return loss, grad
-
-    def _forward(self, x: Tensor, hidden: list[Tensor]) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
-        """Through the GRU cells; saves per layer (x, h, n, rz, gh, mask, out)."""
-        saved = []
-        p = self.net.gru.dropout_hidden
-        for cell, h in zip(self.cells, hidden):
-            size = cell.hidden_size
-            gi = torch.addmm(cell.bias_ih.detach(), x, cell.weight_ih.detach().t())  # (B, 3H) [r | z | n]
-            gh = torch.addmm(cell.bias_hh.detach(), h, cell.weight_hh.detach().t())  # (B, 3H)
-            rz = torch.sigmoid(gi[:, : 2 * size] + gh[:, : 2 * size])  # (B, 2H) [r | z]
-            n = torch.tanh(torch.addcmul(gi[:, 2 * size :], rz[:, :size], gh[:, 2 * size :]))  # (B, H)
-            new = torch.addcmul(n, rz[:, size:], h - n)  # (B, H) (1 - z) n + z h
-            mask = dropout_mask(new, p)  # (B, H) or None
-            out = new if mask is None else new * mask  # (B, H) the carried state and the next input
-            saved.append((x, h, n, rz, gh, mask, out))
-            x = out
-        return x, saved
-
-    def _backward(
-        self, grad: Tensor, saved: list[tuple[Tensor, ...]]
-    ) -> tuple[list[tuple[Tensor, ...]], Tensor]:
-        """grad (B, >=H_L) of the last output -> [(dW_ih, dW_hh, db_ih, db_hh)] per cell, d x (B, I)."""
-        grads = []
-        for cell, (x, h, n, rz, gh, mask, _) in zip(reversed(self.cells), reversed(saved)):
-            size = 3 * cell.hidden_size
-            grad_i, grad_h = torch.empty(x.shape[0], size), torch.empty(x.shape[0], size)  # (B, 3H)
-            bias_i, bias_h = torch.empty(size), torch.empty(size)  # (3H,)
-            if not kernels.gru_backward(grad, mask, h, n, rz, gh, grad_i, grad_h, bias_i, bias_h):
-                raise RuntimeError("FusedGRU4RecStep: the GRU backward kernel refused its tensors")
-            weight_i = torch.mm(grad_i.t(), x)  # (3H, I)
-            weight_h = torch.mm(grad_h.t(), h)  # (3H, H)
-            grad = torch.mm(grad_i, cell.weight_ih.detach())  # (B, I): the previous layer's output grad
-            grads.append((weight_i, weight_h, bias_i, bias_h))
-        return grads[::-1], grad
 
     def _update(
         self, rows: Tensor, inverse: Tensor, grad_x: Tensor, grad_cols: Tensor,
@@ -204,7 +154,7 @@ class FusedGRU4RecStep:
 
 
 def _unsupported_loss(loss: str) -> str | None:
-    if loss not in ("cross-entropy", "bpr-max"):
+    if loss not in FUSED_LOSSES:
         return f"the loss is {loss!r} (only cross-entropy and bpr-max)"
     return None
 

@@ -27,6 +27,7 @@ from sessrec.training.checkpoints import check_state_keys
 from sessrec.training.distributed import all_reduce_row_sparse, broadcast_parameters, leave_row_sparse_to_us
 from sessrec.training.divergence import DivergenceWatch
 from sessrec.training.fused import FusedGRU4RecStep, fused_step_for
+from sessrec.training.fused_prnn import HandwrittenParallelStep, handwritten_step_for
 from sessrec.training.losses import Loss, LossName, Negatives, make_loss
 from sessrec.training.optim import build_optimizer, lr_scale_groups
 from sessrec.training.sampler import PopularitySampler, log_q_columns
@@ -54,8 +55,9 @@ class SessionRecModule(RecurrentRanking):
         lr_scale: ParallelRNN subnet name -> lr multiplier of what it owns (`sessrec.training.optim`).
         cutoffs, tie_mode, eval_top_n: evaluation (`sessrec.evaluation.module.RankingModule`); with
             `--ckpt_path` these come from the command line, not the checkpoint.
-        fused_step: train GRU4Rec on CPU with the hand-written step of `sessrec.training.fused` when it
-            applies (the same updates up to float rounding); otherwise autograd.
+        fused_step: train GRU4Rec on CPU with the hand-written step of `sessrec.training.fused`, and a
+            ParallelRNN with the hand-written forward and backward of `sessrec.training.fused_prnn`, when
+            they apply (the same updates up to float rounding); otherwise autograd.
         bptt: sub-steps per backward (>= 1): 1 is the reference's one-step truncated BPTT.
 
     Every numeric option is checked here (`ConfigError` naming it). A NaN or infinite training loss
@@ -105,6 +107,7 @@ class SessionRecModule(RecurrentRanking):
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.training.distributed)
         self._direct = False  # backward and optimiser step without Lightning's wrappers (on_train_start)
         self._fused: FusedGRU4RecStep | None = None  # the hand-written step, when it applies (on_train_start)
+        self._handwritten: HandwrittenParallelStep | None = None  # the p-RNN's, gradients into .grad
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -145,9 +148,11 @@ class SessionRecModule(RecurrentRanking):
 
     def on_train_start(self) -> None:
         self._direct = plain_steps_suffice(self)
-        self._fused = None
+        self._fused, self._handwritten = None, None
         if self.hparams.fused_step:
-            self._fused, message = fused_step_for(self)
+            self._handwritten, message = handwritten_step_for(self)
+            if message is None:
+                self._fused, message = fused_step_for(self)
             rank_zero_info(message)
         self._hidden = self._resume.take_hidden(self.trainer.world_size, self.global_rank, self.device)
         self._resume.take_rng(self.device)
@@ -175,9 +180,14 @@ class SessionRecModule(RecurrentRanking):
                                                         [h * keep_all[start] for h in hidden])
                 self.global_substep += 1
                 continue
-            loss, hidden = window_loss(self._train_step, block, keep_all, start, stop, hidden, full, losses)
             opt.zero_grad(set_to_none=True)
-            loss.backward() if self._direct else self.manual_backward(loss)
+            if full and self._handwritten is not None:  # the p-RNN's gradients by hand (bptt 1)
+                losses[start], hidden = self._handwritten(block.inputs[start], block.targets[start],
+                                                          self._samples(block.targets[start]),
+                                                          [h * keep_all[start] for h in hidden])
+            else:
+                loss, hidden = window_loss(self._train_step, block, keep_all, start, stop, hidden, full, losses)
+                loss.backward() if self._direct else self.manual_backward(loss)
             if self._row_sparse:
                 all_reduce_row_sparse(self._row_sparse, self.trainer.world_size)
             for hook in hooks:  # e.g. TrainingSchedule drops the frozen subnets' gradients here
