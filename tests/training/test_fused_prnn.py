@@ -45,7 +45,7 @@ def _net(catalogue: Catalogue, fusion: str, id_encoder: str, sparse: bool = True
     net = ParallelRNN(catalogue.n_items, encoders, layers, fusion=fusion, catalogue=catalogue, sparse_grad=sparse,
                       subnet_scale={"image": 0.5}, **kw)
     with torch.no_grad():
-        for table in net._tables():
+        for table in net.output_tables():
             table[:, -1].uniform_(-0.5, 0.5)  # a non-zero bias, so its gradient path is exercised
     return net
 

@@ -239,6 +239,12 @@ class ParallelRNN(SessionNet):
         return list(self.shared.parameters())
 
     @property
+    def table_reads(self) -> list[list[tuple[str, slice]]]:
+        """Per output table (`output_tables`): the subnets whose input is that table's rows, with their
+        columns of it (`ItemIdEncoder(shared_with_output=True)`)."""
+        return self._reads
+
+    @property
     def shared_table_readers(self) -> list[str]:
         """Subnets whose input embedding is a shared parameter: concat fusion's output table."""
         return [name for name, _ in self._reads[0]] if self.fusion == "concat" and self._reads else []
@@ -251,7 +257,7 @@ class ParallelRNN(SessionNet):
         return out
 
     # ---- forward ----------------------------------------------------------------------------
-    def _tables(self) -> list[Tensor]:
+    def output_tables(self) -> list[Tensor]:
         """The output item tables: concat's one, or one per subnet (weighted)."""
         if self.fusion == "concat":
             return [self.shared.item_table]
@@ -261,7 +267,7 @@ class ParallelRNN(SessionNet):
         """The scored rows of every output table, (C, H+1) or the whole table (N, H+1), and the inputs
         (B, H_k) of the subnets that read a table (with `cols`, one lookup for both, as `GRU4Rec`)."""
         out_rows, x = [], {}
-        for table, reads in zip(self._tables(), self._reads):
+        for table, reads in zip(self.output_tables(), self._reads):
             if not reads:
                 out_rows.append(table if cols is None else gather_rows(table, cols, self.sparse_table))
                 continue

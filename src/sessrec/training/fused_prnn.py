@@ -65,9 +65,9 @@ class HandwrittenParallelStep:
         active. Gradients are added to `.grad` (zero them first)."""
         net, concat = self.net, self.net.fusion == "concat"
         cols = torch.cat([targets, samples])  # (C,) the scored items
-        tables = [t for t in net._tables()]
+        tables = net.output_tables()
         rows = [t.detach().index_select(0, cols) for t in tables]  # [(C, H_t+1)] the scored rows
-        in_rows = [t.detach().index_select(0, inputs) if reads else None for t, reads in zip(tables, net._reads)]
+        in_rows = [t.detach().index_select(0, inputs) if reads else None for t, reads in zip(tables, net.table_reads)]
         outs, saved, new_hidden, xs = [], [], [], []
         for k, ((name, subnet), h) in enumerate(zip(net.subnets.items(), net.split_hidden(hidden).values())):
             if subnet.reads_table:
@@ -96,7 +96,7 @@ class HandwrittenParallelStep:
 
     def _read_of(self, name: str) -> tuple[int, slice]:
         """The output table a table-reading subnet reads and its columns there."""
-        for t, reads in enumerate(self.net._reads):
+        for t, reads in enumerate(self.net.table_reads):
             for reader, part in reads:
                 if reader == name:
                     return t, part
