@@ -37,7 +37,8 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"batched": [], "batched-wait1ms": ["--batch_wait_ms", "1"], "unbatched": ["--max_batch", "1"]}
+VARIANTS = {"batched": [], "batched-wait1ms": ["--batch_wait_ms", "1"], "unbatched": ["--max_batch", "1"],
+            "batched-2threads": ["--threads", "2"]}
 
 
 def sessrec(*args: object) -> None:

@@ -12,7 +12,9 @@
 The scores are the model's evaluation scores after the session's last item: the same network step as
 `python -m sessrec test` and `sessrec.evaluation.predict.recommend`, so the lists equal theirs (with
 `exclude_seen=False`; with `exclude_seen=True`, the default, items already in the session are dropped
-and the next ones move up).
+and the next ones move up). Nets with a ranking table step through a TorchScript trace of `net.query`
+checked against the eager step when it is built (`sessrec.serving.traced`; the same scores up to float
+rounding; SESSREC_TRACE=0 keeps the eager model).
 
 A `SessionState` is immutable: `step` returns a new one, so a caller may keep or discard any of them.
 It holds the hidden state after the last item (one (1, H_l) tensor per layer), the items seen so far
@@ -36,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from sessrec.errors import DataError
+from sessrec.serving.traced import traced_query
 
 
 class UnknownItemError(DataError, KeyError):
@@ -87,6 +90,7 @@ class Recommender:
             screened = ScreenedTable(self._table)
             self._screened = screened if screened.screened else None
         self.manifest: dict | None = None
+        self._query = None if self._table is None else traced_query(self.net, self.device)  # or eager
 
     # ---- loading ----------------------------------------------------------------------------
     @classmethod
@@ -143,7 +147,7 @@ class Recommender:
         hidden = self._stack_hidden(states)  # [(B, H_l)]
         seen = [(*s.items, i) if s is not None else (i,) for s, i in zip(states, indices)]
         if self._table is not None:
-            query, new_hidden = self.net.query(inputs, hidden)  # (B, D), [(B, H_l)]
+            query, new_hidden = (self._query or self.net.query)(inputs, hidden)  # (B, D), [(B, H_l)]
             return [SessionState(_row(new_hidden, b), seen[b], query=query[b : b + 1].clone())
                     for b in range(len(indices))]
         _, new_hidden = self.net(inputs, hidden, inputs)  # (B, B) scores, not used
