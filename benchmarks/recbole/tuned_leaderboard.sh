@@ -100,8 +100,8 @@ movielens)
         [[ -f $PREPARED/meta.json ]] || "$SESSREC_PY" -m sessrec prepare \
             ../shared/data/movielens-latest-small/ml-latest-small/ratings.csv \
             --format movielens --test-days 180 --valid-days 180 --out "$PREPARED"
-        [[ -f $PROPS ]] || "$SESSREC_PY" benchmarks/movielens_features.py \
-            ../shared/data/movielens-latest-small/ml-latest-small data/movielens/features
+        [[ -f $PROPS ]] || "$SESSREC_PY" -m sessrec extract movielens \
+            ../shared/data/movielens-latest-small/ml-latest-small --out data/movielens/features
     }
     ;;
 hm)

@@ -163,12 +163,12 @@ def finish(frames: dict[str, pl.DataFrame], ids: pl.Series, keys: pl.Series) -> 
     session key of each value of the frames' session column."""
     with step("finalise") as said:
         index, item_ids = index_of(frames["train_full"], ids)
-        splits, session_keys = {}, {}
+        splits, split_keys = {}, {}
         for name, frame in frames.items():
             splits[name], codes = finalize(frame, index)
-            session_keys[name] = keys.gather(codes).alias("key")
+            split_keys[name] = keys.gather(codes).alias("key")
         said["what"] = ", ".join(f"{n} {f.height:,} events" for n, f in splits.items())
-    return Columnar(splits=splits, item_ids=item_ids, session_keys=session_keys)
+    return Columnar(splits=splits, item_ids=item_ids, session_keys=split_keys)
 
 
 
