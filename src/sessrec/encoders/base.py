@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -66,6 +67,14 @@ class FeatureEncoder(nn.Module):
     def build(self, catalogue: Catalogue) -> int:
         """Create parameters and buffers for `catalogue`; return the output size."""
         raise NotImplementedError
+
+    def extend(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
+        """For serving items outside the bound catalogue (`sessrec.serving.cold`): append the features
+        of `new_ids` (M,) to the per-item buffers, so that indices N..N+M-1 encode those items with the
+        bound catalogue's statistics and codes (what training saw). `catalogue` is the bound one (for
+        its data folder). Returns (M,) bool: the new items this encoder has features for. An encoder
+        that cannot raises NotImplementedError (then its model serves only catalogue items)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot encode items outside its catalogue")
 
     def check_bound(self) -> None:
         """RuntimeError unless `bind` has run (call at the start of `forward`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +34,10 @@ class ConcatEncoder(FeatureEncoder):
     @property
     def sparse_grad(self) -> bool:
         return any(getattr(part, "sparse_grad", False) for part in self.parts)
+
+    def extend(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
+        masks = [part.extend(catalogue, new_ids) for part in self.parts]  # [(M,)]
+        return torch.stack(masks).any(0)  # features from any part
 
     def forward(self, items: Tensor) -> Tensor:
         """items (B,) -> (B, sum of the parts' sizes)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -52,6 +54,13 @@ class DenseEncoder(FeatureEncoder):
         if self.projection:
             self.proj = nn.Linear(feats.dim, self.projection)
         return self.projection or feats.dim
+
+    def extend(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
+        feats = load_dense(catalogue.resolve(self.path), new_ids, self.values.shape[1])
+        values = F.normalize(feats.values, dim=1) if self.normalize else feats.values  # (M, D)
+        self.values = torch.cat([self.values, values.to(self.values)])  # (N+M, D)
+        self.present = torch.cat([self.present, feats.mask.to(self.present.device)])  # (N+M,)
+        return feats.mask
 
     def forward(self, items: Tensor) -> Tensor:
         """items (B,) -> (B, projection or D)."""

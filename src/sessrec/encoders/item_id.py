@@ -41,6 +41,14 @@ class ItemIdEncoder(FeatureEncoder):
         uniform_init_(self.weight, catalogue.n_items, self.dim)
         return self.dim
 
+    def extend(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
+        """New items have no learned embedding: zero rows (with `shared_with_output` the model extends
+        the output table instead). They carry no features of their own: all False."""
+        if self.weight is not None:
+            zeros = self.weight.new_zeros(len(new_ids), self.dim)  # (M, dim)
+            self.weight = mark_row_sparse(nn.Parameter(torch.cat([self.weight.detach(), zeros])), self.sparse_grad)
+        return torch.zeros(len(new_ids), dtype=torch.bool)
+
     def forward(self, items: Tensor) -> Tensor:
         """items (B,) -> (B, dim)."""
         self.check_bound()

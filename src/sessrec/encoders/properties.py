@@ -15,26 +15,40 @@ from sessrec.features.store import PropertyFeatures, load_properties
 NumericMode = Literal["buckets", "standardize"]
 
 
-def quantile_buckets(values: np.ndarray, present: np.ndarray, n_buckets: int) -> np.ndarray:
-    """Codes 1..n_buckets by quantile of the present values, 0 where absent: (N,) int64.
+Reference = tuple[np.ndarray, np.ndarray]  # (values, present) whose statistics define the codes
+
+
+def quantile_buckets(
+    values: np.ndarray, present: np.ndarray, n_buckets: int, reference: Reference | None = None
+) -> np.ndarray:
+    """Codes 1..n_buckets by quantile of the present values (of `reference`, when given: the bound
+    catalogue's, for items outside it), 0 where absent: (N,) int64.
 
     Quantile edges do not change under monotone transforms, so log-price buckets are price buckets.
     """
+    ref_values, ref_present = reference if reference is not None else (values, present)
     codes = np.zeros(len(values), dtype=np.int64)
-    if present.any():
+    if ref_present.any() and present.any():
         cuts = np.linspace(0.0, 1.0, n_buckets + 1)[1:-1]
-        edges = np.unique(np.quantile(values[present], cuts))  # (<= n_buckets - 1,)
+        edges = np.unique(np.quantile(ref_values[ref_present], cuts))  # (<= n_buckets - 1,)
         codes[present] = np.searchsorted(edges, values[present], side="right") + 1
     return codes
 
 
-def standardize(values: np.ndarray, present: np.ndarray, log: bool) -> np.ndarray:
-    """(signed log1p of) values standardised over the present ones; 0 (the mean) where absent."""
-    x = np.sign(values) * np.log1p(np.abs(values)) if log else values.astype(np.float64)
-    if not present.any():
+def standardize(
+    values: np.ndarray, present: np.ndarray, log: bool, reference: Reference | None = None
+) -> np.ndarray:
+    """(signed log1p of) values standardised over the present ones (of `reference`, when given: the
+    bound catalogue's, for items outside it); 0 (the mean) where absent."""
+    def transform(v: np.ndarray) -> np.ndarray:
+        return np.sign(v) * np.log1p(np.abs(v)) if log else v.astype(np.float64)
+
+    ref_values, ref_present = reference if reference is not None else (values, present)
+    if not ref_present.any():
         return np.zeros(len(values), dtype=np.float32)
-    mean, std = x[present].mean(), x[present].std()
-    z = (x - mean) / (std if std > 0 else 1.0)
+    ref = transform(ref_values)[ref_present]
+    mean, std = ref.mean(), ref.std()
+    z = (transform(values) - mean) / (std if std > 0 else 1.0)
     return np.where(present, z, 0.0).astype(np.float32)
 
 
@@ -86,6 +100,7 @@ class PropertyEncoder(FeatureEncoder):
     def build(self, catalogue: Catalogue) -> int:
         path = catalogue.resolve(self.path)
         feats = load_properties(path, catalogue.item_ids, self.numeric, self.categorical)
+        self._reference = feats  # the statistics and codes items outside the catalogue are encoded with
         size = self._build_numeric(feats)
         self.register_buffer("categorical_codes", feats.categorical, persistent=False)  # (N, c)
         for card in feats.cardinalities:
@@ -94,6 +109,28 @@ class PropertyEncoder(FeatureEncoder):
         if self.projection:
             self.proj = nn.Linear(size, self.projection)
         return self.projection or size
+
+    def extend(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
+        new = load_properties(catalogue.resolve(self.path), new_ids, self.numeric, self.categorical)
+        ref, m = self._reference, len(new_ids)
+        values, present = new.numeric.numpy(), new.numeric_present.numpy()  # (M, k)
+        ref_values, ref_present = ref.numeric.numpy(), ref.numeric_present.numpy()  # (N, k)
+        columns = range(values.shape[1])
+        if self.numeric_mode == "buckets":
+            codes = [quantile_buckets(values[:, j], present[:, j], self.n_buckets,
+                                      (ref_values[:, j], ref_present[:, j])) for j in columns]
+            self.numeric_codes = torch.cat([self.numeric_codes, _stack(codes, np.int64, m)])
+        else:
+            z = [standardize(values[:, j], present[:, j], self.log, (ref_values[:, j], ref_present[:, j]))
+                 for j in columns]
+            self.numeric_values = torch.cat([self.numeric_values, _stack(z, np.float32, m)])
+        cats = []
+        for j, (vocab, new_vocab) in enumerate(zip(ref.vocabularies, new.vocabularies)):
+            code_of = {value: code + 1 for code, value in enumerate(vocab)}
+            to_trained = np.array([0] + [code_of.get(v, 0) for v in new_vocab], dtype=np.int64)  # 0: unseen
+            cats.append(to_trained[new.categorical[:, j].numpy()])
+        self.categorical_codes = torch.cat([self.categorical_codes, _stack(cats, np.int64, m)])
+        return new.mask
 
     def _build_numeric(self, feats: PropertyFeatures) -> int:
         values, present = feats.numeric.numpy(), feats.numeric_present.numpy()  # (N, k), (N, k)

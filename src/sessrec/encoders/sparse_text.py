@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from sessrec.encoders.base import FeatureEncoder, MissingFill
 from sessrec.encoders.dense import MissingMode
+from sessrec.errors import DataError
 from sessrec.features.catalogue import Catalogue
 from sessrec.features.store import load_sparse
 from sessrec.models.rows import gather_rows, mark_row_sparse
@@ -62,6 +63,18 @@ class SparseTextEncoder(FeatureEncoder):
         self.weight = mark_row_sparse(weight, self.sparse_grad)
         self.fill = MissingFill(self.dim, self.missing_mode == "learned")
         return self.dim
+
+    def extend(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
+        path = catalogue.resolve(self.path)
+        csr = load_sparse(path, new_ids).csr  # (M, V): the same file, so the same term columns
+        if csr.shape[1] != self.weight.shape[0]:
+            raise DataError(f"{path}: {csr.shape[1]:,} terms, but the model was trained on {self.weight.shape[0]:,}")
+        self.indptr = torch.cat([self.indptr, torch.from_numpy(csr.indptr[1:].astype(np.int64)) + self.indptr[-1]])
+        self.indices = torch.cat([self.indices, torch.from_numpy(csr.indices.astype(np.int64))])
+        self.term_weights = torch.cat([self.term_weights, torch.from_numpy(csr.data.astype(np.float32))])
+        present = torch.from_numpy(np.diff(csr.indptr) > 0)  # (M,) rows with terms
+        self.present = torch.cat([self.present, present])
+        return present
 
     def forward(self, items: Tensor) -> Tensor:
         """items (B,) -> (B, dim)."""

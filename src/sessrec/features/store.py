@@ -122,6 +122,19 @@ def _read_ids(path: Path, n_rows: int) -> np.ndarray:
     return ids
 
 
+def file_item_ids(path: PathLike) -> np.ndarray:
+    """The item ids a feature file has rows for (strings): a matrix's ids file (or items.parquet beside
+    it), a parquet file's item_id column."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        return _parquet_ids(path)
+    ids_file = ids_path(path)
+    source = ids_file if ids_file.is_file() else path.parent / "items.parquet"
+    if source.suffix == ".parquet":
+        return _parquet_ids(source) if source.is_file() else np.zeros(0, dtype=object)
+    return np.array(source.read_text(encoding="utf-8").splitlines(), dtype=object)
+
+
 def _parquet_ids(path: Path) -> np.ndarray:
     """The item_id column of a parquet file as strings, row order."""
     return _id_strings(path, _read_parquet(path, ["item_id"])["item_id"])

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -271,8 +272,8 @@ class ParallelRNN(SessionNet):
             if not reads:
                 out_rows.append(table if cols is None else gather_rows(table, cols, self.sparse_table))
                 continue
-            if cols is None:
-                in_rows, rows = gather_rows(table, inputs, self.sparse_table), table  # (B, H+1), (N, H+1)
+            if cols is None:  # (rows beyond N: inputs only, `extend_inputs`)
+                in_rows, rows = gather_rows(table, inputs, self.sparse_table), table[: self.n_items]  # (B|N, H+1)
             else:
                 in_rows, rows = gather_row_sets(table, (inputs, cols), self.sparse_table)  # (B|C, H+1)
             out_rows.append(rows)
@@ -308,6 +309,27 @@ class ParallelRNN(SessionNet):
             outs.append(out)
             new_hidden += h
         return outs, new_hidden
+
+    def extend_inputs(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
+        """For serving (`sessrec.serving.cold`): input indices N..N+M-1 stand for `new_ids` (M,), items
+        outside the catalogue, encoded from their features by every subnet's encoder (`extend`); subnets
+        reading the output table get zero rows (a table's first N rows stay the scored ones). Returns
+        (M,) bool: the new items some subnet has features for. NotImplementedError when an encoder
+        cannot encode new items."""
+        has = torch.zeros(len(new_ids), dtype=torch.bool)
+        for subnet in self.subnets.values():
+            if not subnet.reads_table:
+                has |= subnet.encoder.extend(catalogue, new_ids).cpu()
+        for owner, name, table, reads in self._table_owners():
+            if reads:
+                zeros = table.new_zeros(len(new_ids), table.shape[1])  # (M, H+1)
+                setattr(owner, name, nn.Parameter(torch.cat([table.detach(), zeros]), requires_grad=False))
+        return has
+
+    def _table_owners(self) -> list[tuple[nn.Module, str, Tensor, list]]:
+        """(module, attribute name, table, its readers) of every output table."""
+        owners = [self.shared] if self.fusion == "concat" else list(self.subnets.values())
+        return [(o, "item_table", t, r) for o, t, r in zip(owners, self.output_tables(), self._reads)]
 
     def ranking_table(self) -> Tensor | None:
         """[W | b] (N, width+1) with scores over all items = `query(...)` @ W.T + b (concat fusion), for

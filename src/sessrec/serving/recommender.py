@@ -22,9 +22,9 @@ and the last step's output: for nets with a ranking table (GRU4Rec, concat p-RNN
 (1, D) whose product with the table gives the scores; for other nets (weighted p-RNN) the hidden state
 before the last item, from which the scores are recomputed. A session costs a few KB, not N scores.
 
-Unknown item ids: `UnknownItemError` (a `DataError`) naming the id. Items outside the trained catalogue
-are not encoded from their features yet, even by a p-RNN whose encoders could (the encoders index
-their feature arrays by item index); see docs/serving.md.
+Unknown item ids: `UnknownItemError` (a `DataError`) naming the id. A p-RNN built with its feature
+files (`load`, `from_checkpoint`) also takes, as session inputs, items outside the trained catalogue that
+those files have rows for (`sessrec.serving.cold`: encoded from their features, never recommended).
 """
 
 from __future__ import annotations
@@ -32,12 +32,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from sessrec.errors import DataError
+from sessrec.features.catalogue import Catalogue
+from sessrec.serving.cold import cold_items
 from sessrec.serving.traced import traced_query
 
 
@@ -72,9 +75,15 @@ class Recommender:
         net: a GRU4Rec or ParallelRNN (anything with `forward(inputs, hidden)`, `init_hidden`), bound.
         item_ids: (N,) original item ids; index i is the network's item i. Ids are compared as strings.
         device: where the network runs.
+        spec, catalogue: the net's config ({"class_path", "init_args"}) and the catalogue its feature
+            paths resolve against; with both, a p-RNN also takes items outside the catalogue that its
+            feature files have rows for as inputs (`cold`; `load` and `from_checkpoint` pass them).
     """
 
-    def __init__(self, net: nn.Module, item_ids: Sequence[object], device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, net: nn.Module, item_ids: Sequence[object], device: str | torch.device = "cpu",
+        spec: dict | None = None, catalogue: Catalogue | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.item_ids = np.asarray([str(i) for i in item_ids], dtype=object)  # (N,)
@@ -83,6 +92,9 @@ class Recommender:
         self.index = {item_id: i for i, item_id in enumerate(self.item_ids)}
         table = net.ranking_table()
         self._table = None if table is None else table.detach()  # (N, D+1) [W | b]
+        # p-RNN with its feature files (spec: the net's config; catalogue: where its files are): items
+        # outside the catalogue as inputs, indices N.. (the net's tables keep their first N rows scored)
+        self.cold = cold_items(self.net, spec, catalogue, self.item_ids)  # new id -> input index
         self._screened = None  # large catalogues: the exact top k from int8 screening (sessrec.evaluation.screening)
         if self._table is not None and self.device.type == "cpu" and len(self.item_ids) >= SCREEN_MIN_ITEMS:
             from sessrec.evaluation.screening import ScreenedTable
@@ -102,8 +114,8 @@ class Recommender:
         checkpoint or one folder up). Needs the prepared data folder the config names (or `data_dir`)."""
         from sessrec.serving.artefact import from_checkpoint
 
-        net, item_ids, _, _ = from_checkpoint(ckpt_path, config, data_dir)
-        return cls(net, item_ids, device)
+        net, item_ids, spec, catalogue = from_checkpoint(ckpt_path, config, data_dir)
+        return cls(net, item_ids, device, spec, catalogue)
 
     @classmethod
     def load(cls, export_dir: str | os.PathLike, device: str = "cpu") -> Recommender:
@@ -111,7 +123,7 @@ class Recommender:
         from sessrec.serving.artefact import read_export
 
         net, item_ids, manifest = read_export(export_dir)
-        rec = cls(net, item_ids, device)
+        rec = cls(net, item_ids, device, manifest["net"], Catalogue(item_ids, Path(export_dir)))
         rec.manifest = manifest
         return rec
 
@@ -119,16 +131,20 @@ class Recommender:
     def n_items(self) -> int:
         return len(self.item_ids)
 
-    def item_index(self, item_id: object) -> int:
-        """The model's index of a raw item id; `UnknownItemError` naming it when there is none."""
+    def item_index(self, item_id: object, inputs: bool = True) -> int:
+        """The model's index of a raw item id (with `inputs`, also of an item outside the catalogue that
+        the net takes from its features: `cold`); `UnknownItemError` naming it when there is none."""
         index = self.index.get(str(item_id))
+        if index is None and inputs:
+            index = self.cold.get(str(item_id))
         if index is None:
             raise UnknownItemError(item_id)
         return index
 
     def item_indices(self, item_ids: Sequence[object]) -> list[int]:
-        """Indices of raw ids, duplicates dropped (first kept); `UnknownItemError` naming the first unknown."""
-        return list(dict.fromkeys(self.item_index(i) for i in item_ids))
+        """Catalogue indices of raw ids (items that can be ranked), duplicates dropped (first kept);
+        `UnknownItemError` naming the first unknown."""
+        return list(dict.fromkeys(self.item_index(i, inputs=False) for i in item_ids))
 
     # ---- sessions, one or several at a time --------------------------------------------------
     def step(self, state: SessionState | None, item_id: object) -> SessionState:
@@ -150,7 +166,7 @@ class Recommender:
             query, new_hidden = (self._query or self.net.query)(inputs, hidden)  # (B, D), [(B, H_l)]
             return [SessionState(_row(new_hidden, b), seen[b], query=query[b : b + 1].clone())
                     for b in range(len(indices))]
-        _, new_hidden = self.net(inputs, hidden, inputs)  # (B, B) scores, not used
+        _, new_hidden = self.net(inputs, hidden, inputs[:0])  # (B, 0) scores: none needed
         return [SessionState(_row(new_hidden, b), seen[b], previous=_row(hidden, b)) for b in range(len(indices))]
 
     def _stack_hidden(self, states: Sequence[SessionState | None]) -> list[Tensor]:
@@ -173,7 +189,7 @@ class Recommender:
             return score_rows(torch.cat([s.query for s in states]), self._table)  # (B, N)
         inputs = torch.tensor([s.items[-1] for s in states], device=self.device)  # (B,)
         previous = [torch.cat([s.previous[layer] for s in states]) for layer in range(len(states[0].previous))]
-        return self.net(inputs, previous)[0]  # (B, N)
+        return self.net(inputs, previous)[0][:, : self.n_items]  # (B, N): catalogue items only
 
     def top_k(
         self, state: SessionState, k: int = 20, exclude_seen: bool = True,
@@ -200,10 +216,11 @@ class Recommender:
         scores = self.scores_many(states)  # (B, N)
         rows = [b for b, e in enumerate(exclude_seen) if e]
         if rows:
-            cols = [list(states[b].items) for b in rows]
-            row_index = torch.tensor([b for b, c in zip(rows, cols) for _ in c], device=scores.device)  # (E,)
+            cols = [[i for i in states[b].items if i < self.n_items] for b in rows]  # catalogue items seen
+            row_index = torch.tensor([b for b, c in zip(rows, cols) for _ in c], dtype=torch.long,
+                                     device=scores.device)  # (E,)
             scores = scores.clone()
-            scores[row_index, torch.tensor([i for c in cols for i in c], device=scores.device)] = -torch.inf
+            scores[row_index, torch.tensor([i for c in cols for i in c], dtype=torch.long, device=scores.device)] = -torch.inf
         out: list[list[tuple[str, float]]] = [[] for _ in states]
         full = [b for b, c in enumerate(candidates) if c is None]
         if full:
@@ -212,7 +229,8 @@ class Recommender:
             top_scores, top = torch.topk(rows_full, k_max, dim=1)  # (F, k)
             top_scores, top = top_scores.float().cpu().numpy(), top.cpu().numpy()
             for row, b in enumerate(full):
-                n = min(ks[b], self.n_items - (len(set(states[b].items)) if exclude_seen[b] else 0))
+                seen = {i for i in states[b].items if i < self.n_items} if exclude_seen[b] else set()  # catalogue only
+                n = min(ks[b], self.n_items - len(seen))
                 out[b] = list(zip(self.item_ids[top[row, :n]].tolist(), top_scores[row, :n].tolist()))
         for b, cands in enumerate(candidates):
             if cands is None:
@@ -245,10 +263,11 @@ class Recommender:
         """The state after feeding `items` (raw ids, oldest first; at least one)."""
         if len(items) == 0:
             raise ValueError("the session has no items")
-        indices = [self.item_index(i) for i in items]  # every id checked before any work
+        for item_id in items:  # every id checked before any work
+            self.item_index(item_id)
         state = None
-        for index in indices:
-            state = self.step(state, self.item_ids[index])
+        for item_id in items:
+            state = self.step(state, item_id)
         return state
 
     def recommend(
