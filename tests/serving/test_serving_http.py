@@ -16,7 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from sessrec.serving import Recommender
-from sessrec.serving.server import SessionCache
+import torch
+
+from sessrec.serving.recommender import SessionState
+from sessrec.serving.server import SessionCache, state_bytes
 
 
 def _free_port() -> int:
@@ -105,18 +108,40 @@ def test_two_clicks_equal_the_offline_recommendation_and_bad_requests_get_4xx(se
     assert _call(f"{server}/health")[1]["sessions"] == 1
 
 
+def _state(n_items: int = 1, width: int = 8) -> SessionState:
+    return SessionState(hidden=(torch.zeros(1, width),), items=tuple(range(n_items)), query=torch.zeros(1, width))
+
+
 def test_session_cache_drops_the_least_recent_and_the_expired():
     now = [0.0]
     cache = SessionCache(max_sessions=2, ttl=10.0, clock=lambda: now[0])
-    cache.put("a", "A")
-    cache.put("b", "B")
-    assert cache.get("a") == "A"  # a is now the most recent
-    cache.put("c", "C")
-    assert (cache.get("b"), cache.get("a"), cache.get("c")) == (None, "A", "C")
+    A, B, C = _state(), _state(), _state()
+    cache.put("a", A)
+    cache.put("b", B)
+    assert cache.get("a") is A  # a is now the most recent
+    cache.put("c", C)
+    assert (cache.get("b"), cache.get("a"), cache.get("c")) == (None, A, C)
     now[0] = 9.0
-    assert cache.get("a") == "A"
+    assert cache.get("a") is A
     now[0] = 15.0  # c last used at 0: expired; a at 9: kept
-    assert (cache.get("c"), cache.get("a"), len(cache)) == (None, "A", 1)
+    assert (cache.get("c"), cache.get("a"), len(cache)) == (None, A, 1)
+    assert cache.bytes == state_bytes(A)
+
+
+def test_session_cache_byte_cap():
+    one = state_bytes(_state(3))  # 2 x (32 data + 256) + 24 + 200
+    assert one == 2 * (32 + 256) + 3 * 8 + 200
+    cache = SessionCache(max_sessions=100, max_bytes=3 * one)
+    for name in "abcd":
+        cache.put(name, _state(3))
+    assert [cache.get(n) is not None for n in "abcd"] == [False, True, True, True] and cache.bytes == 3 * one
+    cache.put("b", _state(3))  # replacing a state counts it once
+    assert len(cache) == 3 and cache.bytes == 3 * one
+    cache.put("big", _state(3, width=1000))  # alone above the cap: kept, the others dropped
+    assert len(cache) == 1 and cache.get("big") is not None
+    assert cache.pop("big") and cache.bytes == 0
+    with pytest.raises(ValueError, match="max_bytes"):
+        SessionCache(max_bytes=0)
 
 
 def test_batch_endpoint_candidates_and_concurrent_sessions(server, exported):
@@ -173,3 +198,10 @@ def test_api_key_body_limit_and_graceful_shutdown(exported):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_bad_cache_options_are_one_line_errors(exported):
+    for option, value in (("--max_cache_mb", "0"), ("--max_sessions", "-1")):
+        done = subprocess.run([sys.executable, "-m", "sessrec", "serve", str(exported["gru4rec"]), option, value],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and f"{option}: must be > 0" in done.stderr, done.stderr[-500:]

@@ -12,6 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--max_sessions", type=int, default=100_000,
                         help="sessions whose hidden state is kept (least recently used dropped first)")
+    parser.add_argument("--max_cache_mb", type=float, default=None,
+                        help="also drop least recently used sessions while their estimated memory exceeds this "
+                             "many MiB (default: no byte cap)")
     parser.add_argument("--ttl", type=float, default=1800.0,
                         help="seconds a session's state is kept after its last request (default 1800)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -26,8 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sessrec.errors import ConfigError
     from sessrec.serving.server import serve
 
+    for option in ("max_sessions", "max_cache_mb", "ttl", "max_batch", "max_body_bytes"):
+        value = getattr(args, option)
+        if value is not None and not value > 0:
+            raise ConfigError(f"--{option}: must be > 0, got {value}")
+    max_bytes = None if args.max_cache_mb is None else max(1, int(args.max_cache_mb * 2**20))
     serve(args.export_dir, args.host, args.port, args.max_sessions, args.ttl, args.threads, args.api_key,
-          args.max_batch, args.batch_wait_ms, args.max_body_bytes)
+          args.max_batch, args.batch_wait_ms, args.max_body_bytes, max_bytes)
     return 0

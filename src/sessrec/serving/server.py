@@ -14,8 +14,9 @@ Errors are JSON `{"detail": ...}`: 422 for a malformed body (FastAPI's validatio
 unknown item id (the session's state is left as it was), 401 without the API key when one is set
 (`X-API-Key` header; /health stays open), 413 for a body over `max_body_bytes`.
 
-Session states live in a `SessionCache`: at most `max_sessions`, least recently used dropped first, and
-each dropped `ttl` seconds after its last request.
+Session states live in a `SessionCache`: at most `max_sessions` (and, with `max_cache_mb`, at most that
+much estimated memory), least recently used dropped first, and each dropped `ttl` seconds after its last
+request.
 """
 
 from __future__ import annotations
@@ -43,21 +44,39 @@ log = logging.getLogger("sessrec")
 API_KEY_ENV = "SESSREC_API_KEY"
 
 
+def state_bytes(state: SessionState) -> int:
+    """Memory of one session state, estimated: its tensors' data plus ~256 bytes of object overhead
+    each, 8 bytes a seen item, ~200 bytes for the state itself."""
+    tensors = [*state.hidden, *(state.previous or ()), *(() if state.query is None else (state.query,))]
+    return sum(t.nbytes + 256 for t in tensors) + 8 * len(state.items) + 200
+
+
 class SessionCache:
     """Bounded LRU of session states with a time-to-live, safe across threads.
 
     Args:
         max_sessions: most states kept; the least recently used is dropped first.
         ttl: seconds a state is kept after its last `get` or `put`.
+        max_bytes: also drop the least recently used states while their estimated memory
+            (`state_bytes`) exceeds this; None: no byte cap.
         clock: the time source (tests pass a fake one).
     """
 
-    def __init__(self, max_sessions: int = 100_000, ttl: float = 1800.0, clock=time.monotonic) -> None:
-        if max_sessions < 1 or ttl <= 0:
-            raise ValueError(f"max_sessions must be >= 1 and ttl > 0, got {max_sessions}, {ttl}")
-        self.max_sessions, self.ttl, self.clock = max_sessions, ttl, clock
+    def __init__(
+        self, max_sessions: int = 100_000, ttl: float = 1800.0, max_bytes: int | None = None, clock=time.monotonic
+    ) -> None:
+        if max_sessions < 1 or ttl <= 0 or (max_bytes is not None and max_bytes < 1):
+            raise ValueError(f"max_sessions and max_bytes must be >= 1 and ttl > 0, got {max_sessions}, "
+                             f"{max_bytes}, {ttl}")
+        self.max_sessions, self.ttl, self.max_bytes, self.clock = max_sessions, ttl, max_bytes, clock
         self._states: OrderedDict[str, tuple[float, SessionState]] = OrderedDict()
+        self._bytes = 0  # estimated memory of the kept states
         self._lock = threading.Lock()
+
+    @property
+    def bytes(self) -> int:
+        """Estimated memory of the kept states (`state_bytes`)."""
+        return self._bytes
 
     def __len__(self) -> int:
         return len(self._states)
@@ -75,15 +94,23 @@ class SessionCache:
 
     def put(self, session_id: str, state: SessionState) -> None:
         with self._lock:
+            self._drop(session_id)
             self._states[session_id] = (self.clock(), state)
-            self._states.move_to_end(session_id)
-            while len(self._states) > self.max_sessions:
-                self._states.popitem(last=False)
+            self._bytes += state_bytes(state)
+            over = (lambda: self._bytes > self.max_bytes) if self.max_bytes is not None else (lambda: False)
+            while len(self._states) > self.max_sessions or (len(self._states) > 1 and over()):
+                self._drop(next(iter(self._states)))  # the least recently used
 
     def pop(self, session_id: str) -> bool:
         """Forget a session; whether it was there."""
         with self._lock:
-            return self._states.pop(session_id, None) is not None
+            return self._drop(session_id)
+
+    def _drop(self, session_id: str) -> bool:
+        entry = self._states.pop(session_id, None)
+        if entry is not None:
+            self._bytes -= state_bytes(entry[1])
+        return entry is not None
 
     def _expire(self) -> None:
         limit = self.clock() - self.ttl
@@ -91,7 +118,7 @@ class SessionCache:
             oldest, (seen, _) = next(iter(self._states.items()))
             if seen > limit:
                 break
-            del self._states[oldest]
+            self._drop(oldest)
 
 
 class RecommendRequest(BaseModel):
@@ -158,7 +185,7 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "n_items": recommender.n_items, "sessions": len(cache)}
+        return {"status": "ok", "n_items": recommender.n_items, "sessions": len(cache), "cache_mb": round(cache.bytes / 2**20, 3)}
 
     @app.get("/metrics", dependencies=keyed)
     def prometheus() -> Any:
@@ -187,7 +214,7 @@ def create_app(
 def serve(
     export_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
     max_sessions: int = 100_000, ttl: float = 1800.0, threads: int = 1, api_key: str | None = None,
-    max_batch: int = 64, batch_wait_ms: float = 0.0, max_body_bytes: int = 1 << 20,
+    max_batch: int = 64, batch_wait_ms: float = 0.0, max_body_bytes: int = 1 << 20, max_bytes: int | None = None,
 ) -> None:
     """Load an export folder and serve it with uvicorn until interrupted (Ctrl-C / SIGTERM: requests in
     flight are answered first). `api_key` None: the SESSREC_API_KEY environment variable, if set."""
@@ -196,7 +223,7 @@ def serve(
     torch.set_num_threads(threads)
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     recommender = Recommender.load(export_dir)
-    app = create_app(recommender, SessionCache(max_sessions, ttl), api_key, max_batch, batch_wait_ms / 1000,
+    app = create_app(recommender, SessionCache(max_sessions, ttl, max_bytes), api_key, max_batch, batch_wait_ms / 1000,
                      max_body_bytes)
     log.info("serving %s (%d items) on http://%s:%d", export_dir, recommender.n_items, host, port)
     # uvicorn answers the requests in flight on SIGTERM / Ctrl-C, then raises the signal again against
