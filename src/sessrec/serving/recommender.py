@@ -220,7 +220,8 @@ class Recommender:
             row_index = torch.tensor([b for b, c in zip(rows, cols) for _ in c], dtype=torch.long,
                                      device=scores.device)  # (E,)
             scores = scores.clone()
-            scores[row_index, torch.tensor([i for c in cols for i in c], dtype=torch.long, device=scores.device)] = -torch.inf
+            col_index = torch.tensor([i for c in cols for i in c], dtype=torch.long, device=scores.device)  # (E,)
+            scores[row_index, col_index] = -torch.inf
         out: list[list[tuple[str, float]]] = [[] for _ in states]
         full = [b for b, c in enumerate(candidates) if c is None]
         if full:

@@ -185,7 +185,8 @@ def create_app(
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "n_items": recommender.n_items, "sessions": len(cache), "cache_mb": round(cache.bytes / 2**20, 3)}
+        return {"status": "ok", "n_items": recommender.n_items, "sessions": len(cache),
+                "cache_mb": round(cache.bytes / 2**20, 3)}
 
     @app.get("/metrics", dependencies=keyed)
     def prometheus() -> Any:

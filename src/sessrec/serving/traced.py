@@ -51,11 +51,13 @@ def traced_query(net: nn.Module, device: torch.device) -> Query | None:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on Python values it records as constants
             inputs, hidden = examples[-1]
-            module = torch.jit.freeze(torch.jit.trace(_QueryStep(net).eval(), (inputs, *hidden), check_trace=False))
+            traced = torch.jit.trace(_QueryStep(net).eval(), (inputs, *hidden), check_trace=False)
+            module = torch.jit.freeze(traced)
             for inputs, hidden in examples:
                 want_query, want_hidden = net.query(inputs, hidden)
                 got = module(inputs, *hidden)
-                if not all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, (want_query, *want_hidden))):
+                want = (want_query, *want_hidden)
+                if not all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, want)):
                     log.info("the traced serving step differs from the eager one: serving the eager model")
                     return None
     except Exception as err:  # noqa: BLE001 - any tracing failure means: keep the eager model

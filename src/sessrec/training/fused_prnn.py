@@ -67,7 +67,8 @@ class HandwrittenParallelStep:
         cols = torch.cat([targets, samples])  # (C,) the scored items
         tables = net.output_tables()
         rows = [t.detach().index_select(0, cols) for t in tables]  # [(C, H_t+1)] the scored rows
-        in_rows = [t.detach().index_select(0, inputs) if reads else None for t, reads in zip(tables, net.table_reads)]
+        in_rows = [t.detach().index_select(0, inputs) if reads else None  # (B, H_t+1) for table readers
+                   for t, reads in zip(tables, net.table_reads)]
         outs, saved, new_hidden, xs = [], [], [], []
         for k, ((name, subnet), h) in enumerate(zip(net.subnets.items(), net.split_hidden(hidden).values())):
             if subnet.reads_table:
@@ -79,7 +80,8 @@ class HandwrittenParallelStep:
                 x = graph.detach()
                 graph = graph if graph.requires_grad else None
             mask = dropout_mask(x, subnet.dropout_embed)  # (B, D_k) or None: autograd's draw
-            out, layers = gru_forward(subnet.gru.cells, subnet.gru.dropout_hidden, x if mask is None else x * mask, h)
+            x = x if mask is None else x * mask
+            out, layers = gru_forward(subnet.gru.cells, subnet.gru.dropout_hidden, x, h)  # (B, H_k)
             outs.append(out)
             saved.append(layers)
             xs.append((graph, mask))
@@ -149,7 +151,8 @@ class HandwrittenParallelStep:
             torch.autograd.backward(graphs, graph_grads)  # the encoders' own parameters
         for table, g_in, g_rows in zip(tables, grad_in, grad_rows):
             if table.requires_grad:
-                ids, values = (cols, g_rows) if g_in is None else (torch.cat([inputs, cols]), torch.cat([g_in, g_rows]))
+                ids, values = (cols, g_rows) if g_in is None else (
+                    torch.cat([inputs, cols]), torch.cat([g_in, g_rows]))  # (B+C,), (B+C, H+1)
                 _add_grad(table, _table_grad(table, ids, values.contiguous(), net.sparse_table))
 
 
@@ -163,7 +166,8 @@ def _table_grad(table: Tensor, ids: Tensor, values: Tensor, sparse: bool) -> Ten
     summed = values.new_zeros(rows.numel(), values.shape[1])  # (U, D)
     if not kernels.index_add_rows_(summed, inverse, values):
         summed.index_add_(0, inverse, values)
-    return torch.sparse_coo_tensor(rows.unsqueeze(0), summed, table.shape, is_coalesced=True, check_invariants=False)
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), summed, table.shape, is_coalesced=True,
+                                   check_invariants=False)
 
 
 def _add_grad(p: Tensor, value: Tensor) -> None:
@@ -198,8 +202,8 @@ def handwritten_step_for(module: object) -> tuple[HandwrittenParallelStep | None
     if reason is not None:
         return None, f"sessrec: training the p-RNN through autograd ({reason})"
     hp, loss = module.hparams, module.loss_fn
-    step = HandwrittenParallelStep(module.net, loss.name, getattr(loss, "bpreg", 1.0), getattr(loss, "elu_param", 0.5),
-                                   loss.logq, module.log_pop, hp.sample_alpha)
+    step = HandwrittenParallelStep(module.net, loss.name, getattr(loss, "bpreg", 1.0),
+                                   getattr(loss, "elu_param", 0.5), loss.logq, module.log_pop, hp.sample_alpha)
     return step, "sessrec: training the p-RNN with the hand-written step (sessrec.training.fused_prnn)"
 
 
