@@ -233,7 +233,7 @@ def main() -> None:
     result = {
         "model": args.model,
         "params_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
-        "fused_step": model._fused is not None,
+        "fused_step": model._fast is not None,
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0")) or None,
         "data": {"dir": str(args.data), "items": dm.n_items,
                  "train_full_events": splits["train_full"]["events"],

@@ -184,7 +184,7 @@ def test_window_gradient_equals_a_hand_unrolled_gru_with_resets(inactive):
 def test_bptt_3_trains_counts_windows_and_calls_hooks_per_window(tiny_prepared):
     blocks = _Blocks()
     module, trainer = _fit(tiny_prepared, [blocks], max_epochs=3, bptt=3)
-    assert module._fused is None
+    assert module._fast is None
     losses = blocks.epoch_loss
     assert losses[0] > losses[1] > losses[2] and losses[2] < 0.95 * losses[0], losses
     n_windows = sum(-(-t // 3) for t in blocks.steps)  # 8 sub-steps a block: windows of 3, 3 and 2
@@ -225,9 +225,9 @@ def test_bptt_below_1_or_not_an_integer_is_refused(value):
 
 def test_the_fused_step_says_it_needs_bptt_1(tiny_prepared):
     module, _ = _fit(tiny_prepared, limit=2, bptt=2, fused_step=True, logq=1.0, momentum=0.0)
-    assert module._fused is None and "bptt is 2" in unsupported(module)
+    assert module._fast is None and "bptt is 2" in unsupported(module)
     module, _ = _fit(tiny_prepared, limit=2, bptt=1, fused_step=True, logq=1.0, momentum=0.0)
-    assert module._fused is not None
+    assert module._fast is not None
 
 
 def _prnn(n_items):

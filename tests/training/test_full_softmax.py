@@ -104,7 +104,7 @@ def _fit(data_dir, negatives: str, optimizer: str, epochs: int) -> tuple[Session
 def test_full_softmax_trains_through_autograd(tiny_prepared, optimizer: str) -> None:
     module, losses = _fit(tiny_prepared, "all", optimizer, epochs=3)
     assert module.sampler is None
-    assert module._fused is None and "negatives is 'all'" in unsupported(module)
+    assert module._fast is None and "negatives is 'all'" in unsupported(module)
     assert losses[-1] < losses[0] - 0.05, losses  # cross-entropy over ~400 items starts near log(400)
 
 

@@ -124,7 +124,7 @@ def test_training_with_the_fused_step_equals_autograd_training(tiny_prepared, mo
     n_autograd = len(padded)
     assert 0 < n_autograd < fused.global_substep / 10 and all(padded)  # only the padded steps
     plain, plain_trainer = _fit(tiny_prepared, False, loss)
-    assert fused._fused is not None and plain._fused is None
+    assert fused._fast is not None and plain._fast is None
     assert len(padded) - n_autograd == plain.global_substep  # autograd: every step
     assert fused_trainer.global_step == plain_trainer.global_step == fused.global_substep > 24  # steps counted
     for (name, a), b in zip(fused.net.named_parameters(), plain.net.parameters()):
@@ -135,4 +135,4 @@ def test_training_with_the_fused_step_equals_autograd_training(tiny_prepared, mo
 
 def test_the_module_says_why_the_fused_step_does_not_apply(tiny_prepared):
     module, _ = _fit(tiny_prepared, True, loss="top1-max")
-    assert module._fused is None and "top1-max" in unsupported(module)
+    assert module._fast is None and "top1-max" in unsupported(module)

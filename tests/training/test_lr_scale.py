@@ -154,7 +154,7 @@ def test_fit_keeps_the_fused_step_without_scales_and_the_groups_with_them(tiny_p
         return module
 
     gru = fit(lambda n: GRU4Rec(n, [8]))
-    assert unsupported(gru) is None and gru._fused is not None  # lr_scale None: GRU4Rec keeps the fused step
+    assert unsupported(gru) is None and gru._fast is not None  # lr_scale None: GRU4Rec keeps the fused step
     prnn = fit(lambda n: ParallelRNN(n, {"id": ItemIdEncoder(4), "id2": ItemIdEncoder(3)}, [4]),
                lr_scale={"id2": 3.0})
     groups = prnn.optimizers().optimizer.param_groups

@@ -31,6 +31,7 @@ from torch import Tensor
 from sessrec import kernels
 from sessrec.models.gru import dropout_mask
 from sessrec.models.prnn import ParallelRNN
+from sessrec.training.fused import FusedGRU4RecStep, fused_step_for
 from sessrec.training.handwritten import FUSED_LOSSES, LossGrad, gru_backward, gru_forward
 from sessrec.training.sampler import log_q_columns
 
@@ -191,6 +192,17 @@ def unsupported_net(net: object) -> str | None:
     if not kernels.enabled():
         return "numba is off"
     return None
+
+
+FastStep = FusedGRU4RecStep | HandwrittenParallelStep
+
+
+def fast_step_for(module: object) -> tuple[FastStep | None, str]:
+    """The hand-written step a `SessionRecModule` about to train uses, None for autograd, and a line
+    saying which trains and why: `HandwrittenParallelStep` for a ParallelRNN, `FusedGRU4RecStep`
+    (forward, backward and the optimiser's update in one) for a GRU4Rec."""
+    step, message = handwritten_step_for(module)
+    return (step, message) if message is not None else fused_step_for(module)
 
 
 def handwritten_step_for(module: object) -> tuple[HandwrittenParallelStep | None, str | None]:

@@ -26,8 +26,8 @@ from sessrec.training.bptt import window_loss, windows
 from sessrec.training.checkpoints import check_state_keys
 from sessrec.training.distributed import all_reduce_row_sparse, broadcast_parameters, leave_row_sparse_to_us
 from sessrec.training.divergence import DivergenceWatch
-from sessrec.training.fused import FusedGRU4RecStep, fused_step_for
-from sessrec.training.fused_prnn import HandwrittenParallelStep, handwritten_step_for
+from sessrec.training.fused import FusedGRU4RecStep
+from sessrec.training.fused_prnn import FastStep, fast_step_for
 from sessrec.training.losses import Loss, LossName, Negatives, make_loss
 from sessrec.training.optim import build_optimizer, lr_scale_groups
 from sessrec.training.sampler import PopularitySampler, log_q_columns
@@ -106,8 +106,7 @@ class SessionRecModule(RecurrentRanking):
         self._resume = resume.ResumeState()  # from a checkpoint, consumed at the train start
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.training.distributed)
         self._direct = False  # backward and optimiser step without Lightning's wrappers (on_train_start)
-        self._fused: FusedGRU4RecStep | None = None  # the hand-written step, when it applies (on_train_start)
-        self._handwritten: HandwrittenParallelStep | None = None  # the p-RNN's, gradients into .grad
+        self._fast: FastStep | None = None  # a hand-written step, when one applies (on_train_start)
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -148,11 +147,9 @@ class SessionRecModule(RecurrentRanking):
 
     def on_train_start(self) -> None:
         self._direct = plain_steps_suffice(self)
-        self._fused, self._handwritten = None, None
+        self._fast = None
         if self.hparams.fused_step:
-            self._handwritten, message = handwritten_step_for(self)
-            if message is None:
-                self._fused, message = fused_step_for(self)
+            self._fast, message = fast_step_for(self)
             rank_zero_info(message)
         self._hidden = self._resume.take_hidden(self.trainer.world_size, self.global_rank, self.device)
         self._resume.take_rng(self.device)
@@ -173,18 +170,15 @@ class SessionRecModule(RecurrentRanking):
         losses = torch.zeros(steps, device=self.device)  # (T,) each sub-step's loss, checked once per block
         keep_all = (~block.reset).unsqueeze(2).to(losses.dtype)  # (T, B, 1): 0 where a new session starts
         for start, stop in windows(steps, self.hparams.bptt):  # one optimiser step per window
-            if full and self._fused is not None:  # the same step without autograd (bptt 1)
+            fast = self._fast if full else None  # (bptt 1; a padded step takes autograd, with masking)
+            if isinstance(fast, FusedGRU4RecStep):  # GRU4Rec: forward, backward and update in one
                 with counted(opt):
-                    losses[start], hidden = self._fused(block.inputs[start], block.targets[start],
-                                                        self._samples(block.targets[start]),
-                                                        [h * keep_all[start] for h in hidden])
+                    losses[start], hidden = fast(*self._substep(block, keep_all, start, hidden))
                 self.global_substep += 1
                 continue
             opt.zero_grad(set_to_none=True)
-            if full and self._handwritten is not None:  # the p-RNN's gradients by hand (bptt 1)
-                losses[start], hidden = self._handwritten(block.inputs[start], block.targets[start],
-                                                          self._samples(block.targets[start]),
-                                                          [h * keep_all[start] for h in hidden])
+            if fast is not None:  # the p-RNN's gradients by hand, into .grad
+                losses[start], hidden = fast(*self._substep(block, keep_all, start, hidden))
             else:
                 loss, hidden = window_loss(self._train_step, block, keep_all, start, stop, hidden, full, losses)
                 loss.backward() if self._direct else self.manual_backward(loss)
@@ -203,6 +197,10 @@ class SessionRecModule(RecurrentRanking):
         if self.divergence.watch(losses, self.global_substep):
             self._check_diverged()
         self.log("train_loss", losses.mean(), prog_bar=True, on_epoch=True, batch_size=block.n_events)
+
+    def _substep(self, block: Block, keep: Tensor, t: int, hidden: list[Tensor]) -> tuple:
+        """A hand-written step's arguments for sub-step t: inputs, targets, samples, hidden (reset rows zeroed)."""
+        return block.inputs[t], block.targets[t], self._samples(block.targets[t]), [h * keep[t] for h in hidden]
 
     def _samples(self, targets: Tensor) -> Tensor:
         return self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
