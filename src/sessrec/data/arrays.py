@@ -54,6 +54,14 @@ def _parquet_token(path: Path) -> str | None:
     return value.decode() if value is not None else None
 
 
+def offsets_of(session: np.ndarray) -> np.ndarray:
+    """CSR offsets (S+1,) int64 of per-event session numbers 0..S-1, grouped in order (caller checks)."""
+    if len(session) == 0:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.flatnonzero(np.diff(session)) + 1  # (S-1,)
+    return np.concatenate([[0], starts, [len(session)]]).astype(np.int64)
+
+
 def write_arrays(
     tmp: Path, name: str, session: np.ndarray, items: np.ndarray, times: np.ndarray, split_token: str
 ) -> None:
@@ -61,9 +69,7 @@ def write_arrays(
     into `tmp`, the prepared folder being written (`atomic_dir`), after its Parquet file, which holds
     `split_token` (`token(session, items, times)`) in its schema metadata."""
     (tmp / FOLDER).mkdir(exist_ok=True)
-    starts = np.flatnonzero(np.diff(session)) + 1  # (S-1,)
-    offsets = np.concatenate([[0], starts, [len(session)]]) if len(session) else np.zeros(1)
-    values = {"items": items, "offsets": offsets, "times": times}
+    values = {"items": items, "offsets": offsets_of(session), "times": times}
     for part, tmp_file in array_paths(tmp, name).items():
         np.save(tmp_file, np.ascontiguousarray(values[part], dtype=PARTS[part]))
     source = {"size": (tmp / f"{name}.parquet").stat().st_size, "token": split_token}

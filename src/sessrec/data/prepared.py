@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sessrec.data.arrays import TOKEN_KEY, map_arrays, token, write_arrays
+from sessrec.data.arrays import TOKEN_KEY, map_arrays, offsets_of, token, write_arrays
 from sessrec.errors import DataError
 from sessrec.io import atomic_dir
 
@@ -49,11 +49,7 @@ class Split:
     @classmethod
     def from_sessions(cls, session: np.ndarray, items: np.ndarray, times: np.ndarray) -> Split:
         """Build from per-event columns whose `session` is 0..S-1, non-decreasing (caller checks)."""
-        starts = np.flatnonzero(np.diff(session)) + 1
-        offsets = np.concatenate([[0], starts, [len(session)]]).astype(np.int64)
-        if len(session) == 0:
-            offsets = np.zeros(1, dtype=np.int64)
-        return cls(items.astype(np.int64), offsets, times.astype(np.float64))
+        return cls(items.astype(np.int64), offsets_of(session), times.astype(np.float64))
 
 
 class PreparedData:
@@ -159,10 +155,9 @@ def _load_split(path: Path, n_items: int) -> Split:
         step = np.diff(session)  # (E-1,)
         if len(session) and (session[0] != 0 or np.any((step != 0) & (step != 1))):
             raise DataError(f"{path}: column 'session' must be grouped and numbered 0..S-1 in order")
-        offsets = np.concatenate([[0], np.flatnonzero(step) + 1, [len(session)]]).astype(np.int64)
-        if len(session) == 0:
-            offsets = np.zeros(1, dtype=np.int64)
-        del session, step
+        del step
+        offsets = offsets_of(session)  # (S+1,)
+        del session
         items = _integer_column(_read_columns(path, ("item",)), path, "item")
         if len(items) and (items.min() < 0 or items.max() >= n_items):
             bad = int(items[(items < 0) | (items >= n_items)][0])
