@@ -71,7 +71,7 @@ class HandwrittenParallelStep:
         in_rows = [t.detach().index_select(0, inputs) if reads else None  # (B, H_t+1) for table readers
                    for t, reads in zip(tables, net.table_reads)]
         outs, saved, new_hidden, xs = [], [], [], []
-        for k, ((name, subnet), h) in enumerate(zip(net.subnets.items(), net.split_hidden(hidden).values())):
+        for (name, subnet), h in zip(net.subnets.items(), net.split_hidden(hidden).values()):
             if subnet.reads_table:
                 t, part = self._read_of(name)
                 x, graph = in_rows[t][:, part], None  # (B, H_k) its columns of the output table
@@ -88,8 +88,8 @@ class HandwrittenParallelStep:
             xs.append((graph, mask))
             new_hidden += [layer[-1] for layer in layers]
         fused = self._fused_outputs(outs)  # concat: [(B, W+1)]; weighted: [(B, H_k+1)] per table
-        scores = sum(torch.mm(f, r.t()) if concat else torch.mm(f, r.t()) * s  # (B, C)
-                     for f, r, s in zip(fused, rows, self.scales))
+        products = [torch.mm(f, r.t()) for f, r in zip(fused, rows)]  # [(B, C)] per output table
+        scores = products[0] if concat else sum(p * s for p, s in zip(products, self.scales))  # (B, C)
         if self.logq:
             scores = scores + log_q_columns(self.log_pop, targets, samples, self.sample_alpha) * (-self.logq)
         grad = torch.empty_like(scores)
