@@ -214,13 +214,12 @@ class Recommender:
         if self._screened is not None and all(c is None for c in candidates) and states[0].query is not None:
             return self._screened_top_k(states, ks, exclude_seen)
         scores = self.scores_many(states)  # (B, N)
-        rows = [b for b, e in enumerate(exclude_seen) if e]
-        if rows:
-            cols = [[i for i in states[b].items if i < self.n_items] for b in rows]  # catalogue items seen
-            row_index = torch.tensor([b for b, c in zip(rows, cols) for _ in c], dtype=torch.long,
+        seen = self._seen(states, exclude_seen)  # [set of item indices] to leave out
+        if any(seen):
+            row_index = torch.tensor([b for b, c in enumerate(seen) for _ in c], dtype=torch.long,
                                      device=scores.device)  # (E,)
+            col_index = torch.tensor([i for c in seen for i in c], dtype=torch.long, device=scores.device)  # (E,)
             scores = scores.clone()
-            col_index = torch.tensor([i for c in cols for i in c], dtype=torch.long, device=scores.device)  # (E,)
             scores[row_index, col_index] = -torch.inf
         out: list[list[tuple[str, float]]] = [[] for _ in states]
         full = [b for b, c in enumerate(candidates) if c is None]
@@ -230,25 +229,28 @@ class Recommender:
             top_scores, top = torch.topk(rows_full, k_max, dim=1)  # (F, k)
             top_scores, top = top_scores.float().cpu().numpy(), top.cpu().numpy()
             for row, b in enumerate(full):
-                seen = {i for i in states[b].items if i < self.n_items} if exclude_seen[b] else set()  # catalogue only
-                n = min(ks[b], self.n_items - len(seen))
+                n = min(ks[b], self.n_items - len(seen[b]))
                 out[b] = list(zip(self.item_ids[top[row, :n]].tolist(), top_scores[row, :n].tolist()))
         for b, cands in enumerate(candidates):
             if cands is None:
                 continue
             index = torch.tensor(cands, dtype=torch.long, device=scores.device)  # (C,)
-            seen = set(states[b].items) if exclude_seen[b] else set()
-            n = min(ks[b], len(cands) - len(seen.intersection(cands)))
+            n = min(ks[b], len(cands) - len(seen[b].intersection(cands)))
             top_scores, top = torch.topk(scores[b, index], n)  # (n,)
             out[b] = list(zip(self.item_ids[index[top].cpu().numpy()].tolist(), top_scores.float().cpu().tolist()))
         return out
+
+    def _seen(self, states: Sequence[SessionState], exclude_seen: Sequence[bool]) -> list[set[int]]:
+        """Per session, the catalogue items it contains (items outside it, `cold`, are never ranked), or
+        nothing where seen items are kept."""
+        return [{i for i in s.items if i < self.n_items} if e else set() for s, e in zip(states, exclude_seen)]
 
     def _screened_top_k(
         self, states: Sequence[SessionState], ks: Sequence[int], exclude_seen: Sequence[bool],
     ) -> list[list[tuple[str, float]]]:
         """`top_k_many` without a (B, N) score matrix: the top (k + seen items) from the screened table,
         then the seen items left out (the same lists as the dense path, up to float rounding)."""
-        seen = [set(s.items) if e else set() for s, e in zip(states, exclude_seen)]
+        seen = self._seen(states, exclude_seen)
         found = self._screened.top_k(torch.cat([s.query for s in states]), max(ks) + max(map(len, seen)))
         if found is None:  # not screenable after all (e.g. a non-finite query): the dense path
             self._screened = None
