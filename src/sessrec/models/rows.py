@@ -79,12 +79,29 @@ class _GatherRowSets(torch.autograd.Function):
             return (None, *none)
         values = used[0][1].new_zeros((rows.numel(), *ctx.table_shape[1:]))  # (U, D)
         for part, g in used:  # the summation order of one index_add_ over the concatenation
-            if not kernels.index_add_rows_(values, part, g.contiguous()):
-                values.index_add_(0, part, g)
-        sparse = torch.sparse_coo_tensor(
-            rows.unsqueeze(0), values, ctx.table_shape, is_coalesced=True, check_invariants=False
-        )  # (N, D) with U non-zero rows
-        return (sparse, *none)
+            _index_add(values, part, g)
+        return (_coalesced(rows, values, ctx.table_shape), *none)
+
+
+def _index_add(out: Tensor, index: Tensor, values: Tensor) -> None:
+    """out.index_add_(0, index, values), by the kernel on CPU."""
+    if not kernels.index_add_rows_(out, index, values.contiguous()):
+        out.index_add_(0, index, values)
+
+
+def _coalesced(rows: Tensor, values: Tensor, shape: torch.Size) -> Tensor:
+    """A sparse COO tensor of `shape` with the sorted unique `rows` (U,) holding `values` (U, D)."""
+    return torch.sparse_coo_tensor(rows.unsqueeze(0), values, shape, is_coalesced=True, check_invariants=False)
+
+
+def row_sparse_grad(table: Tensor, ids: Tensor, values: Tensor) -> Tensor:
+    """The coalesced row-sparse gradient (N, D) of `table` whose rows `ids` (M,) received `values`
+    (M, D), summed in the order of `ids` (what `gather_rows` gives autograd, for a step written by hand)."""
+    unique = kernels.unique_inverse(ids, table.shape[0])  # CPU: no sort
+    rows, inverse = unique if unique is not None else torch.unique(ids, return_inverse=True)  # (U,), (M,)
+    summed = values.new_zeros(rows.numel(), values.shape[1])  # (U, D)
+    _index_add(summed, inverse, values)
+    return _coalesced(rows, summed, table.shape)
 
 
 def gather_row_sets(table: Tensor, idx: Sequence[Tensor], sparse: bool = True) -> tuple[Tensor, ...]:

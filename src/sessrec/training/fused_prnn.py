@@ -31,6 +31,7 @@ from torch import Tensor
 from sessrec import kernels
 from sessrec.models.gru import dropout_mask
 from sessrec.models.prnn import ParallelRNN
+from sessrec.models.rows import row_sparse_grad
 from sessrec.training.fused import FusedGRU4RecStep, fused_step_for
 from sessrec.training.handwritten import FUSED_LOSSES, LossGrad, gru_backward, gru_forward
 from sessrec.training.sampler import log_q_columns
@@ -159,16 +160,8 @@ class HandwrittenParallelStep:
 
 def _table_grad(table: Tensor, ids: Tensor, values: Tensor, sparse: bool) -> Tensor:
     """The gradient (N, D) of `table` whose rows `ids` (M,) received `values` (M, D): coalesced
-    row-sparse over the unique ids (summed in the order of `ids`), or dense."""
-    if not sparse:
-        return torch.zeros_like(table).index_add_(0, ids, values)
-    unique = kernels.unique_inverse(ids, table.shape[0])
-    rows, inverse = unique if unique is not None else torch.unique(ids, return_inverse=True)  # (U,), (M,)
-    summed = values.new_zeros(rows.numel(), values.shape[1])  # (U, D)
-    if not kernels.index_add_rows_(summed, inverse, values):
-        summed.index_add_(0, inverse, values)
-    return torch.sparse_coo_tensor(rows.unsqueeze(0), summed, table.shape, is_coalesced=True,
-                                   check_invariants=False)
+    row-sparse (`row_sparse_grad`), or dense."""
+    return row_sparse_grad(table, ids, values) if sparse else torch.zeros_like(table).index_add_(0, ids, values)
 
 
 def _add_grad(p: Tensor, value: Tensor) -> None:
