@@ -18,7 +18,8 @@
 # RecBole's), final (RecBole, then sessrec experiment files), table (markdown + PNG from result files only).
 # Without the RecBole venv (RECBOLE_PY, default .venv-recbole/bin/python) the RecBole parts are skipped
 # with a message. Env: SESSREC_PY (default .venv/bin/python), MODELS (RecBole models), SEEDS (default 0 1 2),
-# STUDIES (sessrec studies), RECBOLE_WORK (RecBole work folder, default runs/recbole-work).
+# STUDIES (sessrec studies), RECBOLE_WORK (RecBole work folder, default runs/recbole-work), TRIAL_TIMEOUT
+# (seconds before a RecBole trial is failed; default 900, MovieLens 3600: up to 30 epochs at ~40-110 s each).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RECBOLE_PY="${RECBOLE_PY:-.venv-recbole/bin/python}"
@@ -94,6 +95,7 @@ movielens)
     RECBOLE_OUT=$RESULTS/movielens-tuned
     STUDIES="${STUDIES:-prnn-id-only prnn-alternating iknn gru4rec}"
     MODELS="${MODELS-}"   # RecBole side not run (see above); MODELS="GRU4Rec ..." runs it anyway
+    TRIAL_TIMEOUT="${TRIAL_TIMEOUT:-3600}"
     EXPERIMENTS=("benchmarks/recbole/sessrec_movielens_tuned.yaml runs/leaderboard-movielens-tuned $RESULTS/sessrec-movielens-tuned")
     TABLE_EXTRA=()
     prepare() {
@@ -145,7 +147,8 @@ if [[ $stage == tune || $stage == all ]]; then
     [[ -n $MODELS ]] || echo "RecBole side of $dataset not run (MODELS is empty)" >&2
     if [[ -n $MODELS ]] && have_recbole; then
         for model in $MODELS; do
-            "$SESSREC_PY" benchmarks/recbole/tune.py "$EXPORT" --model "$model" --trials 20 --out "runs/tune-recbole/$NAME"
+            "$SESSREC_PY" benchmarks/recbole/tune.py "$EXPORT" --model "$model" --trials 20 --out "runs/tune-recbole/$NAME" \
+                --timeout "${TRIAL_TIMEOUT:-900}"
             cp "runs/tune-recbole/$NAME/$model/best.json" "$TUNED/$PREFIX-$model-best.json"
         done
     fi

@@ -82,6 +82,8 @@ def test_one_step_equals_autograd(tmp_path, fusion, id_encoder, loss, logq, drop
         else:
             step = HandwrittenParallelStep(net, loss, logq=logq, log_pop=log_pop, sample_alpha=0.5)
             value, new_hidden = step(inputs, targets, samples, hidden)
+            assert all(p.grad is None for p in net.parameters())  # only backward hands them over
+            value.backward()
         out.append((float(value.detach()), [h.detach() for h in new_hidden], _grads(net)))
     (loss_a, hidden_a, grads_a), (loss_b, hidden_b, grads_b) = out
     assert loss_b == pytest.approx(loss_a, rel=1e-5)

@@ -4,8 +4,11 @@ encoders through autograd.
 
 `HandwrittenParallelStep(net, ...)(inputs, targets, samples, hidden)` computes one session-parallel
 sub-step of a `ParallelRNN` (N subnets, concat or weighted fusion, own or shared input embeddings) and
-leaves every gradient in `.grad`, as `loss.backward()` would: the optimiser, the training schedules'
-`on_before_substep_step` hook (which drops frozen subnets' gradients) and `lr_scale` work unchanged.
+returns its loss as one autograd node (`_HandwrittenLoss`) over the trainable parameters: the gradients
+are computed in the forward pass, and `loss.backward()` hands them to autograd as that node's input
+gradients. So they reach `.grad` through autograd's own accumulation, where DDP's reducer all-reduces
+them as it does autograd's, and the optimiser, the training schedules' `on_before_substep_step` hook
+(which drops frozen subnets' gradients) and `lr_scale` work unchanged.
 
 - forward: the scored rows [W | b] of each output table gathered once; per subnet, in the order of the
   autograd forward (so dropout masks are the same draws): its input (an encoder call under autograd,
@@ -13,19 +16,21 @@ leaves every gradient in `.grad`, as `loss.backward()` would: the optimiser, the
   then `gru_forward`; the fused output [s_1 h_1 | ... | 1] (concat) or each [s_k h_k | s_k] (weighted)
   times the rows; the logQ offsets added as `sessrec.training.losses` adds them;
 - backward: the loss gradient (`LossGrad`), two matmuls per table, `gru_backward` per subnet, then
-  `torch.autograd.backward` through the encoders with their inputs' gradients (plug-in encoders need
+  `torch.autograd.grad` through the encoders with their inputs' gradients (plug-in encoders need
   nothing special), and each output table's gradient as one coalesced row-sparse tensor over the union
   of its input and scored rows (dense when the model's `sparse_grad` is off), as `gather_row_sets` gives.
 
 Gradients equal autograd's up to float rounding (tests/training/test_fused_prnn.py trains both ways).
 `unsupported(module)` says why the step does not apply (the module then uses autograd): learned subnet
-scales, other losses or negatives, `bptt` > 1, a module under DDP or with a backward / optimiser-step
-hook, parameters that are not float32 on the CPU, numba off.
+scales, other losses or negatives, `bptt` > 1, a strategy other than one device or DDP, a precision
+other than 32-bit, parameters that are not float32 on the CPU, numba off.
 """
 
 from __future__ import annotations
 
 import torch
+from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from torch import Tensor
 
 from sessrec import kernels
@@ -64,7 +69,16 @@ class HandwrittenParallelStep:
         self, inputs: Tensor, targets: Tensor, samples: Tensor, hidden: list[Tensor]
     ) -> tuple[Tensor, list[Tensor]]:
         """inputs, targets (B,), samples (S,), hidden (flat over subnets) -> (loss, new hidden); every row
-        active. Gradients are added to `.grad` (zero them first)."""
+        active. `loss.backward()` (or Lightning's `manual_backward`) adds the gradients to `.grad`."""
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        loss, *new_hidden = _HandwrittenLoss.apply(self, inputs, targets, samples, hidden, *params)
+        return loss, new_hidden
+
+    def gradients(
+        self, inputs: Tensor, targets: Tensor, samples: Tensor, hidden: list[Tensor]
+    ) -> tuple[float, list[Tensor], dict[Tensor, Tensor]]:
+        """The sub-step's loss, new hidden state and gradients {parameter: gradient} (no `.grad` is
+        touched; a parameter without an entry gets no gradient, as under autograd)."""
         net, concat = self.net, self.net.fusion == "concat"
         cols = torch.cat([targets, samples])  # (C,) the scored items
         tables = net.output_tables()
@@ -95,8 +109,7 @@ class HandwrittenParallelStep:
             scores = scores + log_q_columns(self.log_pop, targets, samples, self.sample_alpha) * (-self.logq)
         grad = torch.empty_like(scores)
         loss = self.loss_grad(scores.contiguous(), grad)  # (B, C) d loss / d scores
-        self._backward(grad, inputs, cols, tables, rows, fused, saved, xs)
-        return torch.tensor(loss, dtype=torch.float32), new_hidden
+        return loss, new_hidden, self._backward(grad, inputs, cols, tables, rows, fused, saved, xs)
 
     def _read_of(self, name: str) -> tuple[int, slice]:
         """The output table a table-reading subnet reads and its columns there."""
@@ -113,8 +126,8 @@ class HandwrittenParallelStep:
             return [torch.cat([o * s for o, s in zip(outs, self.scales)] + [ones], dim=1)]
         return [torch.nn.functional.pad(o, (0, 1), value=1.0) for o in outs]
 
-    def _backward(self, grad, inputs, cols, tables, rows, fused, saved, xs) -> None:
-        net = self.net
+    def _backward(self, grad, inputs, cols, tables, rows, fused, saved, xs) -> dict[Tensor, Tensor]:
+        net, grads = self.net, {}
         grad_outs, grad_in = [], [None] * len(tables)  # per subnet d h_k (B, H_k); per table input rows
         if net.fusion == "concat":
             grad_fused = [torch.mm(grad, rows[0])]  # (B, W+1)
@@ -137,7 +150,7 @@ class HandwrittenParallelStep:
             cell_grads, grad_x = gru_backward(cells, grad_out.contiguous(), layers, need_x)
             for cell, g in zip(cells, cell_grads):
                 for p, value in zip((cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh), g):
-                    _add_grad(p, value)
+                    _add_grad(grads, p, value)
             if not need_x:
                 continue
             grad_x = grad_x if mask is None else grad_x * mask  # (B, D_k)
@@ -149,13 +162,40 @@ class HandwrittenParallelStep:
             if grad_in[t] is None:
                 grad_in[t] = grad_x.new_zeros(grad_x.shape[0], tables[t].shape[1])  # (B, H_t+1)
             grad_in[t][:, part] += grad_x
-        if graphs:
-            torch.autograd.backward(graphs, graph_grads)  # the encoders' own parameters
+        if graphs:  # the encoders' own parameters (any the graphs reach)
+            with torch.enable_grad():
+                others = [p for p in net.parameters() if p.requires_grad and p not in grads]
+                values = torch.autograd.grad(graphs, others, graph_grads, allow_unused=True)
+            for p, value in zip(others, values):
+                if value is not None:
+                    _add_grad(grads, p, value)
         for table, g_in, g_rows in zip(tables, grad_in, grad_rows):
             if table.requires_grad:
                 ids, values = (cols, g_rows) if g_in is None else (
                     torch.cat([inputs, cols]), torch.cat([g_in, g_rows]))  # (B+C,), (B+C, H+1)
-                _add_grad(table, _table_grad(table, ids, values.contiguous(), net.sparse_table))
+                _add_grad(grads, table, _table_grad(table, ids, values.contiguous(), net.sparse_table))
+        return grads
+
+
+class _HandwrittenLoss(torch.autograd.Function):
+    """The sub-step's loss as one autograd node over the trainable parameters: forward runs the whole
+    hand-written step (`HandwrittenParallelStep.gradients`) and keeps the gradients, backward returns
+    them (times the incoming gradient). Outputs: the loss, then the new hidden state (no gradient)."""
+
+    @staticmethod
+    def forward(ctx, step: HandwrittenParallelStep, inputs: Tensor, targets: Tensor, samples: Tensor,
+                hidden: list[Tensor], *params: Tensor) -> tuple[Tensor, ...]:
+        loss, new_hidden, grads = step.gradients(inputs, targets, samples, hidden)
+        ctx.grads = [grads.get(p) for p in params]
+        ctx.mark_non_differentiable(*new_hidden)
+        return (torch.tensor(loss, dtype=torch.float32), *new_hidden)
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, *_: Tensor) -> tuple[Tensor | None, ...]:
+        grads, ctx.grads = ctx.grads, None
+        scale = None if bool(grad_loss == 1) else grad_loss  # (a CPU tensor: no device sync)
+        scaled = [g if g is None or scale is None else g * scale for g in grads]
+        return (None, None, None, None, None, *scaled)
 
 
 def _table_grad(table: Tensor, ids: Tensor, values: Tensor, sparse: bool) -> Tensor:
@@ -164,11 +204,10 @@ def _table_grad(table: Tensor, ids: Tensor, values: Tensor, sparse: bool) -> Ten
     return row_sparse_grad(table, ids, values) if sparse else torch.zeros_like(table).index_add_(0, ids, values)
 
 
-def _add_grad(p: Tensor, value: Tensor) -> None:
-    """p.grad += value (set when there is none), for parameters that train."""
-    if not p.requires_grad:
-        return
-    p.grad = value if p.grad is None else p.grad + value
+def _add_grad(grads: dict[Tensor, Tensor], p: Tensor, value: Tensor) -> None:
+    """grads[p] += value (set when there is none), for parameters that train."""
+    if p.requires_grad:
+        grads[p] = value if p not in grads else grads[p] + value
 
 
 def unsupported_net(net: object) -> str | None:
@@ -213,11 +252,15 @@ def handwritten_step_for(module: object) -> tuple[HandwrittenParallelStep | None
 
 
 def unsupported(module: object) -> str | None:
-    """Why `HandwrittenParallelStep` does not apply to a `SessionRecModule` (None: it applies): as the
-    fused GRU4Rec step (`sessrec.training.fused.unsupported`), except that per-sub-step callbacks (the
-    training schedules), any optimiser and frozen parameters are fine."""
-    if not getattr(module, "_direct", False):
-        return "the step runs through Lightning's strategy or precision plugin, or a step hook is set"
+    """Why `HandwrittenParallelStep` does not apply to a `SessionRecModule` (None: it applies): one device
+    or DDP, 32-bit precision, one-step BPTT, the cross-entropy or BPR-max loss, sampled negatives and
+    `unsupported_net`. Per-sub-step callbacks (the training schedules), backward hooks, any optimiser and
+    frozen parameters are fine: the loss is an autograd node (`_HandwrittenLoss`)."""
+    trainer = module.trainer
+    if not isinstance(trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
+        return f"the strategy is {type(trainer.strategy).__name__} (one device or DDP only)"
+    if type(trainer.precision_plugin) is not Precision:
+        return f"the precision is {trainer.precision_plugin.precision!r} (32-bit only)"
     hp = getattr(module, "hparams", {})
     if hp.get("bptt", 1) != 1:
         return f"bptt is {hp.get('bptt')} (the hand-written step back-propagates through one sub-step only)"
