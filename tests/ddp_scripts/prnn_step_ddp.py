@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def main() -> None:
     for fused in (False, True):
         dm = SessionDataModule(args.data, batch_size=8, eval_batch_size=64, steps_per_block=4,
                                train_split="train_full", val_split="test")
-        net = _net(_catalogue(out / "features", dm.n_items), "concat", "own", dropout_hidden=0.2)
+        features = out / f"features-{os.environ['LOCAL_RANK']}-{fused}"  # (the same file per rank and kind)
+        features.mkdir()
+        net = _net(_catalogue(features, dm.n_items), "concat", "own", dropout_hidden=0.2)
         module = SessionRecModule(net, n_sample=16, lr=0.1, momentum=0.3, logq=1.0, fused_step=fused)
         schedule = TrainingSchedule(mode="alternating", order=["id", "image", "text"], epochs_per_phase=1)
         trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, logger=False,

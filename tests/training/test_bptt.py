@@ -37,7 +37,7 @@ def _one_step_training_step(self, block, batch_idx):
     for t in range(steps):
         hidden = [h * keep_all[t] for h in hidden]
         active = None if full else block.active[t]
-        loss, hidden = self._train_step(block.inputs[t], block.targets[t], hidden, active)
+        loss, hidden = self._step(block.inputs[t], block.targets[t], hidden, active)
         opt.zero_grad(set_to_none=True)
         loss.backward() if self._direct else self.manual_backward(loss)
         if self._row_sparse:
@@ -163,7 +163,7 @@ def test_window_gradient_equals_a_hand_unrolled_gru_with_resets(inactive):
     expected = _reference_loss(net, block, h0)
     expected_grads = torch.autograd.grad(expected, params)
     losses = torch.zeros(3)
-    loss, hidden = window_loss(module._train_step, block, keep, 0, 3, [h0], not inactive, losses)
+    loss, hidden = window_loss(module._step, block, keep, 0, 3, [h0], not inactive, losses)
     grads = torch.autograd.grad(loss, params)
     assert hidden[0].requires_grad  # not detached: the module detaches after the window's step
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -174,7 +174,7 @@ def test_window_gradient_equals_a_hand_unrolled_gru_with_resets(inactive):
     # no gradient across a session start: slot 1 resets at t=0, slot 0's h0 reaches only the loss at t=0
     assert torch.equal(grads[0][1], torch.zeros(4))
     first = torch.zeros(3)
-    loss0, _ = window_loss(module._train_step, block, keep, 0, 1, [h0], not inactive, first)
+    loss0, _ = window_loss(module._step, block, keep, 0, 1, [h0], not inactive, first)
     torch.testing.assert_close(grads[0][0], torch.autograd.grad(loss0, h0)[0][0] / 3)
     # the fixture is sensitive to the resets: carrying the state across them changes the gradient
     carried = torch.autograd.grad(_reference_loss(net, block, h0, resets=False), params)

@@ -112,7 +112,7 @@ def test_output_table_gets_a_dense_gradient(tiny_prepared) -> None:
     module, _ = _fit(tiny_prepared, "all", "adagrad_momentum", epochs=1)
     net, n = module.net, module.net.n_items
     inputs, targets = torch.tensor([1, 2, 3]), torch.tensor([4, 5, 6])
-    loss, _ = module._train_step(inputs, targets, net.init_hidden(3), None)
+    loss, _ = module._step(inputs, targets, net.init_hidden(3), None)
     net.zero_grad(set_to_none=True)
     loss.backward()
     grad = net.item_table.grad  # (N, H+1): every row takes part in the softmax

@@ -15,6 +15,7 @@ from sessrec.training.losses import loss_by_name
 from sessrec.training.sampler import log_q_columns
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.module import SessionRecModule
+from sessrec.training.steps import Substep
 from sessrec.training.optim import AdagradMomentum
 
 pytestmark = pytest.mark.skipif(not kernels.enabled(), reason="the fused step needs numba")
@@ -113,13 +114,13 @@ def _fit(data_dir, fused: bool, loss: str = "cross-entropy"):
 def test_training_with_the_fused_step_equals_autograd_training(tiny_prepared, monkeypatch, loss):
     """Two full epochs: fused steps, and autograd steps where a batch is padded (each epoch's end)."""
     padded = []
-    autograd_step = SessionRecModule._train_step
+    autograd_step = Substep.__call__
 
     def counted(self, inputs, targets, hidden, active):
         padded.append(active is not None)
         return autograd_step(self, inputs, targets, hidden, active)
 
-    monkeypatch.setattr(SessionRecModule, "_train_step", counted)
+    monkeypatch.setattr(Substep, "__call__", counted)
     fused, fused_trainer = _fit(tiny_prepared, True, loss)
     n_autograd = len(padded)
     assert 0 < n_autograd < fused.global_substep / 10 and all(padded)  # only the padded steps

@@ -28,7 +28,6 @@ def ddp_run(tmp_path_factory):
         with pytest.raises(SystemExit) as info:
             cli_main(args)
         assert info.value.code == 0
-    (root / "features").mkdir()
     torchrun = Path(sys.executable).with_name("torchrun")
     cmd = [str(torchrun), "--nproc_per_node", "2", str(SCRIPT), "--data", str(root / "prepared"), "--out", str(root)]
     proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,

@@ -8,7 +8,8 @@ GRU4Rec and ParallelRNN override what they have:
 - `forward(inputs, hidden, cols=None)`: scores over `cols` (B, C), or over all items (B, N) when None;
 - `ranking_table()` / `query(inputs, hidden)`: a factored form, scores = query @ table[:, :-1].T +
   table[:, -1], ranked without the (B, N) matrix (`sessrec.evaluation.screening`); None: no such form;
-- `is_bound` / `bind(catalogue)`: a net that reads item features is bound to a catalogue first;
+- `is_bound` / `bind(catalogue)` / `bind_to_data(datamodule)`: a net that reads item features is bound to a
+  catalogue first;
 - `named_subnets()` / `shared_table_readers`: the subnets a `TrainingSchedule` freezes and `lr_scale`
   scales (none here), and those that read their input from a shared table.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sessrec.errors import ConfigError
 from sessrec.features.catalogue import Catalogue
 
 
@@ -61,3 +63,12 @@ class SessionNet(nn.Module):
 
     def bind(self, catalogue: Catalogue) -> None:
         """Bind to the item catalogue (nets that read item features); nothing to do here."""
+
+    def bind_to_data(self, datamodule: object) -> None:
+        """Bind to the catalogue of a data module (`catalogue()`) unless already bound; ConfigError when
+        the net needs item features and the data module has none."""
+        if self.is_bound:
+            return
+        if datamodule is None or not hasattr(datamodule, "catalogue"):
+            raise ConfigError(f"{type(self).__name__} needs item features: use a data module with catalogue()")
+        self.bind(datamodule.catalogue())

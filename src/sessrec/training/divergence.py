@@ -8,16 +8,13 @@ smallest bad step of all ranks, so every rank stops at the same point.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+from lightning.pytorch import Trainer
 from torch import Tensor, nn
 
 from sessrec.errors import ConfigError
 
 CHECK_EVERY = 32  # blocks between the host-side checks on accelerators
-
-Reduce = Callable[[Tensor], Tensor]  # a cross-rank min of a () tensor (identity on one device)
 
 
 class TrainingDiverged(ConfigError):
@@ -45,14 +42,14 @@ class DivergenceWatch(nn.Module):
         self.unchecked += 1
         return losses.device.type == "cpu" or self.unchecked >= CHECK_EVERY
 
-    def check(self, reduce_min: Reduce | None, describe: str) -> None:
+    def check(self, trainer: Trainer | None, describe: str) -> None:
         """Raise `TrainingDiverged` (naming the step, the loss and `describe`) when a loss was not finite;
-        `reduce_min` (DDP: a min over ranks) makes every rank agree."""
+        under DDP (`trainer.world_size` > 1) a min over the ranks makes every rank agree."""
         self.unchecked = 0
         step = self.bad_step
-        if reduce_min is not None:
+        if trainer is not None and trainer.world_size > 1:
             never = torch.iinfo(torch.long).max
-            step = reduce_min(torch.where(step < 0, never, step))
+            step = trainer.strategy.reduce(torch.where(step < 0, never, step), reduce_op="min")
             step = torch.where(step == never, -1, step)
         if int(step) < 0:
             return

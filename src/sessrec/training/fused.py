@@ -1,6 +1,6 @@
 """GRU4Rec's training step written out by hand: forward, cross-entropy gradients, AdagradMomentum update.
 
-The autograd step (`SessionRecModule._train_step`, `loss.backward()`, `optimizer.step()`) spends a third
+The autograd step (`sessrec.training.steps.Substep`, `loss.backward()`, `optimizer.step()`) spends a third
 of its time outside the matrix products: autograd's graph, the dozens of small ops of the GRU cell's
 backward and of the loss, temporaries for every intermediate. For the configuration the published
 GRU4Rec configs use (the shared embedding, the cross-entropy loss with or without logQ, the reference's

@@ -30,8 +30,8 @@ from sessrec.training.fused import FusedGRU4RecStep
 from sessrec.training.fused_prnn import FastStep, fast_step_for
 from sessrec.training.losses import Loss, LossName, Negatives, make_loss
 from sessrec.training.optim import build_optimizer, lr_scale_groups
-from sessrec.training.sampler import PopularitySampler, log_q_columns
-from sessrec.training.steps import counted, plain_steps_suffice, substep_loss
+from sessrec.training.sampler import PopularitySampler, training_sampler
+from sessrec.training.steps import Substep, counted, plain_steps_suffice
 
 OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
 
@@ -56,8 +56,8 @@ class SessionRecModule(RecurrentRanking):
         cutoffs, tie_mode, eval_top_n: evaluation (`sessrec.evaluation.module.RankingModule`); with
             `--ckpt_path` these come from the command line, not the checkpoint.
         fused_step: train GRU4Rec on CPU with the hand-written step of `sessrec.training.fused`, and a
-            ParallelRNN with the hand-written forward and backward of `sessrec.training.fused_prnn`, when
-            they apply (the same updates up to float rounding); otherwise autograd.
+            ParallelRNN (one device or DDP) with the hand-written forward and backward of
+            `sessrec.training.fused_prnn`, when they apply (the same updates up to float rounding); else autograd.
         bptt: sub-steps per backward (>= 1): 1 is the reference's one-step truncated BPTT.
 
     Every numeric option is checked here (`ConfigError` naming it). A NaN or infinite training loss
@@ -107,6 +107,7 @@ class SessionRecModule(RecurrentRanking):
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.training.distributed)
         self._direct = False  # backward and optimiser step without Lightning's wrappers (on_train_start)
         self._fast: FastStep | None = None  # a hand-written step, when one applies (on_train_start)
+        self._step = Substep(net, self.loss_fn, None, self.log_pop, sample_alpha, negatives == "all")  # (setup)
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -117,22 +118,17 @@ class SessionRecModule(RecurrentRanking):
         hp = self.hparams
         if stage == "fit":
             self.log_pop = counts.clamp_min(1).log().float().to(self.device)  # (N,)
-            if hp.n_sample > 0 and hp.negatives == "sampled":
-                seed = torch.initial_seed() % 2**31 + self.global_rank
-                self.sampler = PopularitySampler(counts.numpy(), hp.sample_alpha, hp.n_sample,
-                                                 hp.sample_cache_size, seed=seed, device=self.device)
-                self._resume.restore_sampler(self.sampler, self.global_rank)
+            self.sampler = training_sampler(counts, hp, self.global_rank, self.device)
+            self._resume.restore_sampler(self.sampler, self.global_rank)
+            self._step = Substep(self.net, self.loss_fn, self.sampler, self.log_pop, hp.sample_alpha,
+                                 hp.negatives == "all")
 
     def configure_model(self) -> None:
         """Bind a net that reads item features (ParallelRNN) to the data module's catalogue; Lightning
         calls this before the optimiser, the strategy wrap and checkpoint loading."""
         if self._trainer is None:
             return
-        if not self.net.is_bound:
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if datamodule is None or not hasattr(datamodule, "catalogue"):
-                raise ConfigError(f"{type(self.net).__name__} needs item features: use a data module with catalogue()")
-            self.net.bind(datamodule.catalogue())
+        self.net.bind_to_data(getattr(self.trainer, "datamodule", None))
         if self.trainer.world_size > 1:  # DDP cannot bucket sparse gradients: we average them ourselves
             self._row_sparse = leave_row_sparse_to_us(self)
 
@@ -181,7 +177,7 @@ class SessionRecModule(RecurrentRanking):
                 loss, hidden = fast(*self._substep(block, keep_all, start, hidden))
                 losses[start] = loss.detach()
             else:
-                loss, hidden = window_loss(self._train_step, block, keep_all, start, stop, hidden, full, losses)
+                loss, hidden = window_loss(self._step, block, keep_all, start, stop, hidden, full, losses)
             loss.backward() if self._direct else self.manual_backward(loss)
             if self._row_sparse:
                 all_reduce_row_sparse(self._row_sparse, self.trainer.world_size)
@@ -201,35 +197,17 @@ class SessionRecModule(RecurrentRanking):
 
     def _substep(self, block: Block, keep: Tensor, t: int, hidden: list[Tensor]) -> tuple:
         """A hand-written step's arguments for sub-step t: inputs, targets, samples, hidden (reset rows zeroed)."""
-        return block.inputs[t], block.targets[t], self._samples(block.targets[t]), [h * keep[t] for h in hidden]
-
-    def _samples(self, targets: Tensor) -> Tensor:
-        return self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
-
-    def _train_step(self, inputs: Tensor, targets: Tensor, hidden: list[Tensor], active: Tensor | None
-                 ) -> tuple[Tensor, list[Tensor]]:
-        hp = self.hparams
-        if hp.negatives == "all":
-            return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, None)
-        samples = self._samples(targets)
-        logq = self.loss_fn.logq
-        log_q = log_q_columns(self.log_pop, targets, samples, hp.sample_alpha) if logq else None  # (B+S,)
-        return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, samples, log_q)
+        targets = block.targets[t]
+        return block.inputs[t], targets, self._step.samples(targets), [h * keep[t] for h in hidden]
 
     def _check_diverged(self) -> None:
-        distributed = self._trainer is not None and self.trainer.world_size > 1
-        reduce_min = (lambda t: self.trainer.strategy.reduce(t, reduce_op="min")) if distributed else None
-        hp = self.hparams
-        loss = self.loss_fn.name or type(self.loss_fn).__name__
-        self.divergence.check(reduce_min, f"lr={hp.lr}, loss={loss}, optimizer={hp.optimizer}")
+        hp, loss = self.hparams, self.loss_fn.name or type(self.loss_fn).__name__
+        self.divergence.check(self._trainer, f"lr={hp.lr}, loss={loss}, optimizer={hp.optimizer}")
 
     # ---- checkpoints (exact mid-epoch resume: sessrec.training.resume) -------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._check_diverged()  # never save weights trained through a NaN loss
-        hidden = None
-        if self._hidden is not None:  # every rank calls this hook: gather the per-rank states
-            hidden = [self.all_gather(h) if self.trainer.world_size > 1 else h[None] for h in self._hidden]
-        resume.write(checkpoint, self.global_substep, self.sampler, hidden, self.device)
+        resume.write(checkpoint, self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None:  # every parameter exists now (configure_model ran): check the keys

@@ -53,17 +53,14 @@ class ResumeState:
             set_rng_state(rng, device)
 
 
-def write(
-    checkpoint: dict[str, Any],
-    substep: int,
-    sampler: PopularitySampler | None,
-    hidden: list[Tensor] | None,
-    device: torch.device,
-) -> None:
-    """Add the resume state to a Lightning checkpoint; hidden: (W, B, H_l) per layer, all ranks'."""
-    if sampler is not None:
-        checkpoint["sessrec_sampler"] = sampler.state_dict()
-    checkpoint["sessrec_substep"] = substep
-    if hidden is not None:
-        checkpoint["sessrec_hidden"] = [h.cpu() for h in hidden]
-    checkpoint["sessrec_rng"] = rng_state(device)
+def write(checkpoint: dict[str, Any], module: Any) -> None:
+    """Add a `SessionRecModule`'s resume state to a Lightning checkpoint: its sub-step counter and sampler,
+    every rank's training hidden state (gathered: every rank calls this) and the RNG state."""
+    if module.sampler is not None:
+        checkpoint["sessrec_sampler"] = module.sampler.state_dict()
+    checkpoint["sessrec_substep"] = module.global_substep
+    if module._hidden is not None:
+        distributed = module.trainer.world_size > 1
+        checkpoint["sessrec_hidden"] = [(module.all_gather(h) if distributed else h[None]).cpu()
+                                        for h in module._hidden]  # (W, B, H_l) per layer
+    checkpoint["sessrec_rng"] = rng_state(module.device)

@@ -172,3 +172,13 @@ def log_q_columns(log_pop: Tensor, targets: Tensor, samples: Tensor, alpha: floa
     lq_targets = log_pop.index_select(0, targets)  # (B,)
     lq_samples = log_pop.index_select(0, samples) * alpha  # (S,)
     return torch.cat([lq_targets, lq_samples])  # (B+S,)
+
+
+def training_sampler(counts: torch.Tensor, hparams: Any, rank: int, device: torch.device) -> PopularitySampler | None:
+    """The sampler a `SessionRecModule` trains with (None without sampled negatives): `hparams`' n_sample,
+    sample_alpha and sample_cache_size, seeded from torch's initial seed and the rank."""
+    if hparams.n_sample <= 0 or hparams.negatives != "sampled":
+        return None
+    seed = torch.initial_seed() % 2**31 + rank
+    return PopularitySampler(counts.numpy(), hparams.sample_alpha, hparams.n_sample, hparams.sample_cache_size,
+                             seed=seed, device=device)

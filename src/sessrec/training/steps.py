@@ -20,6 +20,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import Tensor, nn
 
 from sessrec.training.losses import Loss
+from sessrec.training.sampler import PopularitySampler, log_q_columns
 
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 _COUNTING = ("_on_before_step", "_on_after_step")  # LightningOptimizer's step counting (see `counted`)
@@ -47,6 +48,29 @@ def substep_loss(
     if active is not None:  # the reference normalises by the full batch size, also when it shrinks
         loss = loss * active.sum() / inputs.shape[0]
     return loss, hidden
+
+
+class Substep:
+    """A module's autograd sub-step: (inputs, targets, hidden, active) -> (loss, new hidden) through
+    `substep_loss`, with its sampler's shared negatives and the logQ correction (`loss_fn.logq`, from
+    log_pop (N,) and sample_alpha), or over all items when sampler is None and `full_softmax`."""
+
+    def __init__(self, net: nn.Module, loss_fn: Loss, sampler: PopularitySampler | None, log_pop: Tensor,
+                 sample_alpha: float, full_softmax: bool) -> None:
+        self.net, self.loss_fn, self.sampler = net, loss_fn, sampler
+        self.log_pop, self.sample_alpha, self.full_softmax = log_pop, sample_alpha, full_softmax
+
+    def samples(self, targets: Tensor) -> Tensor:
+        """The next shared negatives (S,) (none without a sampler)."""
+        return self.sampler.sample() if self.sampler is not None else targets[:0]  # (S,)
+
+    def __call__(self, inputs: Tensor, targets: Tensor, hidden: list[Tensor], active: Tensor | None
+                 ) -> tuple[Tensor, list[Tensor]]:
+        if self.full_softmax:
+            return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, None)
+        samples = self.samples(targets)
+        log_q = log_q_columns(self.log_pop, targets, samples, self.sample_alpha) if self.loss_fn.logq else None
+        return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, samples, log_q)  # (B+S,) log_q
 
 
 def plain_steps_suffice(module: L.LightningModule) -> bool:
