@@ -106,8 +106,7 @@ def train_steps(net: torch.nn.Module, data: PreparedData, steps: int, warmup: in
                 _, hidden = fast(inputs, targets, samples, hidden)
             elif fast is not None and bool(active.all()):
                 opt.zero_grad(set_to_none=True)
-                loss, hidden = fast(inputs, targets, samples, hidden)
-                loss.backward()
+                _, hidden = fast(inputs, targets, samples, hidden, into_grad=True)  # as the module on one device
                 opt.step()
             else:
                 log_q = log_q_columns(log_pop, targets, samples, c["sample_alpha"])  # (B+S,)

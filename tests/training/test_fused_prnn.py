@@ -71,6 +71,7 @@ def test_one_step_equals_autograd(tmp_path, fusion, id_encoder, loss, logq, drop
     samples = torch.randint(N, (9,), generator=gen)  # ids repeat within and across the sets
     hidden = [torch.randn(6, h, generator=gen) for h in nets[0].hidden_sizes]
     out = []
+    nets.append(copy.deepcopy(nets[0]))
     for k, net in enumerate(nets):
         net.train()
         torch.manual_seed(5)  # the dropout masks' stream
@@ -81,20 +82,23 @@ def test_one_step_equals_autograd(tmp_path, fusion, id_encoder, loss, logq, drop
             value.backward()
         else:
             step = HandwrittenParallelStep(net, loss, logq=logq, log_pop=log_pop, sample_alpha=0.5)
-            value, new_hidden = step(inputs, targets, samples, hidden)
-            assert all(p.grad is None for p in net.parameters())  # only backward hands them over
-            value.backward()
+            value, new_hidden = step(inputs, targets, samples, hidden, into_grad=k == 2)
+            if k == 1:
+                assert all(p.grad is None for p in net.parameters())  # only backward hands them over
+                value.backward()
         out.append((float(value.detach()), [h.detach() for h in new_hidden], _grads(net)))
-    (loss_a, hidden_a, grads_a), (loss_b, hidden_b, grads_b) = out
-    assert loss_b == pytest.approx(loss_a, rel=1e-5)
-    for a, b in zip(hidden_a, hidden_b):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-    assert grads_a.keys() == grads_b.keys() and "subnets.text.gru.cells.0.weight_ih" in grads_a
-    for name, grad in grads_a.items():
-        torch.testing.assert_close(grads_b[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    (loss_a, hidden_a, grads_a), *handwritten = out
+    for loss_b, hidden_b, grads_b in handwritten:  # through the autograd node, and straight into .grad
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
+        for a, b in zip(hidden_a, hidden_b):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        assert grads_a.keys() == grads_b.keys() and "subnets.text.gru.cells.0.weight_ih" in grads_a
+        for name, grad in grads_a.items():
+            torch.testing.assert_close(grads_b[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     if sparse:  # row-sparse where autograd's are
-        for (name, a), b in zip(nets[0].named_parameters(), nets[1].parameters()):
-            assert a.grad.is_sparse == b.grad.is_sparse, name
+        for net in nets[1:]:
+            for (name, a), b in zip(nets[0].named_parameters(), net.parameters()):
+                assert a.grad.is_sparse == b.grad.is_sparse, name
 
 
 def test_refuses_learned_scales(tmp_path):

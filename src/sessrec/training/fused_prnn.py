@@ -66,10 +66,17 @@ class HandwrittenParallelStep:
         self.scales = [float(s) for s in net.shared.scale]  # s_k, fixed
 
     def __call__(
-        self, inputs: Tensor, targets: Tensor, samples: Tensor, hidden: list[Tensor]
+        self, inputs: Tensor, targets: Tensor, samples: Tensor, hidden: list[Tensor], into_grad: bool = False
     ) -> tuple[Tensor, list[Tensor]]:
         """inputs, targets (B,), samples (S,), hidden (flat over subnets) -> (loss, new hidden); every row
-        active. `loss.backward()` (or Lightning's `manual_backward`) adds the gradients to `.grad`."""
+        active. `loss.backward()` (or Lightning's `manual_backward`) adds the gradients to `.grad`; with
+        `into_grad` they are added at once and the loss has no graph (one device, no backward hook: saves
+        autograd's ~0.13 ms a step)."""
+        if into_grad:
+            loss, new_hidden, grads = self.gradients(inputs, targets, samples, hidden)
+            for p, value in grads.items():
+                p.grad = value if p.grad is None else p.grad + value
+            return torch.tensor(loss, dtype=torch.float32), new_hidden
         params = [p for p in self.net.parameters() if p.requires_grad]
         loss, *new_hidden = _HandwrittenLoss.apply(self, inputs, targets, samples, hidden, *params)
         return loss, new_hidden

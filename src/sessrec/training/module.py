@@ -173,12 +173,13 @@ class SessionRecModule(RecurrentRanking):
                 self.global_substep += 1
                 continue
             opt.zero_grad(set_to_none=True)
-            if fast is not None:  # the p-RNN's hand-written step: one autograd node over the parameters
-                loss, hidden = fast(*self._substep(block, keep_all, start, hidden))
+            if fast is not None:  # the p-RNN's hand-written step: gradients into .grad, or an autograd node
+                loss, hidden = fast(*self._substep(block, keep_all, start, hidden), into_grad=self._direct)
                 losses[start] = loss.detach()
             else:
                 loss, hidden = window_loss(self._step, block, keep_all, start, stop, hidden, full, losses)
-            loss.backward() if self._direct else self.manual_backward(loss)
+            if loss.requires_grad:  # (not when the hand-written step put the gradients in .grad)
+                loss.backward() if self._direct else self.manual_backward(loss)
             if self._row_sparse:
                 all_reduce_row_sparse(self._row_sparse, self.trainer.world_size)
             for hook in hooks:  # e.g. TrainingSchedule drops the frozen subnets' gradients here
