@@ -56,6 +56,28 @@ def test_many_small_blocks_and_chunks(rows, monkeypatch):
     assert torch.equal(items, want_items)
 
 
+@pytest.mark.parametrize(("workers", "rows"), [(2, 1), (3, 7), (4, 2)])
+def test_item_ranges_screened_in_threads(workers, rows, monkeypatch):
+    """`workers` threads, one item range each (small ranges forced): the union of the ranges' lists still
+    holds the exact top k, also when the best items all sit in one range, and the pool is reused."""
+    from sessrec.evaluation import screening
+
+    monkeypatch.setattr(screening, "_MIN_RANGE", 500)
+    table = _table(3001, 12, seed=workers)  # the bias falls with the index: the top items are early
+    query = torch.randn(rows, 12, generator=torch.Generator().manual_seed(rows))
+    screened = ScreenedTable(table)
+    for _ in range(2):
+        scores, items = screened.top_k(query, 10, workers=workers)
+        want_scores, want_items = _dense_top(query, table, 10)
+        torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
+        assert torch.equal(items, want_items)
+    assert screened._threads._max_workers == workers
+    ranges = []
+    monkeypatch.setattr(screened, "_stream_items", lambda q8, consume, lo, hi: ranges.append((lo, hi)))
+    screened._candidates(query.contiguous(), 10, workers)
+    assert sorted(ranges) == [(3001 * i // workers, 3001 * (i + 1) // workers) for i in range(workers)]
+
+
 def test_a_full_candidate_list_falls_back_to_dense_scores():
     """3,000 equal rows: every item may be in the top 1, the list (2,048) overflows, the row is scored densely."""
     table = _table(1, 8, seed=2).repeat(3000, 1)
@@ -86,10 +108,15 @@ def test_off_without_numba():
 
 @pytest.mark.parametrize("name", ["gru4rec", "prnn"])
 def test_recommender_lists_are_the_same_screened(name, exported, monkeypatch):
-    """A catalogue over SCREEN_MIN_ITEMS uses the screened top k: the same lists as the dense path."""
+    """A catalogue over SCREEN_MIN_ITEMS uses the screened top k: the same lists as the dense path (with
+    2 screening threads for the p-RNN)."""
+    from sessrec.evaluation import screening
+
     dense = Recommender.load(exported[name])
     monkeypatch.setattr(recommender, "SCREEN_MIN_ITEMS", 1)
+    monkeypatch.setattr(screening, "_MIN_RANGE", 100)
     screened = Recommender.load(exported[name])
+    screened.screen_workers = 2 if name == "prnn" else 1
     assert screened._screened is not None and dense._screened is None
     rng = np.random.default_rng(0)
     for _ in range(5):

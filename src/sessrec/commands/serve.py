@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "many MiB (default: no byte cap)")
     parser.add_argument("--ttl", type=float, default=1800.0,
                         help="seconds a session's state is kept after its last request (default 1800)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads: torch's, and those screening a large catalogue's top k, one item "
+                             "range each (default 1)")
     parser.add_argument("--api_key", default=None,
                         help="require this value in the X-API-Key header (default: $SESSREC_API_KEY; unset: none)")
     parser.add_argument("--max_batch", type=int, default=64, help="most clicks stepped as one batch (default 64)")

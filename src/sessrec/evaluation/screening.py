@@ -25,6 +25,7 @@ densely instead, exactly as `target_ranks` does for a score matrix.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -36,6 +37,7 @@ from sessrec import kernels
 _ROWS = 256  # queries per int8 product (the item table is streamed once per 256 queries)
 _COLS = 1024  # items per int8 product: its (256, 1024) int32 output (1 MiB) stays in the L2 cache
 _LIST = 2048  # undecided items listed per query; more: that query is scored exactly over all items
+_MIN_RANGE = 1 << 16  # fewest items a screening thread takes (fewer: not worth a thread)
 _PREP_ROWS = 1 << 16  # table rows quantised at a time (bounds the float64 temporaries)
 _MAX_DIM = (2**31 - 1) // (127 * 127)  # int32 sums of int8 products cannot overflow below this
 _UP = 1.0 + 1e-6  # rounds a float64 norm up before it is stored as float32
@@ -139,12 +141,17 @@ class ScreenedTable:
             return greater + equal + 1
         return greater + equal / 2 + 1
 
-    def top_k(self, query: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+    def top_k(self, query: Tensor, k: int, workers: int = 1) -> tuple[Tensor, Tensor] | None:
         """The k best items of each query (B, D): (scores (B, k) float32, items (B, k) int64), best first;
         None when not screenable (then score densely). The items are the exact top k of the float32
         scores, found from the int8 products and their error bounds (`sessrec.kernels.topk`): only the
         items whose upper bound reaches the k-th largest lower bound are scored in float32. Scores equal
-        the dense ones up to float rounding, so near-ties may be ordered differently."""
+        the dense ones up to float rounding, so near-ties may be ordered differently.
+
+        workers > 1: the items are cut into that many ranges, each screened in its own thread (the int8
+        product and the numba screen both release the GIL; give torch 1 intra-op thread then); a query's
+        candidates are the union of its ranges' lists, which holds its exact top k (each of those items
+        is in its own range's top k)."""
         n, dim = self.weight.shape
         if query.dim() != 2 or query.shape[1] != dim:
             raise ValueError(f"expected query (B, {dim}) for a table of {n} items, got {tuple(query.shape)}")
@@ -154,7 +161,7 @@ class ScreenedTable:
         top_scores, top_items = torch.empty(query.shape[0], k), torch.empty(query.shape[0], k, dtype=torch.long)
         for r in range(0, query.shape[0], _ROWS):
             q = query[r : r + _ROWS].float().contiguous()  # (R, D)
-            lists = self._candidates(q, k)
+            lists = self._candidates(q, k, max(1, int(workers)))
             if lists is None:
                 return None
             for row, items in enumerate(lists):
@@ -164,24 +171,39 @@ class ScreenedTable:
                 top_scores[r + row], top_items[r + row] = best, at if items is None else items[at]
         return top_scores, top_items
 
-    def _candidates(self, q: Tensor, k: int) -> list[Tensor | None] | None:
+    def _candidates(self, q: Tensor, k: int, workers: int = 1) -> list[Tensor | None] | None:
         """Per query of q (R, D): the items (M,) that may be in its top k (None: score it densely); None
-        when the kernels do not apply."""
-        rows = q.shape[0]
+        when the kernels do not apply. `workers` threads screen one item range each (see `top_k`)."""
+        rows, n = q.shape[0], self.w8.shape[0]
         quantised = self._quantise(q, torch.zeros(rows, dtype=torch.long))  # (the target score is unused)
         if quantised is None:
             return None
         q8, info = quantised
         ea, ec = info[:, 1] * _UP, info[:, 2] * _UP  # (R,) float64
         magnitude = (ea + ec) * (self.v_max + self.u_max) + self.b_max  # bounds |score| and |approx|
-        topk = kernels.ScreenTopK.start(
-            sq=info[:, 0].float(), ea=ea.float(), ec=ec.float(), slack=(magnitude * _SLACK).float(), st=self.st,
-            eu=self.eu, ev=self.ev, bias=self.b32, k=k, cap=max(8 * k, _LIST),
-        )
-        if topk is None:
+        bounds = dict(sq=info[:, 0].float(), ea=ea.float(), ec=ec.float(), slack=(magnitude * _SLACK).float(),
+                      st=self.st, eu=self.eu, ev=self.ev, bias=self.b32, k=k, cap=max(8 * k, _LIST))
+        workers = max(1, min(workers, n // _MIN_RANGE))
+        edges = [n * i // workers for i in range(workers + 1)]  # (workers + 1,) item ranges
+        screens = [kernels.ScreenTopK.start(**bounds) for _ in edges[1:]]
+        if any(topk is None for topk in screens):
             return None
-        self._stream_items(q8, topk.block)
-        return [topk.candidates(row) for row in range(rows)]
+        jobs = [(q8, topk.block, lo, hi) for topk, lo, hi in zip(screens, edges, edges[1:])]
+        if len(jobs) == 1:
+            self._stream_items(*jobs[0])
+        else:
+            for done in [self._pool(len(jobs)).submit(self._stream_items, *job) for job in jobs]:
+                done.result()
+        lists = [[topk.candidates(row) for topk in screens] for row in range(rows)]
+        return [None if any(part is None for part in parts) else torch.cat(parts) for parts in lists]
+
+    def _pool(self, workers: int) -> ThreadPoolExecutor:
+        """The table's screening threads (made on first use, reused)."""
+        if getattr(self, "_threads", None) is None or self._threads._max_workers != workers:
+            # one intra-op thread each (a thread's own OpenMP setting): `workers` threads, not workers^2
+            self._threads = ThreadPoolExecutor(workers, thread_name_prefix="sessrec-screen",
+                                               initializer=torch.set_num_threads, initargs=(1,))
+        return self._threads
 
     def _counts(self, q: Tensor, targets: Tensor, mask: Tensor, cap: int) -> Tensor | None:
         """q (R, D), targets (R,), mask (N,) uint8 -> (R, 2) int64 counts (see `ranks`); None when the
@@ -220,16 +242,18 @@ class ScreenedTable:
             torch._int_mm(q8, w8_block.t(), out=acc)
             consume(acc, c0)
 
-    def _stream_items(self, q8: Tensor, consume: Callable[[Tensor, int], None]) -> None:
-        """consume(acc (C, R) int32, c0): as `_stream`, items as rows. For the few queries of a top k:
-        the int8 GEMM with the item block as its left operand runs ~2x faster here than the (R, C) one
-        (1-16 queries, 700K items: 8-11 ms against 18-20), and blocks of 1 MiB of products need few calls."""
-        rows, n = q8.shape[0], self.w8.shape[0]
+    def _stream_items(self, q8: Tensor, consume: Callable[[Tensor, int], None], lo: int = 0,
+                      hi: int | None = None) -> None:
+        """consume(acc (C, R) int32, c0) for the items lo..hi-1: as `_stream`, items as rows. For the few
+        queries of a top k: the int8 GEMM with the item block as its left operand runs ~2x faster here than
+        the (R, C) one (1-16 queries, 700K items: 8-11 ms against 18-20), and blocks of 1 MiB of products
+        need few calls."""
+        rows, hi = q8.shape[0], self.w8.shape[0] if hi is None else hi
         cols = max(_COLS, _COLS * (_ROWS // rows))  # (C, R) int32: 1 MiB
-        acc = torch.empty(min(cols, n), rows, dtype=torch.int32)  # (C, R)
+        acc = torch.empty(min(cols, hi - lo), rows, dtype=torch.int32)  # (C, R)
         q8t = q8.t()  # (D, R)
-        for c0 in range(0, n, cols):
-            block = self.w8[c0 : c0 + cols]  # (C, D) int8
+        for c0 in range(lo, hi, cols):
+            block = self.w8[c0 : min(c0 + cols, hi)]  # (C, D) int8
             out = acc if block.shape[0] == acc.shape[0] else torch.empty(block.shape[0], rows, dtype=torch.int32)
             torch._int_mm(block, q8t, out=out)
             consume(out, c0)

@@ -96,6 +96,7 @@ class Recommender:
         # outside the catalogue as inputs, indices N.. (the net's tables keep their first N rows scored)
         self.cold = cold_items(self.net, spec, catalogue, self.item_ids)  # new id -> input index
         self._screened = None  # large catalogues: the exact top k from int8 screening (sessrec.evaluation.screening)
+        self.screen_workers = 1  # threads that screen a large catalogue's top k, one item range each
         if self._table is not None and self.device.type == "cpu" and len(self.item_ids) >= SCREEN_MIN_ITEMS:
             from sessrec.evaluation.screening import ScreenedTable
 
@@ -251,7 +252,8 @@ class Recommender:
         """`top_k_many` without a (B, N) score matrix: the top (k + seen items) from the screened table,
         then the seen items left out (the same lists as the dense path, up to float rounding)."""
         seen = self._seen(states, exclude_seen)
-        found = self._screened.top_k(torch.cat([s.query for s in states]), max(ks) + max(map(len, seen)))
+        found = self._screened.top_k(torch.cat([s.query for s in states]), max(ks) + max(map(len, seen)),
+                                     self.screen_workers)
         if found is None:  # not screenable after all (e.g. a non-finite query): the dense path
             self._screened = None
             return self.top_k_many(states, ks, exclude_seen, [None] * len(states))

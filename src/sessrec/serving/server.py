@@ -224,6 +224,7 @@ def serve(
     torch.set_num_threads(threads)
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
     recommender = Recommender.load(export_dir)
+    recommender.screen_workers = threads
     app = create_app(recommender, SessionCache(max_sessions, ttl, max_bytes), api_key, max_batch, batch_wait_ms / 1000,
                      max_body_bytes)
     log.info("serving %s (%d items) on http://%s:%d", export_dir, recommender.n_items, host, port)
