@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 
 
 class SessrecError(Exception):
@@ -35,11 +36,13 @@ _NOISE = (
 )
 
 
-def one_line_parser_error(message: str) -> str:
+def one_line_parser_error(message: str, encoder_hint: Callable[[str], str] | None = None) -> str:
     """jsonargparse's nested, many-line report as one line: `<key path>: <the first real problem>`.
 
     E.g. 'model.net: class_path 'a.B': No module named 'a'' or
     'trainer.max_epochs: Expected int (got 'abc')'. Unknown shapes fall back to the first line.
+    `encoder_hint(class_name)`: the text added to an unknown encoder class (the CLI passes
+    `sessrec.encoders.registry.suggest_encoder`: errors never import the registry).
     """
     lines = [line.strip() for line in message.splitlines()]
     given_type = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Given value type:")), "")
@@ -71,7 +74,8 @@ def one_line_parser_error(message: str) -> str:
         name = _encoder_key(m.group(1), given)
         if name:
             keys.append(name)
-        detail = f"unknown encoder class '{m.group(1)}'{_suggest_encoder(m.group(1))}"
+        hint = encoder_hint(m.group(1)) if encoder_hint is not None else ""
+        detail = f"unknown encoder class '{m.group(1)}'{hint}"
     if class_path is not None:
         detail = f"class_path '{class_path}': {detail}"
     return f"{'.'.join(keys)}: {detail}" if keys else detail
@@ -126,18 +130,3 @@ def _encoder_key(class_name: str, given: str | None) -> str | None:
     quoted = re.escape(repr(class_name))
     m = re.search(rf"'([^']+)': (?:\{{'class_path': |Namespace\(class_path=){quoted}", given)
     return m.group(1) if m else None
-
-
-def _suggest_encoder(class_name: str) -> str:
-    """' (did you mean ...?; known encoders: ...)' from the encoder registry (built-ins and plug-ins)."""
-    try:
-        from sessrec.encoders.registry import known_encoders
-    except Exception:  # the registry cannot load: the plain message is still right
-        return ""
-    classes, names = known_encoders()
-    close = names.get(class_name) or did_you_mean(class_name, list(classes)) or did_you_mean(
-        class_name.lower(), list(names))
-    close = names.get(close, close)
-    hint = f"did you mean '{close}'?; " if close else ""
-    return (f" ({hint}known encoders: {', '.join(classes)}; or an import path such as "
-            "encoders.my_module.MyEncoder)")

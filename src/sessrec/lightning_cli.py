@@ -20,6 +20,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from sessrec.training.checkpoints import check_ckpt_path, check_fits, load_checkpoint
 from sessrec.data.datamodule import SessionDataModule
+from sessrec.encoders.registry import suggest_encoder
 from sessrec.errors import (
     ConfigError, DataError, SessrecError, did_you_mean, first_line, one_line_parser_error,
 )
@@ -38,7 +39,7 @@ class SessrecArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse's internal parsers: it catches these itself
             super().error(message, ex)
-        line = one_line_parser_error(message)
+        line = one_line_parser_error(message, suggest_encoder)
         if message.startswith("unrecognized arguments:"):
             options = [o for o in self._option_string_actions if o.startswith("--")]
             given = [a.split("=", 1)[0] for a in message.split()[2:] if a.startswith("--")]
@@ -212,7 +213,7 @@ class SessrecCLI(LightningCLI):
             if isinstance(cause, SessrecError):
                 raise cause from None
             if cause is err:
-                raise ConfigError(one_line_parser_error(str(err))) from err
+                raise ConfigError(one_line_parser_error(str(err), suggest_encoder)) from err
             message = " ".join(str(cause).split())
             owner = _raised_by(cause)
             raise ConfigError(message if message.startswith(owner) else owner + message) from err

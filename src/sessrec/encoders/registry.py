@@ -38,7 +38,7 @@ from sessrec.encoders.dense import DenseEncoder
 from sessrec.encoders.item_id import ItemIdEncoder
 from sessrec.encoders.properties import PropertyEncoder
 from sessrec.encoders.sparse_text import SparseTextEncoder
-from sessrec.errors import ConfigError
+from sessrec.errors import ConfigError, did_you_mean
 
 ENTRY_POINT_GROUP = "sessrec.encoders"
 PLUGIN_PACKAGE = "encoders"
@@ -196,6 +196,18 @@ def known_encoders() -> tuple[list[str], dict[str, str]]:
     entries = REGISTRY.available()
     classes = sorted({cls.__name__ for cls, _ in entries.values()})
     return classes, {name: cls.__name__ for name, (cls, _) in entries.items()}
+
+
+def suggest_encoder(class_name: str) -> str:
+    """' (did you mean ...?; known encoders: ...)' for an unknown encoder class, from the default registry
+    (built-ins and plug-ins): `sessrec.errors.one_line_parser_error`'s `encoder_hint`."""
+    classes, names = known_encoders()
+    close = names.get(class_name) or did_you_mean(class_name, list(classes)) or did_you_mean(
+        class_name.lower(), list(names))
+    close = names.get(close, close)
+    hint = f"did you mean '{close}'?; " if close else ""
+    return (f" ({hint}known encoders: {', '.join(classes)}; or an import path such as "
+            "encoders.my_module.MyEncoder)")
 
 
 def discover(root: str | os.PathLike | None = None, entry_points: bool = True) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
+from sessrec.encoders.registry import suggest_encoder
 from sessrec.errors import ConfigError, one_line_parser_error
 from sessrec.lightning_cli import SessrecCLI
 
@@ -45,7 +46,7 @@ def merge_configs(paths: list[Path]) -> dict[str, Any]:
             warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
             cli = _ParseOnlyCLI(args=args, run=False, parser_kwargs=PARSER_KWARGS)
     except argparse.ArgumentError as err:
-        raise ConfigError(one_line_parser_error(str(err))) from None
+        raise ConfigError(one_line_parser_error(str(err), suggest_encoder)) from None
     finally:
         seed_log.setLevel(level)
     return yaml.safe_load(cli.parser.dump(cli.config))

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from sessrec.encoders.registry import suggest_encoder
 from sessrec.errors import ConfigError, one_line_parser_error
 from sessrec.io import read_yaml
 from sessrec.tune.spec import Param, TuneSpec
@@ -126,7 +127,7 @@ def parse(configs: list[Path]) -> tuple[Any, Any]:
         with _quiet():
             cli = _ParseOnlyCLI(args=args, run=False, parser_kwargs=PARSER_KWARGS)
     except argparse.ArgumentError as err:
-        raise ConfigError(one_line_parser_error(str(err))) from None
+        raise ConfigError(one_line_parser_error(str(err), suggest_encoder)) from None
     return cli.parser, cli.config
 
 
