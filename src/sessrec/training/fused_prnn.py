@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor
 
 from sessrec import kernels
@@ -236,12 +237,17 @@ def unsupported_net(net: object) -> str | None:
 FastStep = FusedGRU4RecStep | HandwrittenParallelStep
 
 
-def fast_step_for(module: object) -> tuple[FastStep | None, str]:
-    """The hand-written step a `SessionRecModule` about to train uses, None for autograd, and a line
-    saying which trains and why: `HandwrittenParallelStep` for a ParallelRNN, `FusedGRU4RecStep`
-    (forward, backward and the optimiser's update in one) for a GRU4Rec."""
+def fast_step_for(module: object) -> FastStep | None:
+    """The hand-written step a `SessionRecModule` about to train uses (None: autograd; always None when
+    its `fused_step` is off), and a line saying which trains and why (rank 0's log):
+    `HandwrittenParallelStep` for a ParallelRNN, `FusedGRU4RecStep` (forward, backward and the
+    optimiser's update in one) for a GRU4Rec."""
+    if not module.hparams.get("fused_step", True):
+        return None
     step, message = handwritten_step_for(module)
-    return (step, message) if message is not None else fused_step_for(module)
+    step, message = (step, message) if message is not None else fused_step_for(module)
+    rank_zero_info(message)
+    return step
 
 
 def handwritten_step_for(module: object) -> tuple[HandwrittenParallelStep | None, str | None]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Literal, get_args
 
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch import Tensor, nn
 
 from sessrec.checks import check_choice, check_training_options
@@ -31,7 +30,7 @@ from sessrec.training.fused_prnn import FastStep, fast_step_for
 from sessrec.training.losses import Loss, LossName, Negatives, make_loss
 from sessrec.training.optim import build_optimizer, lr_scale_groups
 from sessrec.training.sampler import PopularitySampler, training_sampler
-from sessrec.training.steps import Substep, counted, plain_steps_suffice
+from sessrec.training.steps import Substep, counted, plain_steps_suffice, step_optimizer
 
 OptimizerName = Literal["adagrad_momentum", "adam", "adamw"]
 
@@ -143,10 +142,7 @@ class SessionRecModule(RecurrentRanking):
 
     def on_train_start(self) -> None:
         self._direct = plain_steps_suffice(self)
-        self._fast = None
-        if self.hparams.fused_step:
-            self._fast, message = fast_step_for(self)
-            rank_zero_info(message)
+        self._fast = fast_step_for(self)
         self._hidden = self._resume.take_hidden(self.trainer.world_size, self.global_rank, self.device)
         self._resume.take_rng(self.device)
 
@@ -184,11 +180,7 @@ class SessionRecModule(RecurrentRanking):
                 all_reduce_row_sparse(self._row_sparse, self.trainer.world_size)
             for hook in hooks:  # e.g. TrainingSchedule drops the frozen subnets' gradients here
                 hook(self.trainer, self, self.global_substep)
-            if self._direct:
-                with counted(opt):
-                    opt.optimizer.step()
-            else:
-                opt.step()
+            step_optimizer(opt, self._direct)
             self.global_substep += stop - start
             hidden = [h.detach() for h in hidden]
         self._hidden = hidden

@@ -98,3 +98,13 @@ def counted(opt: LightningOptimizer) -> Iterator[None]:
     opt._on_before_step()
     yield
     opt._on_after_step()
+
+
+def step_optimizer(opt: LightningOptimizer, direct: bool) -> None:
+    """`opt.step()` through Lightning, or with `direct` (`plain_steps_suffice`) the wrapped optimiser's own
+    step, counted as Lightning counts its steps."""
+    if direct:
+        with counted(opt):
+            opt.optimizer.step()
+    else:
+        opt.step()
