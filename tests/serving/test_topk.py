@@ -71,7 +71,7 @@ def test_item_ranges_screened_in_threads(workers, rows, monkeypatch):
         want_scores, want_items = _dense_top(query, table, 10)
         torch.testing.assert_close(scores, want_scores, rtol=0, atol=1e-5)
         assert torch.equal(items, want_items)
-    assert screened._threads._max_workers == workers
+    assert screened._threads[0] == workers
     ranges = []
     monkeypatch.setattr(screened, "_stream_items", lambda q8, consume, lo, hi: ranges.append((lo, hi)))
     screened._candidates(query.contiguous(), 10, workers)

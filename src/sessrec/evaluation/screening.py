@@ -67,6 +67,7 @@ class ScreenedTable:
         self.weight = self.table[:, :-1] if has_bias else self.table  # (N, D)
         self.bias = self.table[:, -1] if has_bias else self.table.new_zeros(self.table.shape[0])  # (N,)
         self.screened = _screenable(self.weight, self.bias)
+        self._threads: tuple[int, ThreadPoolExecutor | None] = (0, None)  # top_k's screening threads
         if self.screened:
             self._prepare()
 
@@ -199,11 +200,14 @@ class ScreenedTable:
 
     def _pool(self, workers: int) -> ThreadPoolExecutor:
         """The table's screening threads (made on first use, reused)."""
-        if getattr(self, "_threads", None) is None or self._threads._max_workers != workers:
+        count, pool = self._threads
+        if count != workers:
+            if pool is not None:
+                pool.shutdown(wait=False)
             # one intra-op thread each (a thread's own OpenMP setting): `workers` threads, not workers^2
-            self._threads = ThreadPoolExecutor(workers, thread_name_prefix="sessrec-screen",
-                                               initializer=torch.set_num_threads, initargs=(1,))
-        return self._threads
+            self._threads = (workers, ThreadPoolExecutor(workers, thread_name_prefix="sessrec-screen",
+                                                         initializer=torch.set_num_threads, initargs=(1,)))
+        return self._threads[1]
 
     def _counts(self, q: Tensor, targets: Tensor, mask: Tensor, cap: int) -> Tensor | None:
         """q (R, D), targets (R,), mask (N,) uint8 -> (R, 2) int64 counts (see `ranks`); None when the
