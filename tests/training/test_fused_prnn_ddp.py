@@ -4,18 +4,12 @@ rank ends with the same weights, equal (up to float rounding) to the same DDP fi
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from ddp_launch import tiny_data, torchrun
 
 from sessrec import kernels
-from sessrec.cli import main as cli_main
-
-SCRIPT = Path(__file__).resolve().parents[1] / "ddp_scripts" / "prnn_step_ddp.py"
 
 pytestmark = [pytest.mark.ddp, pytest.mark.skipif(not kernels.enabled(), reason="the hand-written step needs numba")]
 
@@ -23,16 +17,7 @@ pytestmark = [pytest.mark.ddp, pytest.mark.skipif(not kernels.enabled(), reason=
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("prnn-ddp")
-    for args in (["generate", "--out", str(root / "raw"), "--n-items", "60", "--n-sessions", "301"],
-                 ["prepare", str(root / "raw" / "events.tsv"), "--out", str(root / "prepared")]):
-        with pytest.raises(SystemExit) as info:
-            cli_main(args)
-        assert info.value.code == 0
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", str(SCRIPT), "--data", str(root / "prepared"), "--out", str(root)]
-    proc = subprocess.run(cmd, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                          timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun("prnn_step_ddp.py", "--data", str(tiny_data(root, n_items=60)), "--out", str(root))
     return root
 
 

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from ddp_launch import tiny_data, torchrun
 from fake_prnn import FakeParallelRNN
 
-from sessrec.cli import main as cli_main
 from sessrec.data.datamodule import SessionDataModule
 from sessrec.training.module import SessionRecModule
 
-SCRIPT = Path(__file__).resolve().parents[1] / "ddp_scripts" / "schedule_ddp.py"
 MODES = ["simultaneous", "residual", "alternating", "interleaved"]
 FROZEN = {"simultaneous": [set(), set()], "residual": [{"id"}, {"image"}],  # order: image, id; 2 epochs
           "alternating": [{"id"}, {"image"}], "interleaved": [set(), set()]}
@@ -26,21 +21,12 @@ FROZEN = {"simultaneous": [set(), set()], "residual": [{"id"}, {"image"}],  # or
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    for args in (["generate", "--out", str(root / "raw"), "--n-items", "120", "--n-sessions", "301"],
-                 ["prepare", str(root / "raw" / "events.tsv"), "--out", str(root / "prepared")]):
-        with pytest.raises(SystemExit) as info:
-            cli_main(args)
-        assert info.value.code == 0
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    prepared = tiny_data(root, n_items=120)
     runs = [[],  # dense gradients, momentum 0.5, every mode
             ["--sparse", "1", "--momentum", "0", "--tag", "sparse-"],  # row-sparse tables outside DDP
             ["--sparse", "0", "--momentum", "0", "--tag", "dense0-", "--modes", "simultaneous"]]
     for extra in runs:
-        cmd = [str(torchrun), "--nproc_per_node", "2", str(SCRIPT), "--data", str(root / "prepared"),
-               "--out", str(root), *extra]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        torchrun("schedule_ddp.py", "--data", str(prepared), "--out", str(root), *extra)
     return root
 
 
