@@ -200,7 +200,7 @@ class SessionRecModule(RecurrentRanking):
     # ---- checkpoints (exact mid-epoch resume: sessrec.training.resume) -------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._check_diverged()  # never save weights trained through a NaN loss
-        resume.write(checkpoint, self)
+        resume.write(checkpoint, self, self._hidden)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None:  # every parameter exists now (configure_model ran): check the keys

@@ -53,14 +53,15 @@ class ResumeState:
             set_rng_state(rng, device)
 
 
-def write(checkpoint: dict[str, Any], module: Any) -> None:
+def write(checkpoint: dict[str, Any], module: Any, hidden: list[Tensor] | None) -> None:
     """Add a `SessionRecModule`'s resume state to a Lightning checkpoint: its sub-step counter and sampler,
-    every rank's training hidden state (gathered: every rank calls this) and the RNG state."""
+    every rank's training hidden state `hidden` ((B, H_l) per layer on this rank; gathered: every rank
+    calls this) and the RNG state."""
     if module.sampler is not None:
         checkpoint["sessrec_sampler"] = module.sampler.state_dict()
     checkpoint["sessrec_substep"] = module.global_substep
-    if module._hidden is not None:
+    if hidden is not None:
         distributed = module.trainer.world_size > 1
         checkpoint["sessrec_hidden"] = [(module.all_gather(h) if distributed else h[None]).cpu()
-                                        for h in module._hidden]  # (W, B, H_l) per layer
+                                        for h in hidden]  # (W, B, H_l) per layer
     checkpoint["sessrec_rng"] = rng_state(module.device)
