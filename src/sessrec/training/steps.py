@@ -68,9 +68,9 @@ class Substep:
                  ) -> tuple[Tensor, list[Tensor]]:
         if self.full_softmax:
             return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, None)
-        samples = self.samples(targets)
+        samples = self.samples(targets)  # (S,)
         log_q = log_q_columns(self.log_pop, targets, samples, self.sample_alpha) if self.loss_fn.logq else None
-        return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, samples, log_q)  # (B+S,) log_q
+        return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, samples, log_q)  # (B+S,)
 
 
 def plain_steps_suffice(module: L.LightningModule) -> bool:
