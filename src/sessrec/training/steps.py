@@ -69,8 +69,9 @@ class Substep:
         if self.full_softmax:
             return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, None)
         samples = self.samples(targets)  # (S,)
-        log_q = log_q_columns(self.log_pop, targets, samples, self.sample_alpha) if self.loss_fn.logq else None
-        return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, samples, log_q)  # (B+S,)
+        logq = self.loss_fn.logq
+        log_q = log_q_columns(self.log_pop, targets, samples, self.sample_alpha) if logq else None  # (B+S,)
+        return substep_loss(self.net, self.loss_fn, inputs, targets, hidden, active, samples, log_q)
 
 
 def plain_steps_suffice(module: L.LightningModule) -> bool:
