@@ -130,9 +130,9 @@ def read_events(
     are split or cut per user), else str.
     """
     path = Path(path)
-    _check_gap("session_gap", session_gap)
+    check_gap("session_gap", session_gap)
     if session_split_gap is not None:
-        _check_gap("session_split_gap", session_split_gap)
+        check_gap("session_split_gap", session_split_gap)
     if time_unit not in TIME_UNITS:
         raise ConfigError(f"time_unit: must be 's' or 'ms', got '{time_unit}'")
     if session_col is None and user_col is None:
@@ -163,7 +163,7 @@ def read_events(
         events["session"] = sessionize(events["key"], events["time"].to_numpy(), session_gap)
     elif session_split_gap is None:
         events["session"] = _session_keys(events["key"])
-        _warn_long_sessions(events["session"], time, path)
+        warn_long_sessions(events["session"], time, path)
     else:
         events["session"] = split_sessions(_session_keys(events["key"]), time, session_split_gap)
     log.info("%s: read %d events", path.name, len(events))
@@ -175,7 +175,7 @@ def sessionize(users: pd.Series, time: np.ndarray, gap: float = DEFAULT_SESSION_
 
     Sessions are numbered by (user, first time) order; events keep their positions.
     """
-    _check_gap("session_gap", gap)
+    check_gap("session_gap", gap)
     order = np.lexsort((time, users.to_numpy()))  # stable: ties keep file order
     user_sorted = users.to_numpy()[order]
     time_sorted = time[order]
@@ -192,7 +192,7 @@ def split_sessions(keys: np.ndarray, time: np.ndarray, gap: float) -> np.ndarray
     Sessions are numbered 0..S-1 by (key, first time), so the numbering depends only on the data;
     events keep their positions.
     """
-    _check_gap("session_split_gap", gap)
+    check_gap("session_split_gap", gap)
     codes = pd.factorize(keys, sort=True)[0]  # (n,) int, ordered like the keys
     order = np.lexsort((time, codes))  # stable: ties keep file order
     sorted_codes = codes[order]
@@ -206,14 +206,14 @@ def split_sessions(keys: np.ndarray, time: np.ndarray, gap: float) -> np.ndarray
     return session
 
 
-def _check_gap(name: str, gap: float) -> None:
+def check_gap(name: str, gap: float) -> None:
     """ConfigError unless `gap` is a finite number of seconds > 0."""
     problem = number_problem(gap, low=0, low_open=True, what="a finite number of seconds > 0")
     if problem is not None:
         raise ConfigError(f"{name}: {problem}, got {gap!r}")
 
 
-def _warn_long_sessions(keys: np.ndarray, time: np.ndarray, path: Path) -> None:
+def warn_long_sessions(keys: np.ndarray, time: np.ndarray, path: Path) -> None:
     """WARNING when session ids span more than `LONG_SESSION` seconds (reused ids, or one id per user)."""
     codes, uniques = pd.factorize(keys)
     span = pd.Series(time).groupby(codes).agg(["min", "max"])  # (K, 2)
@@ -238,7 +238,7 @@ def parquet_parts(folder: Path) -> list[Path]:
     return parts
 
 
-def _file_type(path: Path, fmt: str | None) -> str:
+def file_type(path: Path, fmt: str | None) -> str:
     """'csv', 'tsv' or 'parquet', from `fmt` or else from the extension (compression suffix ignored); a
     folder is a partitioned Parquet data set."""
     if path.is_dir() and fmt in (None, "parquet"):
@@ -261,7 +261,7 @@ def _read_table(
     parts = parquet_parts(path) if path.is_dir() else [path]  # a folder: its Parquet parts (DataError: none)
     if not path.is_dir() and path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
-    kind = _file_type(path, fmt)
+    kind = file_type(path, fmt)
     if kind != "parquet" and path.suffix.lower() == ".zst" and importlib.util.find_spec("zstandard") is None:
         raise DataError(f"{path}: reading .zst files needs the 'zstandard' package (pip install zstandard)")
     try:

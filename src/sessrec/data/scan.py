@@ -75,9 +75,9 @@ def _read_plain(
     drop_missing_sessions: bool = False,
 ) -> pl.DataFrame:
     """The polars reading of a plain file; raises _Fallback for anything the pandas reader must see."""
-    readers._check_gap("session_gap", session_gap)
+    readers.check_gap("session_gap", session_gap)
     if session_split_gap is not None:
-        readers._check_gap("session_split_gap", session_split_gap)
+        readers.check_gap("session_split_gap", session_split_gap)
     readable = path.is_dir() or (path.is_file() and path.stat().st_size > 0)  # a folder: Parquet parts
     if not readable or time_unit not in TIME_UNITS:
         raise _Fallback("missing, empty or odd")
@@ -129,7 +129,7 @@ def _read_table(
     times: Sequence[str],
 ) -> pl.DataFrame:
     """The wanted columns: text files as strings, Parquet natively (string or integer ids only)."""
-    kind = readers._file_type(path, fmt)
+    kind = readers.file_type(path, fmt)
     if any(s.lower() in readers._COMPRESSION for s in path.suffixes):
         raise _Fallback("compressed")
     if kind == "parquet":
@@ -165,7 +165,7 @@ def _stream_plain(
 ) -> pl.DataFrame | None:
     """A text file with canonical integer session ids, read in two streaming passes without holding its
     strings: the distinct items first, then integer sessions, item codes and times. None otherwise."""
-    kind = readers._file_type(path, fmt)
+    kind = readers.file_type(path, fmt)
     sep = sep if sep is not None else ("\t" if kind == "tsv" else ",")
     if kind == "parquet" or names is not None or len(sep) != 1:
         return None
@@ -250,7 +250,7 @@ def _cut_sessions(events: pl.DataFrame, gap: float, by_gap_only: bool) -> pl.Ser
 
 
 def _warn_long_sessions(session: pl.Series, time: pl.Series, path: Path) -> None:
-    """The WARNING of `readers._warn_long_sessions`, computed by polars."""
+    """The WARNING of `readers.warn_long_sessions`, computed by polars."""
     frame = pl.DataFrame({"key": session, "time": time})
     span = frame.group_by("key", maintain_order=True).agg(length=pl.col("time").max() - pl.col("time").min())
     long = span["length"] > readers.LONG_SESSION

@@ -39,6 +39,7 @@ from sessrec.models.gru import dropout_mask
 from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.handwritten import FUSED_LOSSES, LossGrad, gru_backward, gru_forward
 from sessrec.training.optim import AdagradMomentum
+from sessrec.training.steps import plain_steps_suffice
 
 
 class FusedGRU4RecStep:
@@ -200,11 +201,11 @@ def fused_step_for(module: object) -> tuple[FusedGRU4RecStep | None, str]:
 def unsupported(module: object) -> str | None:
     """Why `FusedGRU4RecStep` does not apply to a `SessionRecModule` about to train (None: it applies).
 
-    Needs what `SessionRecModule._direct` needs (one device, 32-bit, no backward or optimiser-step hook)
+    Needs what `plain_steps_suffice` needs (one device, 32-bit, no backward or optimiser-step hook)
     plus: one-step BPTT (`bptt` 1), the cross-entropy or BPR-max loss, sampled negatives, no per-sub-step
     callback hook, and `_unsupported_net` / `_unsupported_optimizer`.
     """
-    if not getattr(module, "_direct", False):
+    if not plain_steps_suffice(module):
         return "the step runs through Lightning's strategy or precision plugin, or a step hook is set"
     bptt = getattr(module, "hparams", {}).get("bptt", 1)
     if bptt != 1:
