@@ -12,7 +12,8 @@
 #                        with the best tuned valid MRR@20 on Diginetica); RecBole GRU4Rec, GRU4RecF, SASRec
 #            movielens   MovieLens latest-small, sessrec side ONLY (GRU4Rec, item-kNN, p-RNN ID only, p-RNN
 #                        alternating with a text + genre/year content subnet): a RecBole trial takes up to
-#                        ~20 min on a 2-core CPU, so its 3 x 20-trial search is not run here (MODELS is empty)
+#                        ~55 min on a 2-core CPU, so its 3 x 20-trial search is not run by default (MODELS is
+#                        empty); MODELS="GRU4Rec ..." runs it (resumable: a rerun continues each study)
 #            hm          H&M sample: prints why no split has test targets (docs/leaderboard.md), runs nothing
 # Stages: prepare (data, properties, RecBole export; skipped when present), tune (sessrec studies, then
 # RecBole's), final (RecBole, then sessrec experiment files), table (markdown + PNG from result files only).
