@@ -201,7 +201,9 @@ def test_api_key_body_limit_and_graceful_shutdown(exported):
 
 
 def test_bad_cache_options_are_one_line_errors(exported):
-    for option, value in (("--max_cache_mb", "0"), ("--max_sessions", "-1")):
+    for option, value, rule in (("--max_cache_mb", "0", "> 0"), ("--max_sessions", "-1", "> 0"),
+                                ("--threads", "0", "> 0"), ("--batch_wait_ms", "nan", ">= 0"),
+                                ("--port", "70000", "0-65535")):
         done = subprocess.run([sys.executable, "-m", "sessrec", "serve", str(exported["gru4rec"]), option, value],
                               capture_output=True, text=True, timeout=120)
-        assert done.returncode == 2 and f"{option}: must be > 0" in done.stderr, done.stderr[-500:]
+        assert done.returncode == 2 and f"{option}: must be {rule}" in done.stderr, done.stderr[-500:]

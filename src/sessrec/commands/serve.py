@@ -34,10 +34,14 @@ def run(args: argparse.Namespace) -> int:
     from sessrec.errors import ConfigError
     from sessrec.serving.server import serve
 
-    for option in ("max_sessions", "max_cache_mb", "ttl", "max_batch", "max_body_bytes"):
+    for option in ("max_sessions", "max_cache_mb", "ttl", "max_batch", "max_body_bytes", "threads"):
         value = getattr(args, option)
         if value is not None and not value > 0:
             raise ConfigError(f"--{option}: must be > 0, got {value}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port: must be 0-65535, got {args.port}")
+    if not args.batch_wait_ms >= 0:
+        raise ConfigError(f"--batch_wait_ms: must be >= 0, got {args.batch_wait_ms}")
     max_bytes = None if args.max_cache_mb is None else max(1, int(args.max_cache_mb * 2**20))
     serve(args.export_dir, args.host, args.port, args.max_sessions, args.ttl, args.threads, args.api_key,
           args.max_batch, args.batch_wait_ms, args.max_body_bytes, max_bytes)
