@@ -20,7 +20,7 @@
 # Without the RecBole venv (RECBOLE_PY, default .venv-recbole/bin/python) the RecBole parts are skipped
 # with a message. Env: SESSREC_PY (default .venv/bin/python), MODELS (RecBole models), SEEDS (default 0 1 2),
 # STUDIES (sessrec studies), RECBOLE_WORK (RecBole work folder, default runs/recbole-work), TRIAL_TIMEOUT
-# (seconds before a RecBole trial is failed; default 900, MovieLens 3600: up to 30 epochs at ~40-110 s each).
+# (seconds before a RecBole trial is failed; default 900, MovieLens 7200: up to 30 epochs at ~40-260 s each).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 RECBOLE_PY="${RECBOLE_PY:-.venv-recbole/bin/python}"
@@ -96,7 +96,7 @@ movielens)
     RECBOLE_OUT=$RESULTS/movielens-tuned
     STUDIES="${STUDIES:-prnn-id-only prnn-alternating iknn gru4rec}"
     MODELS="${MODELS-}"   # RecBole side not run (see above); MODELS="GRU4Rec ..." runs it anyway
-    TRIAL_TIMEOUT="${TRIAL_TIMEOUT:-3600}"
+    TRIAL_TIMEOUT="${TRIAL_TIMEOUT:-7200}"
     EXPERIMENTS=("benchmarks/recbole/sessrec_movielens_tuned.yaml runs/leaderboard-movielens-tuned $RESULTS/sessrec-movielens-tuned")
     TABLE_EXTRA=()
     prepare() {
