@@ -132,6 +132,9 @@ def test_direct_steps_equal_lightning_steps(tiny_prepared):
     counter = _AfterBackwardCounter()
     wrapped, wrapped_trainer = fit([counter])
     assert direct._direct and not wrapped._direct
+    for module in (direct, wrapped):  # the sub-step reads the module's live buffer and sampler (its device)
+        assert module._step.log_pop is module.log_pop and module._step.sampler is module.sampler is not None
+        assert module.log_pop.device == module.sampler.device == module.trainer.strategy.root_device
     assert counter.calls == wrapped.global_substep == direct.global_substep > 6  # hooks ran on every sub-step
     assert direct_trainer.global_step == wrapped_trainer.global_step == direct.global_substep  # steps counted
     for a, b in zip(direct.net.parameters(), wrapped.net.parameters()):

@@ -106,7 +106,7 @@ class SessionRecModule(RecurrentRanking):
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.training.distributed)
         self._direct = False  # backward and optimiser step without Lightning's wrappers (on_train_start)
         self._fast: FastStep | None = None  # a hand-written step, when one applies (on_train_start)
-        self._step = Substep(net, self.loss_fn, None, self.log_pop, sample_alpha, negatives == "all")  # (setup)
+        self._step = Substep(net, self.loss_fn, None, self.log_pop, sample_alpha, negatives == "all")  # (train start)
 
     # ---- set-up -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -115,12 +115,11 @@ class SessionRecModule(RecurrentRanking):
             raise ConfigError(f"data has {counts.numel()} items but the model was built for {self.net.n_items}")
         self.set_candidates(counts)
         hp = self.hparams
-        if stage == "fit":
-            self.log_pop = counts.clamp_min(1).log().float().to(self.device)  # (N,)
-            self.sampler = training_sampler(counts, hp, self.global_rank, self.device)
+        if stage == "fit":  # on the device training runs on (Lightning moves the module there after setup)
+            device = self.trainer.strategy.root_device
+            self.log_pop = counts.clamp_min(1).log().float().to(device)  # (N,)
+            self.sampler = training_sampler(counts, hp, self.global_rank, device)
             self._resume.restore_sampler(self.sampler, self.global_rank)
-            self._step = Substep(self.net, self.loss_fn, self.sampler, self.log_pop, hp.sample_alpha,
-                                 hp.negatives == "all")
 
     def configure_model(self) -> None:
         """Bind a net that reads item features (ParallelRNN) to the data module's catalogue; Lightning
@@ -140,7 +139,10 @@ class SessionRecModule(RecurrentRanking):
         return build_optimizer(hp.optimizer, lr_scale_groups(self.net, hp.lr, hp.lr_scale), hp.lr, hp.momentum,
                                hp.weight_decay)
 
-    def on_train_start(self) -> None:
+    def on_train_start(self) -> None:  # the module is on its device now
+        hp = self.hparams
+        self._step = Substep(self.net, self.loss_fn, self.sampler, self.log_pop, hp.sample_alpha,
+                             hp.negatives == "all")
         self._direct = plain_steps_suffice(self)
         self._fast = fast_step_for(self)
         self._hidden = self._resume.take_hidden(self.trainer.world_size, self.global_rank, self.device)
