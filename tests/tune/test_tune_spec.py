@@ -48,6 +48,11 @@ def _parse(**fields):
         ({"n_trials": None}, "t.yaml: set n_trials or timeout"),
         ({"n_trials": 0}, "t.yaml: n_trials: expected a positive int"),
         ({"base": "missing.yaml"}, "t.yaml: base: missing.yaml not found"),
+        ({"seeds": []}, "t.yaml: seeds: expected a non-empty list of non-negative integers"),
+        ({"seeds": [0, -1]}, "t.yaml: seeds: expected a non-empty list of non-negative integers"),
+        ({"seeds": 3}, "t.yaml: seeds: expected a non-empty list"),
+        ({"seeds": [1, 1]}, "t.yaml: seeds: duplicate seeds"),
+        ({"seeds": [0, 1], "overrides": {"seed_everything": 3}}, "t.yaml: seed_everything: set by seeds"),
     ],
 )
 def test_file_errors_name_the_key(fields, message):

@@ -81,6 +81,36 @@ def test_refit_tests_once(tmp_path, small):
     assert (tmp_path / "out" / "refit" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_seeds_train_each_trial_once_per_seed_and_score_the_mean(tmp_path, small):
+    _tune(write_tune(tmp_path, small / "prepared", n_trials=2, refit=True, seeds=[3, 7], pruner=False,
+                     space={"model.init_args.lr": {"categorical": [0.05, 0.1]}}))
+    out = tmp_path / "out"
+    for row in _rows(out):
+        per_seed = json.loads(row["user_attrs_seed_values"].replace("'", '"'))
+        assert len(per_seed) == 2 and float(row["value_val_mrr@20"]) == pytest.approx(sum(per_seed) / 2)
+        for seed in (3, 7):
+            trial = yaml.safe_load((out / "trials" / row["number"] / f"seed-{seed}" / "trial.yaml").read_text())
+            assert trial["seed_everything"] == seed and trial["data"]["test_split"] == "valid"
+    assert any(len(set(json.loads(r["user_attrs_seed_values"]))) == 2 for r in _rows(out))  # seeds differ
+    assert yaml.safe_load((out / "best.yaml").read_text())["seed_everything"] == 3
+    result = json.loads((out / "test.json").read_text())
+    assert result["seeds"] == [3, 7] and set(result["runs"]) == {"3", "7"}
+    runs = [result["runs"][s]["metrics"]["test_mrr@20"] for s in ("3", "7")]
+    assert result["metrics"]["test_mrr@20"] == pytest.approx(sum(runs) / 2)
+    assert result["metrics_std"]["test_mrr@20"] == pytest.approx(abs(runs[0] - runs[1]) / 2 ** 0.5)
+    for seed in (3, 7):
+        refit = yaml.safe_load((out / "refit" / f"seed-{seed}.yaml").read_text())
+        assert refit["seed_everything"] == seed and refit["data"]["train_split"] == "train_full"
+        assert (out / "refit" / f"seed-{seed}" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_later_seeds_only_measure():
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, callback_metrics={"val_mrr@20": 0.5})
+    report = TrialReport(None, "val_mrr@20")  # a trial's second seed: no report, so never pruned
+    report.on_validation_end(trainer, None)
+    assert report.value == 0.5 and report.reports == 0
+
+
 def _write_poison(folder) -> None:
     """A callback that makes the weights NaN before training: the loss is NaN from the first step."""
     (folder / "tune_poison.py").write_text(

@@ -35,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"best: trial {best.number}, {spec.objective} {best.value:.4f}: {paths['best']} "
           f"(and {', '.join(str(p) for k, p in paths.items() if k != 'best')})")
     if spec.refit:
-        print(f"refit on train_full, tested once: {refit(spec, study, paths['best'])}")
+        print(f"refit on train_full, tested once: {refit(spec, base, study, paths['best'])}")
     return 0

@@ -4,7 +4,8 @@ A trial's config is the base with `overrides` and the trial's values replaced, t
 
     data.train_split: train     data.val_split: valid     data.test_split / predict_split: valid
     trainer: logger off, checkpointing off, no progress bar, validation every epoch (limit_val_batches
-             0 in the base becomes 1.0), default_root_dir <out>/trials/<number>
+             0 in the base becomes 1.0), default_root_dir <out>/trials/<number>[/seed-<s>]
+    seed_everything: each of the tune file's `seeds` in turn (when it has them)
 
 so a trial can never read the test split, even through a stray `trainer.test`. best.yaml is the base
 with `overrides` and the best values, trained on train_full and tested on test, its outputs (default
@@ -77,9 +78,13 @@ def _callbacks(trainer: dict[str, Any]) -> list[Any]:
     return list(callbacks) if isinstance(callbacks, list) else [callbacks]
 
 
-def trial_config(spec: TuneSpec, base: dict[str, Any], params: Mapping[str, Any], folder: Path) -> dict:
-    """The config a trial trains: train split, validation on valid every epoch, no outputs but `folder`."""
+def trial_config(spec: TuneSpec, base: dict[str, Any], params: Mapping[str, Any], folder: Path,
+                 seed: int | None = None) -> dict:
+    """The config a trial trains: train split, validation on valid every epoch, no outputs but `folder`;
+    `seed` (one of the tune file's `seeds`) replaces the base's seed_everything."""
     config = _apply(_apply(base, spec.overrides), params)
+    if seed is not None:
+        config["seed_everything"] = seed
     trainer = _section(config, "trainer")
     trainer.update(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    default_root_dir=str(folder))
@@ -91,10 +96,17 @@ def trial_config(spec: TuneSpec, base: dict[str, Any], params: Mapping[str, Any]
     return config
 
 
-def best_config(spec: TuneSpec, base: dict[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """best.yaml: the base with the best values, trained on train_full, outputs under <out>/refit."""
+def best_config(spec: TuneSpec, base: dict[str, Any], params: Mapping[str, Any],
+                seed: int | None = None) -> dict[str, Any]:
+    """best.yaml: the base with the best values, trained on train_full, outputs under <out>/refit (with
+    `seeds`: seed_everything is the first of them). `seed`: the refit of that seed, under
+    <out>/refit/seed-<seed>."""
     config = _apply(_apply(base, spec.overrides), params)
+    if spec.seeds:
+        config["seed_everything"] = spec.seeds[0] if seed is None else seed
     refit = Path(spec.out) / "refit"
+    if seed is not None:
+        refit = refit / f"seed-{seed}"
     trainer = _section(config, "trainer")
     trainer["default_root_dir"] = str(refit)
     for callback in _callbacks(trainer):

@@ -6,9 +6,11 @@
                              train_full (`python -m sessrec fit --config <out>/best.yaml`)
     <out>/history.png        optimisation history; importances.png: parameter importances (fANOVA),
                              from 2 complete trials on (matplotlib needed; otherwise skipped with a note)
-    <out>/test.json          with `refit: true`: best.yaml trained on train_full and tested once
-    <out>/refit/             the refit's LightningCLI outputs (config.yaml, checkpoints)
-    <out>/trials/<n>/        trial.yaml (what trial n trained), error.log (a failed trial's traceback)
+    <out>/test.json          with `refit: true`: best.yaml trained on train_full and tested once (with
+                             `seeds`: once per seed, the mean, sample std and each seed's result)
+    <out>/refit/             the refit's LightningCLI outputs (config.yaml, checkpoints; seed-<s>/ each)
+    <out>/trials/<n>/        trial.yaml (what trial n trained; with `seeds`: seed-<s>/trial.yaml each),
+                             error.log (a failed trial's traceback)
     <out>/study.db           the default storage
 
 Every process sharing the study rewrites the files from the whole study when its trials end.
@@ -20,6 +22,7 @@ import copy
 
 import json
 import logging
+import statistics
 import warnings
 from pathlib import Path
 from typing import Any
@@ -116,15 +119,33 @@ def write_reports(spec: TuneSpec, base: dict[str, Any], study: optuna.Study) -> 
     return paths
 
 
-def refit(spec: TuneSpec, study: optuna.Study, best: Path) -> Path:
-    """Train best.yaml on train_full and test it once, in this process; write test.json."""
+def refit(spec: TuneSpec, base: dict[str, Any], study: optuna.Study, best: Path) -> Path:
+    """Train best.yaml on train_full and test it once, in this process; write test.json. With `seeds`:
+    once per seed (configs <out>/refit/seed-<s>.yaml); "metrics" is then the mean over the seeds,
+    "metrics_std" the sample standard deviation and "runs" each seed's result."""
     from sessrec.experiment.train import train_and_test
 
-    log.info("refit: training %s on train_full, then testing once", best)
-    result = train_and_test(best)
     trial = study.best_trial
-    record = {"study": spec.study_name, "trial": trial.number, f"valid_{spec.objective}": trial.value,
-              "params": best_params(spec, trial), "config": str(best), **result}
+    params = best_params(spec, trial)
+    record: dict[str, Any] = {"study": spec.study_name, "trial": trial.number,
+                              f"valid_{spec.objective}": trial.value, "params": params, "config": str(best)}
+    if not spec.seeds:
+        log.info("refit: training %s on train_full, then testing once", best)
+        record.update(train_and_test(best))
+    else:
+        runs = {}
+        for seed in spec.seeds:
+            config = Path(spec.out) / "refit" / f"seed-{seed}.yaml"
+            _write_text(config, yaml.safe_dump(best_config(spec, base, params, seed), sort_keys=False))
+            log.info("refit: training %s on train_full, then testing once (seed %d)", config, seed)
+            runs[str(seed)] = train_and_test(config)
+        names = runs[str(spec.seeds[0])]["metrics"]
+        per_metric = {name: [run["metrics"][name] for run in runs.values()] for name in names}
+        record["seeds"] = list(spec.seeds)
+        record["metrics"] = {name: statistics.fmean(v) for name, v in per_metric.items()}
+        record["metrics_std"] = {name: statistics.stdev(v) if len(v) > 1 else 0.0
+                                 for name, v in per_metric.items()}
+        record["runs"] = runs
     path = Path(spec.out) / "test.json"
     _write_text(path, json.dumps(record, indent=2) + "\n")
     return path

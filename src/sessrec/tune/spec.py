@@ -14,6 +14,7 @@
     n_trials: 20                        # finished (complete or pruned) trials the study needs
     timeout: 3600                       # optional: seconds this process keeps starting trials
     seed: 42                            # optional: the TPE sampler's seed
+    seeds: [0, 1, 2]                    # optional: train each trial once per seed, score the mean
     out: runs/tune-gru4rec              # best.yaml, trials.csv, plots, study.db, one folder per trial
     storage: sqlite:///runs/tune-gru4rec/study.db   # optional (this default); any Optuna RDB URL
     study_name: gru4rec-synthetic       # optional: the tune file's name
@@ -101,6 +102,7 @@ class TuneSpec:
     n_trials: int | None = None
     timeout: float | None = None
     seed: int | None = None
+    seeds: tuple[int, ...] = ()  # training seeds of every trial (seed_everything); () = the base's
     storage: str | None = None
     study_name: str = ""
     pruner: bool = True
@@ -214,6 +216,18 @@ def _positive(value: Any, name: str, where: str, kind: type) -> Any:
     return kind(value)
 
 
+def _seeds(value: Any, source: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not (isinstance(value, list) and value
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+        raise ConfigError(f"{source}: seeds: expected a non-empty list of non-negative integers, "
+                          f"got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{source}: seeds: duplicate seeds in {value!r} (each would train the same run)")
+    return tuple(value)
+
+
 def parse_tune(data: Any, source: str = "tune file", root: Path | None = None) -> TuneSpec:
     """Validate a loaded tune mapping; `root` is the folder `base` paths are relative to."""
     if not isinstance(data, dict):
@@ -258,6 +272,9 @@ def parse_tune(data: Any, source: str = "tune file", root: Path | None = None) -
     seed = args.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise ConfigError(f"{source}: seed: expected a non-negative integer, got {seed!r}")
+    args["seeds"] = _seeds(args.get("seeds"), source)
+    if args["seeds"] and "seed_everything" in [*args["overrides"], *params]:
+        raise ConfigError(f"{source}: seed_everything: set by seeds (each trial trains once per seed)")
     for name in ("pruner", "refit"):
         if not isinstance(args.get(name, False), bool):
             raise ConfigError(f"{source}: {name}: expected true or false, got {args[name]!r}")

@@ -1,7 +1,9 @@
 """The Optuna study: TPE sampling, median pruning on per-epoch validation, persistent shared storage.
 
 Each trial composes its config (sessrec.tune.compose), writes it to <out>/trials/<number>/trial.yaml and
-trains it in this process through SessrecCLI, as `sessrec experiment` does. A trial that raises (a
+trains it in this process through SessrecCLI, as `sessrec experiment` does. With `seeds` it trains once per
+seed (<out>/trials/<number>/seed-<s>/trial.yaml) and scores the mean of the runs' objectives; only the
+first seed's epochs are reported for pruning, so a pruned trial stops before its other seeds train. A trial that raises (a
 constructor rejecting a combination, a non-finite loss, any error in training) is recorded as FAIL
 with its one-line message (user attribute `error`, traceback in <out>/trials/<number>/error.log) and
 the study goes on; only TrialPruned ends a trial early on purpose.
@@ -52,8 +54,8 @@ class TrialReport(Callback):
     """Reports the objective to Optuna after every validation; prunes; a non-finite objective fails the
     trial (a non-finite training loss already stops the run: `SessionRecModule`'s TrainingDiverged)."""
 
-    def __init__(self, trial: optuna.Trial, metric: str) -> None:
-        self.trial, self.metric = trial, metric
+    def __init__(self, trial: optuna.Trial | None, metric: str) -> None:
+        self.trial, self.metric = trial, metric  # trial None: only measure (a trial's later seeds)
         self.value: float | None = None
         self.reports = 0
 
@@ -67,6 +69,8 @@ class TrialReport(Callback):
         self.value = float(value)
         if not math.isfinite(self.value):
             raise FloatingPointError(f"{self.metric} is {self.value} at epoch {trainer.current_epoch}")
+        if self.trial is None:
+            return
         self.trial.report(self.value, self.reports)
         self.reports += 1
         if self.trial.should_prune():
@@ -100,7 +104,7 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _train(config: Path, metric: str, trial: optuna.Trial) -> float:
+def _train(config: Path, metric: str, trial: optuna.Trial | None) -> float:
     from sessrec.experiment.train import _cli
     from sessrec.lightning_cli import SessrecCLI
 
@@ -118,7 +122,8 @@ def _train(config: Path, metric: str, trial: optuna.Trial) -> float:
 
 
 class Objective:
-    """Optuna's objective: compose the trial's config, train it, return the last validation objective."""
+    """Optuna's objective: compose the trial's config, train it (once per seed), return the last
+    validation objective (the mean over the seeds)."""
 
     def __init__(self, spec: TuneSpec, base: dict[str, Any]) -> None:
         self.spec, self.base = spec, base
@@ -128,17 +133,28 @@ class Objective:
         folder.mkdir(parents=True, exist_ok=True)
         try:
             params = suggest(trial, self.spec)
-            config = folder / "trial.yaml"
-            composed = trial_config(self.spec, self.base, params, folder)
-            with atomic_write(config) as tmp:
-                tmp.write_text(yaml.safe_dump(composed, sort_keys=False))
-            return _train(config, self.spec.objective, trial)
+            if not self.spec.seeds:
+                return self._run(trial, params, folder, None)
+            values: list[float] = []
+            for seed in self.spec.seeds:  # the first seed reports to the pruner, the others only measure
+                values.append(self._run(trial if not values else None, params, folder / f"seed-{seed}", seed))
+                trial.set_user_attr("seed_values", values)
+            return sum(values) / len(values)
         except optuna.TrialPruned:
             raise
         except Exception as err:  # recorded as FAIL by study.optimize(catch=...): the study goes on
             trial.set_user_attr("error", _one_line(err))
             (folder / "error.log").write_text(traceback.format_exc())
             raise
+
+    def _run(self, trial: optuna.Trial | None, params: dict[str, Any], folder: Path,
+             seed: int | None) -> float:
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "trial.yaml"
+        composed = trial_config(self.spec, self.base, params, folder, seed)
+        with atomic_write(config) as tmp:
+            tmp.write_text(yaml.safe_dump(composed, sort_keys=False))
+        return _train(config, self.spec.objective, trial)
 
 
 def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -147,6 +163,9 @@ def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
     params = ", ".join(f"{k}={v}" for k, v in trial.params.items())
     value = "" if trial.value is None else f" {study.metric_names[0] if study.metric_names else 'value'}" \
         f"={trial.value:.4f}"
+    seeds = trial.user_attrs.get("seed_values")
+    if seeds:
+        value += f" (per seed: {' / '.join(f'{v:.4f}' for v in seeds)})"
     error = trial.user_attrs.get("error")
     log.info("trial %d %s%s in %.1f s: %s%s", trial.number, trial.state.name, value, seconds, params,
              f" ({error})" if error else "")
