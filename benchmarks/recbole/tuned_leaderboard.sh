@@ -46,8 +46,10 @@ diginetica)
     # experiment file -> its out_dir and the results folder it is copied to
     EXPERIMENTS=("benchmarks/recbole/sessrec_diginetica_tuned.yaml runs/leaderboard-diginetica-sample-tuned $RESULTS/sessrec-diginetica-sample-tuned"
                  "benchmarks/recbole/sessrec_diginetica_prnn_tuned.yaml runs/leaderboard-diginetica-sample-prnn-tuned $RESULTS/sessrec-diginetica-sample-prnn-tuned")
-    # the supplementary rows, when present: 100-trial GRU4Rec; p-RNN alternating / simultaneous at equal wall clock
-    TABLE_EXTRA=($RESULTS/sessrec-diginetica-sample-tuned100 $RESULTS/sessrec-diginetica-sample-prnn-equal-time)
+    # the supplementary rows, when present: 100-trial GRU4Rec; p-RNN alternating / simultaneous at equal wall
+    # clock; GRU4Rec and p-RNN alternating tuned with 3 seeds per trial
+    TABLE_EXTRA=($RESULTS/sessrec-diginetica-sample-tuned100 $RESULTS/sessrec-diginetica-sample-prnn-equal-time
+                 $RESULTS/sessrec-diginetica-sample-3seeds)
     prepare() {
         [[ -f $PREPARED/meta.json ]] || "$SESSREC_PY" -m sessrec prepare \
             ../shared/data/diginetica/sample_train-item-views.csv --format diginetica \
