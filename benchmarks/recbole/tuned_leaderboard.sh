@@ -15,6 +15,7 @@
 #                        ~55 min on a 2-core CPU, so its 3 x 20-trial search is not run by default (MODELS is
 #                        empty); MODELS="GRU4Rec ..." runs it (resumable: a rerun continues each study)
 #            hm          H&M sample: prints why no split has test targets (docs/leaderboard.md), runs nothing
+#            all         each of the above in turn, the same stage (`all table` rebuilds every table + PNG)
 # Stages: prepare (data, properties, RecBole export; skipped when present), tune (sessrec studies, then
 # RecBole's), final (RecBole, then sessrec experiment files), table (markdown + PNG from result files only).
 # Without the RecBole venv (RECBOLE_PY, default .venv-recbole/bin/python) the RecBole parts are skipped
@@ -30,8 +31,16 @@ RECBOLE_WORK="${RECBOLE_WORK:-runs/recbole-work}"
 RESULTS=benchmarks/recbole/results
 TUNED=benchmarks/recbole/tuned
 export OMP_NUM_THREADS=1
-dataset="${1:?usage: tuned_leaderboard.sh DATASET [prepare|tune|final|table|all] (DATASET: diginetica, rees46, movielens, hm)}"
+dataset="${1:?usage: tuned_leaderboard.sh DATASET [prepare|tune|final|table|all] (DATASET: diginetica, rees46, movielens, hm, all)}"
 stage="${2:-all}"
+case $stage in prepare|tune|final|table|all) ;; *) echo "unknown stage '$stage' (prepare, tune, final, table, all)" >&2; exit 2 ;; esac
+if [[ $dataset == all ]]; then
+    for one in diginetica rees46 movielens hm; do
+        echo "== $one: $stage" >&2
+        bash "${BASH_SOURCE[0]}" "$one" "$stage"
+    done
+    exit 0
+fi
 
 case $dataset in
 diginetica)
@@ -122,7 +131,7 @@ See docs/leaderboard.md "Tuned (REES46 and H&M samples)".
 EOF
     exit 0
     ;;
-*) echo "unknown DATASET '$dataset' (diginetica, rees46, movielens, hm)" >&2; exit 2 ;;
+*) echo "unknown DATASET '$dataset' (diginetica, rees46, movielens, hm, all)" >&2; exit 2 ;;
 esac
 [[ $dataset == movielens ]] || MODELS="${MODELS:-GRU4Rec SASRec GRU4RecF}"
 NAME="$(basename "$EXPORT")"

@@ -104,6 +104,27 @@ def test_seeds_train_each_trial_once_per_seed_and_score_the_mean(tmp_path, small
         assert (out / "refit" / f"seed-{seed}" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_small_validation_split_is_named_once(tmp_path, small, monkeypatch, caplog):
+    from sessrec.tune import study
+
+    prepared = PreparedData.load(small / "prepared")
+    valid = prepared.split("valid")
+    targets = valid.n_events - valid.n_sessions
+    tune_file = write_tune(tmp_path, small / "prepared", n_trials=2, pruner=False)
+    for threshold, expected in ((targets + 1, 1), (targets, 0)):  # warned only below the threshold
+        monkeypatch.setattr(study, "SMALL_VALID", threshold)
+        monkeypatch.setattr(study, "_sized", set())
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="sessrec.tune.study"):
+            _tune(tune_file)
+        said = [r.getMessage() for r in caplog.records if "targets of split" in r.getMessage()]
+        assert len(said) == expected  # once for the two trials
+        if said:
+            assert f"mean over {targets} targets of split 'valid'" in said[0]
+            assert f"{0.5 / targets ** 0.5:.3f}" in said[0]
+
+
 def test_later_seeds_only_measure():
     trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, callback_metrics={"val_mrr@20": 0.5})
     report = TrialReport(None, "val_mrr@20")  # a trial's second seed: no report, so never pruned

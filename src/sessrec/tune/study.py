@@ -45,6 +45,7 @@ from sessrec.tune.spec import Param, TuneSpec
 
 log = logging.getLogger(__name__)
 
+SMALL_VALID = 1000  # below this many validation targets, tune says how coarse its objective is
 HEARTBEAT_S = 30  # a running trial writes a heartbeat this often ...
 GRACE_S = 120  # ... and is failed as dead (and retried) when none came for this long
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -104,12 +105,35 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+_sized: set[tuple[str, str]] = set()  # (data_dir, split) already checked by _note_valid_size
+
+
+def _note_valid_size(data: Any, metric: str) -> None:
+    """Once per process and validation split: warn when the objective is a mean over few targets.
+
+    Every ranking metric lies in [0, 1], so its mean over n targets has a standard error of at most
+    0.5 / sqrt(n): trials closer than that cannot be told apart however many run (docs/tuning.md)."""
+    split = getattr(data, "splits", {}).get("val")
+    key = (str(getattr(data, "data_dir", "")), str(split))
+    if split is None or key in _sized:
+        return
+    _sized.add(key)
+    val = data.split("val")
+    targets = val.n_events - val.n_sessions  # every position t >= 1 of a session is a target
+    if targets < SMALL_VALID:
+        log.warning("%s is a mean over %d targets of split %r of %s: its standard error can reach %.3f "
+                    "(0.5/sqrt(n)), so trials closer than that are not told apart; more seeds per trial do "
+                    "not fix this, a longer validation period does (docs/tuning.md)", metric, targets, split,
+                    key[0], 0.5 / math.sqrt(max(targets, 1)))
+
+
 def _train(config: Path, metric: str, trial: optuna.Trial | None) -> float:
     from sessrec.experiment.train import _cli
     from sessrec.lightning_cli import SessrecCLI
 
     cli = _cli(SessrecCLI, config)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
+    _note_valid_size(data, metric)
     report = TrialReport(trial, metric)
     trainer.callbacks.append(report)
     if is_overridden("training_step", model):
