@@ -53,6 +53,9 @@ def _parse(**fields):
         ({"seeds": 3}, "t.yaml: seeds: expected a non-empty list"),
         ({"seeds": [1, 1]}, "t.yaml: seeds: duplicate seeds"),
         ({"seeds": [0, 1], "overrides": {"seed_everything": 3}}, "t.yaml: seed_everything: set by seeds"),
+        ({"wandb": True}, "t.yaml: wandb: expected {project: NAME}"),
+        ({"wandb": {"project": "p", "log_model": True}}, "t.yaml: wandb: expected {project: NAME}"),
+        ({"wandb": {"project": " "}}, "t.yaml: wandb: project: expected a non-empty string"),
     ],
 )
 def test_file_errors_name_the_key(fields, message):
@@ -66,6 +69,7 @@ def test_defaults_and_labels():
     spec = _parse(space={"model.init_args.net.init_args.layers": {"categorical": [[100], [100, 100]]}})
     assert spec.objective == "val_mrr@20" and spec.pruner and not spec.refit
     assert spec.storage_url == "sqlite:///runs/x/study.db" and spec.study_name == "t"
+    assert spec.wandb is None and _parse(wandb={}).wandb == "sessrec" and _parse(wandb={"project": "p"}).wandb == "p"
     (param,) = spec.space
     assert param.labels == ("[100]", "[100, 100]")  # Optuna stores scalars: lists as their YAML text
     assert param.value("[100, 100]") == [100, 100]

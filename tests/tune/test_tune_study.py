@@ -125,6 +125,27 @@ def test_a_small_validation_split_is_named_once(tmp_path, small, monkeypatch, ca
             assert f"{0.5 / targets ** 0.5:.3f}" in said[0]
 
 
+def test_wandb_logs_each_trial_and_the_trials_table_offline(tmp_path, small, monkeypatch, capsys):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    tune_file = write_tune(tmp_path, small / "prepared", n_trials=2, pruner=False, seeds=[0, 1],
+                           wandb={"project": "p"}, study_name="s")
+    _tune(tune_file)
+    out = tmp_path / "out"
+    for trial in ("0", "1"):
+        for seed in ("0", "1"):
+            (run_log,) = (out / "trials" / trial / f"seed-{seed}").glob("wandb/offline-run-*/run-*.wandb")
+            logged = run_log.read_bytes()
+            for key in (b"val_mrr@20", b"seed_everything", f"s-trial-{trial}-seed-{seed}".encode(),
+                        b"tune/state", b"COMPLETE"):
+                assert key in logged  # per-epoch metric, the full config, the run name, the outcome
+    (table_file,) = out.glob("wandb/offline-run-*/files/media/table/trials_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert [row[table["columns"].index("number")] for row in table["data"]] == [0, 1]
+    assert "W&B: trials table logged (project p, group s)" in capsys.readouterr().out
+    _tune(tune_file)  # the finished study again: the same table is not logged twice
+    assert len(list(out.glob("wandb/offline-run-*"))) == 1
+
+
 def test_later_seeds_only_measure():
     trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, callback_metrics={"val_mrr@20": 0.5})
     report = TrialReport(None, "val_mrr@20")  # a trial's second seed: no report, so never pruned

@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
     # a study resumes in its own folder (no lock: several processes may share it), but never over inputs
     inputs = [args.config, *spec.base, spec.overrides.get("data.data_dir")]
     check_output(spec.out, inputs, option=f"{args.config}: out")
-    from sessrec.tune.report import refit, write_reports  # lightning and optuna: once the file is valid
+    from sessrec.tune.report import log_study, refit, write_reports  # lightning, optuna: once the file is valid
     from sessrec.tune.study import run_study
 
     study, base, mine = run_study(spec)
@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
         states[trial.state.name.lower()] = states.get(trial.state.name.lower(), 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
     print(f"study {spec.study_name}: {len(mine)} trial(s) run now; in storage: {summary}")
+    if log_study(spec, study):
+        print(f"W&B: trials table logged (project {spec.wandb}, group {spec.study_name})")
     if paths["best"] is None:
         raise SessrecError(f"study {spec.study_name}: no trial completed, so no best.yaml "
                            f"(reasons in {paths['trials']}, column user_attrs_error)")

@@ -3,8 +3,9 @@
 A trial's config is the base with `overrides` and the trial's values replaced, then what tuning owns:
 
     data.train_split: train     data.val_split: valid     data.test_split / predict_split: valid
-    trainer: logger off, checkpointing off, no progress bar, validation every epoch (limit_val_batches
-             0 in the base becomes 1.0), default_root_dir <out>/trials/<number>[/seed-<s>]
+    trainer: logger off (with the tune file's `wandb`: one offline-safe W&B run per trial and seed,
+             group = the study), checkpointing off, no progress bar, validation every epoch
+             (limit_val_batches 0 in the base becomes 1.0), default_root_dir <out>/trials/<number>[/seed-<s>]
     seed_everything: each of the tune file's `seeds` in turn (when it has them)
 
 so a trial can never read the test split, even through a stray `trainer.test`. best.yaml is the base
@@ -78,16 +79,25 @@ def _callbacks(trainer: dict[str, Any]) -> list[Any]:
     return list(callbacks) if isinstance(callbacks, list) else [callbacks]
 
 
+def _trial_logger(spec: TuneSpec, folder: Path, name: str) -> dict[str, Any] | bool:
+    if spec.wandb is None:
+        return False
+    return {"class_path": "sessrec.training.loggers.WandbLogger", "init_args": {
+        "project": spec.wandb, "name": f"{spec.study_name}-{name}", "save_dir": str(folder),
+        "group": spec.study_name, "job_type": "trial", "tags": ["tune"]}}
+
+
 def trial_config(spec: TuneSpec, base: dict[str, Any], params: Mapping[str, Any], folder: Path,
-                 seed: int | None = None) -> dict:
+                 seed: int | None = None, name: str = "trial") -> dict:
     """The config a trial trains: train split, validation on valid every epoch, no outputs but `folder`;
-    `seed` (one of the tune file's `seeds`) replaces the base's seed_everything."""
+    `seed` (one of the tune file's `seeds`) replaces the base's seed_everything; `name` (e.g. trial-3 or
+    trial-3-seed-1) names its W&B run when the tune file has `wandb`."""
     config = _apply(_apply(base, spec.overrides), params)
     if seed is not None:
         config["seed_everything"] = seed
     trainer = _section(config, "trainer")
-    trainer.update(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   default_root_dir=str(folder))
+    trainer.update(logger=_trial_logger(spec, folder, name), enable_checkpointing=False,
+                   enable_progress_bar=False, default_root_dir=str(folder))
     trainer["callbacks"] = [c for c in _callbacks(trainer) if not _is_checkpoint(c)]
     if trainer.get("limit_val_batches", 1.0) in (0, 0.0):
         trainer["limit_val_batches"] = 1.0

@@ -12,6 +12,8 @@
     <out>/trials/<n>/        trial.yaml (what trial n trained; with `seeds`: seed-<s>/trial.yaml each),
                              error.log (a failed trial's traceback)
     <out>/study.db           the default storage
+    W&B (with `wandb`)       besides each trial's own run: a "<study>-study" run with the trials table
+                             and the best trial, logged once per content (<out>/.wandb-study)
 
 Every process sharing the study rewrites the files from the whole study when its trials end.
 """
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import copy
 
+import hashlib
 import json
 import logging
+import math
 import statistics
 import warnings
 from pathlib import Path
@@ -117,6 +121,43 @@ def write_reports(spec: TuneSpec, base: dict[str, Any], study: optuna.Study) -> 
     for path in _plots(spec, study):
         paths[path.stem] = path
     return paths
+
+
+def _cell(value: Any) -> Any:
+    """A wandb.Table cell: numbers and strings as they are, NaN as empty, times and lists as text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return value if value is None or isinstance(value, (bool, int, str)) else str(value)
+
+
+def log_study(spec: TuneSpec, study: optuna.Study, init_timeout: float = 60.0) -> bool:
+    """With the tune file's `wandb`: log the trials table and the best trial to a "<study>-study" run
+    of the study's W&B group (offline unless WANDB_MODE says otherwise), once per content: a hash of
+    what was logged is kept in <out>/.wandb-study. Returns True when it logged."""
+    from sessrec.training.loggers import wandb_mode, wandb_settings
+
+    if spec.wandb is None or wandb_mode() == "disabled" or not study.trials:
+        return False
+    import wandb
+
+    frame = study.trials_dataframe()
+    columns = [str(c) for c in frame.columns]
+    data = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
+    digest = hashlib.sha256(json.dumps([columns, data], default=str).encode()).hexdigest()
+    marker = Path(spec.out) / ".wandb-study"
+    if marker.is_file() and marker.read_text().strip() == digest:
+        return False
+    run = wandb.init(project=spec.wandb, group=spec.study_name, name=f"{spec.study_name}-study",
+                     job_type="study", dir=spec.out, mode=wandb_mode(), settings=wandb_settings(init_timeout),
+                     config={"study": spec.study_name, "objective": spec.objective})
+    try:
+        run.log({"trials": wandb.Table(columns=columns, data=data)})
+        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            run.summary.update({"best_trial": study.best_trial.number, f"best_{spec.objective}": study.best_value})
+    finally:
+        run.finish()
+    _write_text(marker, digest + "\n")
+    return True
 
 
 def refit(spec: TuneSpec, base: dict[str, Any], study: optuna.Study, best: Path) -> Path:

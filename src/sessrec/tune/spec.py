@@ -20,6 +20,7 @@
     study_name: gru4rec-synthetic       # optional: the tune file's name
     pruner: true                        # optional: Optuna's MedianPruner on per-epoch validation
     refit: false                        # optional: train best.yaml on train_full and test it once
+    wandb: {project: sessrec-tune}      # optional: one W&B run per trial (offline unless WANDB_MODE says)
 
 `base` paths are relative to the tune file; `out`, `storage` and the paths inside the configs (data_dir)
 are relative to the working directory. A key in `when` is an earlier space key; the conditional key is
@@ -107,6 +108,7 @@ class TuneSpec:
     study_name: str = ""
     pruner: bool = True
     refit: bool = False
+    wandb: str | None = None  # the W&B project of the trial runs (file: `wandb: {project: NAME}`); None: off
     source: str = "tune file"
 
     @property
@@ -228,6 +230,18 @@ def _seeds(value: Any, source: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _wandb(value: Any, source: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) - {"project"}:
+        raise ConfigError(f"{source}: wandb: expected {{project: NAME}} (trial runs are offline unless "
+                          f"WANDB_MODE=online), got {value!r}")
+    project = value.get("project", "sessrec")
+    if not isinstance(project, str) or not project.strip():
+        raise ConfigError(f"{source}: wandb: project: expected a non-empty string, got {project!r}")
+    return project
+
+
 def parse_tune(data: Any, source: str = "tune file", root: Path | None = None) -> TuneSpec:
     """Validate a loaded tune mapping; `root` is the folder `base` paths are relative to."""
     if not isinstance(data, dict):
@@ -281,6 +295,7 @@ def parse_tune(data: Any, source: str = "tune file", root: Path | None = None) -
     for name in ("out", "storage", "study_name"):
         if name in args and not (isinstance(args[name], str) and args[name]):
             raise ConfigError(f"{source}: {name}: expected a non-empty string, got {args[name]!r}")
+    args["wandb"] = _wandb(args.get("wandb"), source)
     args.setdefault("study_name", Path(source).stem)
     return TuneSpec(**args, source=source)
 

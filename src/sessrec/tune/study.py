@@ -127,8 +127,16 @@ def _note_valid_size(data: Any, metric: str) -> None:
                     key[0], 0.5 / math.sqrt(max(targets, 1)))
 
 
+def _summarise(trainer: Trainer, values: dict[str, Any]) -> None:
+    """Put the trial's outcome in the summary of its W&B run (when one was started)."""
+    for logger in trainer.loggers:
+        run = getattr(logger, "_experiment", None)  # None: W&B never started (e.g. failed before fit)
+        if run is not None:
+            run.summary.update(values)
+
+
 def _train(config: Path, metric: str, trial: optuna.Trial | None) -> float:
-    from sessrec.experiment.train import _cli
+    from sessrec.experiment.train import _cli, _finish_loggers
     from sessrec.lightning_cli import SessrecCLI
 
     cli = _cli(SessrecCLI, config)
@@ -136,13 +144,23 @@ def _train(config: Path, metric: str, trial: optuna.Trial | None) -> float:
     _note_valid_size(data, metric)
     report = TrialReport(trial, metric)
     trainer.callbacks.append(report)
-    if is_overridden("training_step", model):
-        trainer.fit(model, datamodule=data)
-    else:  # a baseline: nothing to train, its parameters are scored as they are
-        trainer.validate(model, datamodule=data, verbose=False)
-    if report.value is None:
-        raise RuntimeError(f"no validation ran, so {metric} was never measured (check limit_val_batches)")
-    return report.value
+    try:
+        if is_overridden("training_step", model):
+            trainer.fit(model, datamodule=data)
+        else:  # a baseline: nothing to train, its parameters are scored as they are
+            trainer.validate(model, datamodule=data, verbose=False)
+        if report.value is None:
+            raise RuntimeError(f"no validation ran, so {metric} was never measured (check limit_val_batches)")
+        _summarise(trainer, {"tune/state": "COMPLETE", f"tune/{metric}": report.value})
+        return report.value
+    except optuna.TrialPruned:
+        _summarise(trainer, {"tune/state": "PRUNED"})
+        raise
+    except Exception as err:
+        _summarise(trainer, {"tune/state": "FAIL", "tune/error": _one_line(err)})
+        raise
+    finally:
+        _finish_loggers(trainer)  # the next trial's W&B run must not reuse this one
 
 
 class Objective:
@@ -158,10 +176,11 @@ class Objective:
         try:
             params = suggest(trial, self.spec)
             if not self.spec.seeds:
-                return self._run(trial, params, folder, None)
+                return self._run(trial, params, folder, None, f"trial-{trial.number}")
             values: list[float] = []
             for seed in self.spec.seeds:  # the first seed reports to the pruner, the others only measure
-                values.append(self._run(trial if not values else None, params, folder / f"seed-{seed}", seed))
+                values.append(self._run(trial if not values else None, params, folder / f"seed-{seed}", seed,
+                                        f"trial-{trial.number}-seed-{seed}"))
                 trial.set_user_attr("seed_values", values)
             return sum(values) / len(values)
         except optuna.TrialPruned:
@@ -172,10 +191,10 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial | None, params: dict[str, Any], folder: Path,
-             seed: int | None) -> float:
+             seed: int | None, name: str) -> float:
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "trial.yaml"
-        composed = trial_config(self.spec, self.base, params, folder, seed)
+        composed = trial_config(self.spec, self.base, params, folder, seed, name)
         with atomic_write(config) as tmp:
             tmp.write_text(yaml.safe_dump(composed, sort_keys=False))
         return _train(config, self.spec.objective, trial)
