@@ -113,7 +113,6 @@ def test_a_small_validation_split_is_named_once(tmp_path, small, monkeypatch, ca
     tune_file = write_tune(tmp_path, small / "prepared", n_trials=2, pruner=False)
     for threshold, expected in ((targets + 1, 1), (targets, 0)):  # warned only below the threshold
         monkeypatch.setattr(study, "SMALL_VALID", threshold)
-        monkeypatch.setattr(study, "_sized", set())
         shutil.rmtree(tmp_path / "out", ignore_errors=True)
         caplog.clear()
         with caplog.at_level("WARNING", logger="sessrec.tune.study"):
@@ -144,6 +143,19 @@ def test_wandb_logs_each_trial_and_the_trials_table_offline(tmp_path, small, mon
     assert "W&B: trials table logged (project p, group s)" in capsys.readouterr().out
     _tune(tune_file)  # the finished study again: the same table is not logged twice
     assert len(list(out.glob("wandb/offline-run-*"))) == 1
+
+
+def test_an_empty_validation_split_stops_before_any_trial(tmp_path, small, capsys):
+    prepared = tmp_path / "prepared"  # valid empty: `prepare --valid-days 0`
+    with pytest.raises(SystemExit) as stop:
+        main(["prepare", str(small / "raw" / "events.tsv"), "--out", str(prepared), "--valid-days", "0"])
+    assert stop.value.code == 0
+    with pytest.raises(SystemExit) as stop:
+        main(["tune", "--config", str(write_tune(tmp_path, prepared, n_trials=2))])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "split 'valid' of" in err[0] and "has no targets" in err[0]
+    assert not (tmp_path / "out" / "trials" / "0").exists()  # no trial ran
 
 
 def test_later_seeds_only_measure():

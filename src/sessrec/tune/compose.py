@@ -199,8 +199,9 @@ def _conditions(param: Param, space: dict[str, Param]) -> dict[str, Any]:
     return values
 
 
-def check(spec: TuneSpec, base: dict[str, Any]) -> None:
+def check(spec: TuneSpec, base: dict[str, Any]) -> Any:
     """Parse the trial and best configs, then each space key at its ends / choices; ConfigError names it.
+    Returns the parsed trial config (base + overrides).
 
     Only parsing (types, keys, class paths): a combination a constructor rejects fails its trial.
     """
@@ -223,6 +224,7 @@ def check(spec: TuneSpec, base: dict[str, Any]) -> None:
             if not _lookup(probed, param.key) and not _in_best(spec, base, values, param.key):
                 raise ConfigError(f"{spec.source}: space: {param.key}: not a key of the parsed config")
     _check_objective(spec, namespaces["trial"])
+    return namespaces["trial"]
 
 
 def _in_best(spec: TuneSpec, base: dict[str, Any], values: dict[str, Any], key: str) -> bool:

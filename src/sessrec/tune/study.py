@@ -105,26 +105,25 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-_sized: set[tuple[str, str]] = set()  # (data_dir, split) already checked by _note_valid_size
-
-
-def _note_valid_size(data: Any, metric: str) -> None:
-    """Once per process and validation split: warn when the objective is a mean over few targets.
+def check_valid_split(spec: TuneSpec, trial: Any) -> None:
+    """Before any trial: the split every trial is scored on must have targets (ConfigError), and a
+    small one is named with the bound on the objective's standard error.
 
     Every ranking metric lies in [0, 1], so its mean over n targets has a standard error of at most
     0.5 / sqrt(n): trials closer than that cannot be told apart however many run (docs/tuning.md)."""
-    split = getattr(data, "splits", {}).get("val")
-    key = (str(getattr(data, "data_dir", "")), str(split))
-    if split is None or key in _sized:
-        return
-    _sized.add(key)
-    val = data.split("val")
+    from sessrec.data.prepared import PreparedData
+
+    data_dir, split = trial.data.data_dir, trial.data.val_split
+    val = PreparedData.load(data_dir).split(split)
     targets = val.n_events - val.n_sessions  # every position t >= 1 of a session is a target
+    if targets == 0:
+        raise ConfigError(f"{spec.source}: split {split!r} of {data_dir} has no targets, and every trial is "
+                          "scored on it (prepare the data with --valid-days > 0)")
     if targets < SMALL_VALID:
         log.warning("%s is a mean over %d targets of split %r of %s: its standard error can reach %.3f "
                     "(0.5/sqrt(n)), so trials closer than that are not told apart; more seeds per trial do "
-                    "not fix this, a longer validation period does (docs/tuning.md)", metric, targets, split,
-                    key[0], 0.5 / math.sqrt(max(targets, 1)))
+                    "not fix this, a longer validation period does (docs/tuning.md)", spec.objective, targets,
+                    split, data_dir, 0.5 / math.sqrt(targets))
 
 
 def _summarise(trainer: Trainer, values: dict[str, Any]) -> None:
@@ -141,7 +140,6 @@ def _train(config: Path, metric: str, trial: optuna.Trial | None) -> float:
 
     cli = _cli(SessrecCLI, config)
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    _note_valid_size(data, metric)
     report = TrialReport(trial, metric)
     trainer.callbacks.append(report)
     try:
@@ -280,7 +278,7 @@ def run_study(spec: TuneSpec) -> tuple[optuna.Study, dict[str, Any], list[int]]:
 
     discover()  # plug-in encoders become nameable in the configs, as in `sessrec fit`
     base = base_config(spec)
-    check(spec, base)
+    check_valid_split(spec, check(spec, base))
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial from log_trial instead
     study = open_study(spec)
     mine: list[int] = []
