@@ -8,8 +8,8 @@
 #                        (ID only, feature only, concat, p-RNN x 4 schedules; category subnet);
 #                        RecBole GRU4Rec, GRU4RecF (+ category), SASRec
 #            rees46      REES46 sample (17 minutes; test = last 6 min, valid = 6 min before): sessrec
-#                        GRU4Rec, item-kNN, p-RNN ID only, p-RNN (price/brand/category subnet, the schedule
-#                        with the best tuned valid MRR@20 on Diginetica); RecBole GRU4Rec, GRU4RecF, SASRec
+#                        GRU4Rec, item-kNN, the p-RNN family (ID only, feature only, concat, p-RNN x 4
+#                        schedules; price/brand/category subnet); RecBole GRU4Rec, GRU4RecF, SASRec
 #            movielens   MovieLens latest-small, sessrec side ONLY (GRU4Rec, item-kNN, p-RNN ID only, p-RNN
 #                        alternating with a text + genre/year content subnet): a RecBole trial takes up to
 #                        ~55 min on a 2-core CPU, so its 3 x 20-trial search is not run by default (MODELS is
@@ -75,7 +75,7 @@ rees46)
     EXPORT=data/recbole/rees46-s1
     PREFIX=rees46
     RECBOLE_OUT=$RESULTS/rees46-sample-tuned
-    STUDIES="${STUDIES:-gru4rec iknn prnn-id-only prnn-alternating}"
+    STUDIES="${STUDIES:-gru4rec iknn prnn-id-only prnn-alternating prnn-feature-only prnn-concat prnn-simultaneous prnn-residual prnn-interleaved}"
     EXPERIMENTS=("benchmarks/recbole/sessrec_rees46_tuned.yaml runs/leaderboard-rees46-sample-tuned $RESULTS/sessrec-rees46-sample-tuned")
     TABLE_EXTRA=()
     prepare() {
