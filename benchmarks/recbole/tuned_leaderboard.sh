@@ -10,8 +10,8 @@
 #            rees46      REES46 sample (17 minutes; test = last 6 min, valid = 6 min before): sessrec
 #                        GRU4Rec, item-kNN, the p-RNN family (ID only, feature only, concat, p-RNN x 4
 #                        schedules; price/brand/category subnet); RecBole GRU4Rec, GRU4RecF, SASRec
-#            movielens   MovieLens latest-small, sessrec side ONLY (GRU4Rec, item-kNN, p-RNN ID only, p-RNN
-#                        alternating with a text + genre/year content subnet): a RecBole trial takes up to
+#            movielens   MovieLens latest-small: sessrec GRU4Rec, item-kNN, the p-RNN family (ID only, feature
+#                        only, concat, p-RNN x 4 schedules; text + genre/year content subnet); a RecBole trial takes up to
 #                        ~55 min on a 2-core CPU, so its 3 x 20-trial search is not run by default (MODELS is
 #                        empty); MODELS="GRU4Rec ..." runs it (resumable: a rerun continues each study)
 #            hm          H&M sample: prints why no split has test targets (docs/leaderboard.md), runs nothing
@@ -105,7 +105,7 @@ movielens)
     EXPORT=data/recbole/ml-h50
     PREFIX=movielens
     RECBOLE_OUT=$RESULTS/movielens-tuned
-    STUDIES="${STUDIES:-prnn-id-only prnn-alternating iknn gru4rec}"
+    STUDIES="${STUDIES:-prnn-id-only prnn-alternating iknn gru4rec prnn-feature-only prnn-concat prnn-simultaneous prnn-interleaved prnn-residual}"
     MODELS="${MODELS-}"   # RecBole side not run (see above); MODELS="GRU4Rec ..." runs it anyway
     TRIAL_TIMEOUT="${TRIAL_TIMEOUT:-7200}"
     EXPERIMENTS=("benchmarks/recbole/sessrec_movielens_tuned.yaml runs/leaderboard-movielens-tuned $RESULTS/sessrec-movielens-tuned")
