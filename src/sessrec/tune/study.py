@@ -6,7 +6,10 @@ seed (<out>/trials/<number>/seed-<s>/trial.yaml) and scores the mean of the runs
 first seed's epochs are reported for pruning, so a pruned trial stops before its other seeds train. A trial that raises (a
 constructor rejecting a combination, a non-finite loss, any error in training) is recorded as FAIL
 with its one-line message (user attribute `error`, traceback in <out>/trials/<number>/error.log) and
-the study goes on; only TrialPruned ends a trial early on purpose.
+the study goes on; only TrialPruned ends a trial early on purpose. Before the first trial the validation
+split is checked: no targets stops the study (ConfigError), fewer than SMALL_VALID is named with the bound
+on the objective's standard error. With the tune file's `wandb`, every trial (and seed) trains with its own
+W&B logger (compose.trial_config) whose run gets the outcome in its summary and is finished afterwards.
 
 Storage is an Optuna RDB URL (SQLite file by default) opened with `load_if_exists`, so a rerun resumes
 the study and several processes (or machines, with a database server) share it, each running its own
