@@ -56,3 +56,27 @@ def test_each_wandb_run_keeps_its_config_and_test_logs_tables(tiny_prepared, tmp
     rows = json.loads(examples.read_text())["data"]
     assert len(rows) == 10 and all(len(row[3].split()) == 10 and 0 <= row[4] <= 10 for row in rows)
     assert len(list(save_dir.glob("p/*/config-test.yaml"))) == 1
+
+
+def test_log_table_once_logs_again_only_when_the_table_changes(tmp_path, monkeypatch):
+    from sessrec.training.loggers import WandbLogger, log_table_once
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = dict(project="p", group="g", name="g-t", job_type="t", out=tmp_path, marker=".m", key="rows",
+                columns=["a", "b"], summary={"best": 1.5})
+    assert log_table_once(rows=[[1, "x"]], **args)
+    assert not log_table_once(rows=[[1, "x"]], **args)  # same content: nothing new
+    assert log_table_once(rows=[[2, "y"]], **args)
+    runs = sorted(tmp_path.glob("wandb/offline-run-*"))
+    assert len(runs) == 2 and len(list(tmp_path.glob("wandb/offline-run-*/files/media/table/rows_*.table.json"))) == 2
+    for run in runs:
+        (run_log,) = run.glob("run-*.wandb")
+        assert b"best" in run_log.read_bytes()  # the summary
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not log_table_once(rows=[[3, "z"]], **args)
+    logger = WandbLogger(project="p", save_dir=str(tmp_path / "l"))
+    assert not logger.started
+    logger.experiment  # starts the run
+    assert logger.started
+    logger.finish()
+    assert not logger.started

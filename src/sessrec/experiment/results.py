@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -13,7 +12,7 @@ from typing import Any
 
 from sessrec.experiment.spec import Experiment, RunSpec
 from sessrec.io import atomic_write
-from sessrec.training.loggers import wandb_mode, wandb_settings
+from sessrec.training.loggers import log_table_once
 
 log = logging.getLogger(__name__)
 
@@ -121,23 +120,9 @@ def log_wandb_table(experiment: Experiment, rows: list[dict[str, Any]], init_tim
     A hash of the logged table is kept in <out_dir>/.wandb-table, so a rerun that changed nothing does
     not log the same table again. Returns True when a table was logged.
     """
-    if experiment.wandb is None or not rows or wandb_mode() == "disabled":
+    if experiment.wandb is None or not rows:
         return False
-    import wandb
-
     columns, data = table(rows)
-    digest = hashlib.sha256(json.dumps([columns, data]).encode()).hexdigest()
-    marker = Path(experiment.out_dir) / ".wandb-table"
-    if marker.is_file() and marker.read_text().strip() == digest:
-        return False
-    run = wandb.init(project=experiment.wandb.project, group=experiment.name,
-                     name=f"{experiment.name}-results",
-                     job_type="results", dir=experiment.out_dir, mode=wandb_mode(),
-                     settings=wandb_settings(init_timeout), config={"experiment": experiment.name})
-    try:
-        run.log({"results": wandb.Table(columns=columns, data=data)})
-    finally:
-        run.finish()
-    with atomic_write(marker) as tmp:
-        tmp.write_text(digest + "\n")
-    return True
+    return log_table_once(
+        experiment.wandb.project, experiment.name, f"{experiment.name}-results", "results", experiment.out_dir,
+        ".wandb-table", "results", columns, data, config={"experiment": experiment.name}, init_timeout=init_timeout)

@@ -21,6 +21,8 @@ configured) logs two tables after `test`: the test metrics and example recommend
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -89,11 +91,57 @@ class WandbLogger(_LightningWandbLogger):
             settings=wandb_settings(init_timeout),
         )
 
+    @property
+    def started(self) -> bool:
+        """Whether the W&B run exists (reading `experiment` would start one)."""
+        return self._experiment is not None
+
     def finish(self) -> None:
         """End the W&B run (the next WandbLogger in this process would otherwise reuse it)."""
-        if self._experiment is not None:
+        if self.started:
             self._experiment.finish()
             self._experiment = None
+
+
+def log_table_once(
+    project: str,
+    group: str,
+    name: str,
+    job_type: str,
+    out: str | Path,
+    marker: str,
+    key: str,
+    columns: list[str],
+    rows: list[list[Any]],
+    config: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
+    init_timeout: float = 60.0,
+) -> bool:
+    """Log `rows` as the wandb.Table `key` of a run `name` (group, job type) saved under `out`, once per
+    content: a hash of the table is kept in <out>/<marker>, so a rerun that changed nothing logs nothing.
+    `summary` goes to the run's summary. Offline unless WANDB_MODE says otherwise; nothing is logged
+    when it says "disabled". Returns True when the table was logged."""
+    if wandb_mode() == "disabled":
+        return False
+    import wandb
+
+    from sessrec.io import atomic_write
+
+    digest = hashlib.sha256(json.dumps([columns, rows], default=str).encode()).hexdigest()
+    marker_path = Path(out) / marker
+    if marker_path.is_file() and marker_path.read_text().strip() == digest:
+        return False
+    run = wandb.init(project=project, group=group, name=name, job_type=job_type, dir=str(out), mode=wandb_mode(),
+                     settings=wandb_settings(init_timeout), config=config or {})
+    try:
+        run.log({key: wandb.Table(columns=columns, data=rows)})
+        if summary:
+            run.summary.update(summary)
+    finally:
+        run.finish()
+    with atomic_write(marker_path) as tmp:
+        tmp.write_text(digest + "\n")
+    return True
 
 
 def run_folder(logger: _LightningWandbLogger) -> Path:

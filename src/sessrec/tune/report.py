@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 
-import hashlib
 import json
 import logging
 import math
@@ -134,30 +133,18 @@ def log_study(spec: TuneSpec, study: optuna.Study, init_timeout: float = 60.0) -
     """With the tune file's `wandb`: log the trials table and the best trial to a "<study>-study" run
     of the study's W&B group (offline unless WANDB_MODE says otherwise), once per content: a hash of
     what was logged is kept in <out>/.wandb-study. Returns True when it logged."""
-    from sessrec.training.loggers import wandb_mode, wandb_settings
+    from sessrec.training.loggers import log_table_once
 
-    if spec.wandb is None or wandb_mode() == "disabled" or not study.trials:
+    if spec.wandb is None or not study.trials:
         return False
-    import wandb
-
     frame = study.trials_dataframe()
-    columns = [str(c) for c in frame.columns]
-    data = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
-    digest = hashlib.sha256(json.dumps([columns, data], default=str).encode()).hexdigest()
-    marker = Path(spec.out) / ".wandb-study"
-    if marker.is_file() and marker.read_text().strip() == digest:
-        return False
-    run = wandb.init(project=spec.wandb, group=spec.study_name, name=f"{spec.study_name}-study",
-                     job_type="study", dir=spec.out, mode=wandb_mode(), settings=wandb_settings(init_timeout),
-                     config={"study": spec.study_name, "objective": spec.objective})
-    try:
-        run.log({"trials": wandb.Table(columns=columns, data=data)})
-        if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            run.summary.update({"best_trial": study.best_trial.number, f"best_{spec.objective}": study.best_value})
-    finally:
-        run.finish()
-    _write_text(marker, digest + "\n")
-    return True
+    summary = {}
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        summary = {"best_trial": study.best_trial.number, f"best_{spec.objective}": study.best_value}
+    return log_table_once(
+        spec.wandb, spec.study_name, f"{spec.study_name}-study", "study", spec.out, ".wandb-study", "trials",
+        columns=[str(c) for c in frame.columns], rows=[[_cell(v) for v in row] for row in frame.itertuples(index=False)],
+        config={"study": spec.study_name, "objective": spec.objective}, summary=summary, init_timeout=init_timeout)
 
 
 def refit(spec: TuneSpec, base: dict[str, Any], study: optuna.Study, best: Path) -> Path:

@@ -43,6 +43,7 @@ from optuna.trial import TrialState
 
 from sessrec.errors import ConfigError
 from sessrec.io import atomic_write
+from sessrec.training.loggers import WandbLogger
 from sessrec.tune.compose import base_config, check, trial_config
 from sessrec.tune.spec import Param, TuneSpec
 
@@ -132,9 +133,8 @@ def check_valid_split(spec: TuneSpec, trial: Any) -> None:
 def _summarise(trainer: Trainer, values: dict[str, Any]) -> None:
     """Put the trial's outcome in the summary of its W&B run (when one was started)."""
     for logger in trainer.loggers:
-        run = getattr(logger, "_experiment", None)  # None: W&B never started (e.g. failed before fit)
-        if run is not None:
-            run.summary.update(values)
+        if isinstance(logger, WandbLogger) and logger.started:  # not started: e.g. failed before fit
+            logger.experiment.summary.update(values)
 
 
 def _train(config: Path, metric: str, trial: optuna.Trial | None) -> float:
