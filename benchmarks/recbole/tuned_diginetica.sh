@@ -15,23 +15,7 @@ SESSREC_PY="${SESSREC_PY:-.venv/bin/python}"
 export OMP_NUM_THREADS=1
 stage="${1:-all}"
 
-# experiment file, its out_dir, results folder: run it (finished runs are skipped) and copy the results
-final_runs() {
-    "$SESSREC_PY" -m sessrec experiment --config "$1"
-    for run in "$2"/*/; do
-        [[ -f $run/result.json ]] || continue
-        dest="$3/$(basename "$run")"
-        mkdir -p "$dest" && cp "$run/result.json" "$run/run.yaml" "$dest/"
-    done
-}
-# tune files (a finished study is not rerun), each best.yaml copied to benchmarks/recbole/tuned/
-studies() {
-    for tune_file in "$@"; do
-        "$SESSREC_PY" -m sessrec tune --config "$tune_file"
-        m=$(basename "$tune_file" .yaml)
-        cp "runs/tune-$m/best.yaml" "benchmarks/recbole/tuned/$m-best.yaml"
-    done
-}
+source benchmarks/recbole/lib.sh
 RESULTS=benchmarks/recbole/results
 
 for step in tune final supplementary equal-time 3seeds table; do

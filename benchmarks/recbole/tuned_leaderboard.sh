@@ -31,6 +31,7 @@ RECBOLE_WORK="${RECBOLE_WORK:-runs/recbole-work}"
 RESULTS=benchmarks/recbole/results
 TUNED=benchmarks/recbole/tuned
 export OMP_NUM_THREADS=1
+source benchmarks/recbole/lib.sh
 dataset="${1:?usage: tuned_leaderboard.sh DATASET [prepare|tune|final|table|all] (DATASET: diginetica, rees46, movielens, hm, all)}"
 stage="${2:-all}"
 case $stage in prepare|tune|final|table|all) ;; *) echo "unknown stage '$stage' (prepare, tune, final, table, all)" >&2; exit 2 ;; esac
@@ -152,10 +153,7 @@ if [[ $stage == prepare || $stage == tune || $stage == all ]]; then
 fi
 
 if [[ $stage == tune || $stage == all ]]; then
-    for study in $STUDIES; do   # a finished study is not rerun (sessrec tune resumes: n_trials counts finished trials)
-        "$SESSREC_PY" -m sessrec tune --config "configs/tune/$PREFIX-$study.yaml"
-        cp "runs/tune-$PREFIX-$study/best.yaml" "$TUNED/$PREFIX-$study-best.yaml"
-    done
+    for study in $STUDIES; do studies "configs/tune/$PREFIX-$study.yaml"; done
     [[ -n $MODELS ]] || echo "RecBole side of $dataset not run (MODELS is empty)" >&2
     if [[ -n $MODELS ]] && have_recbole; then
         for model in $MODELS; do
@@ -182,11 +180,7 @@ for s in json.load(open(sys.argv[1]))['final_sets']:
     fi
     for entry in "${EXPERIMENTS[@]}"; do
         read -r config runs dest <<<"$entry"
-        "$SESSREC_PY" -m sessrec experiment --config "$config"   # finished runs are skipped on rerun
-        for run in "$runs"/*/; do
-            [[ -f $run/result.json ]] || continue
-            mkdir -p "$dest/$(basename "$run")" && cp "$run/result.json" "$run/run.yaml" "$dest/$(basename "$run")/"
-        done
+        final_runs "$config" "$runs" "$dest"
     done
 fi
 

@@ -28,3 +28,23 @@ def test_bad_arguments_stop_with_one_line(args, said):
 def test_hm_explains_why_there_is_no_table():
     done = _run("hm", "table")
     assert done.returncode == 0 and "4 (and at most 4 valid targets)" in done.stdout
+
+
+def test_lib_copies_best_configs_and_finished_results(tmp_path):
+    """lib.sh (shared by both leaderboard scripts): `studies` copies each best.yaml, `final_runs` copies
+    result.json + run.yaml of finished runs only; sessrec itself is stubbed out (SESSREC_PY=true)."""
+    (tmp_path / "runs" / "tune-d-x").mkdir(parents=True)
+    (tmp_path / "runs" / "tune-d-x" / "best.yaml").write_text("seed_everything: 3\n")
+    (tmp_path / "benchmarks" / "recbole" / "tuned").mkdir(parents=True)
+    for run, finished in (("a-s0", True), ("a-s1", False)):
+        (tmp_path / "out" / run).mkdir(parents=True)
+        (tmp_path / "out" / run / "run.yaml").write_text(run)
+        if finished:
+            (tmp_path / "out" / run / "result.json").write_text("{}")
+    lib = SCRIPT.with_name("lib.sh")
+    done = subprocess.run(["bash", "-euc", f"SESSREC_PY=true; source {lib}; studies configs/tune/d-x.yaml; "
+                           "final_runs exp.yaml out results"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "benchmarks" / "recbole" / "tuned" / "d-x-best.yaml").read_text() == "seed_everything: 3\n"
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["a-s0"]
+    assert sorted(p.name for p in (tmp_path / "results" / "a-s0").iterdir()) == ["result.json", "run.yaml"]
