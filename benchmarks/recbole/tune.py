@@ -9,7 +9,8 @@ split, so the test split is never loaded while tuning.
     .venv/bin/python benchmarks/recbole/tune.py data/recbole/digi-s2 --model SASRec --trials 20 \\
         --out runs/tune-recbole/digi-s2
 
-Writes ``OUT/<model>/study.db`` (resumable: a rerun counts the finished trials), ``trials/<n>.json``
+Writes ``OUT/<model>/study.db`` (resumable: a rerun counts the finished trials; several processes may
+share it, each stops once the study has ``--trials`` finished trials), ``trials/<n>.json``
 (run.py's JSON), ``trials.csv`` and ``best.json`` (the best trial's values, its best epoch, and the
 ``--set`` arguments for the final runs: ``epochs`` = that best epoch, no early stopping).
 """
@@ -17,6 +18,7 @@ Writes ``OUT/<model>/study.db`` (resumable: a rerun counts the finished trials),
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import subprocess
@@ -63,7 +65,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("data", help="export folder (benchmarks/recbole/export.py)")
     ap.add_argument("--model", required=True)
     ap.add_argument("--trials", type=int, default=20, help="finished trials in the study (a rerun resumes)")
-    ap.add_argument("--seed", type=int, default=42, help="TPE's seed")
+    ap.add_argument("--seed", type=int, default=42, help="TPE's seed (a new study's; a joining process draws its own)")
     ap.add_argument("--train-seed", type=int, default=0, help="RecBole's seed in every trial")
     ap.add_argument("--config", default=str(HERE / "default.yaml"))
     ap.add_argument("--out", default="runs/tune-recbole")
@@ -78,14 +80,18 @@ def main(argv=None) -> None:
     out = Path(args.out) / args.model
     (out / "trials").mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(out / 'study.db').resolve()}"
-    sampler = optuna.samplers.TPESampler(seed=args.seed)
-    study = optuna.create_study(
-        study_name=f"{name}-{args.model}", storage=storage, direction="maximize", sampler=sampler,
-        load_if_exists=True,
-    )
+    with open(out / "study.lock", "w") as lock:  # one process creates the study, the others join it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            study = optuna.load_study(study_name=f"{name}-{args.model}", storage=storage)
+            joined = True
+        except KeyError:
+            study = optuna.create_study(study_name=f"{name}-{args.model}", storage=storage, direction="maximize")
+            joined = False
+    # the seed makes a new study's search reproducible; a process that joins an existing one (a rerun, or a
+    # second worker) draws its own random values instead of replaying the first process's
+    study.sampler = optuna.samplers.TPESampler(seed=None if joined else args.seed)
     done = sum(t.state.is_finished() for t in study.trials)
-    if done:  # a resumed study: do not replay the first random values
-        study.sampler = optuna.samplers.TPESampler(seed=args.seed + done)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def objective(trial: optuna.Trial) -> float:
@@ -127,8 +133,12 @@ def main(argv=None) -> None:
 
     remaining = args.trials - done
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, catch=(RuntimeError, subprocess.TimeoutExpired))
+        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        study.optimize(objective, n_trials=remaining, catch=(RuntimeError, subprocess.TimeoutExpired),
+                       callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=finished)])
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise SystemExit(f"{args.model}: no trial of {out / 'study.db'} completed (errors: {out / 'trials'}/*.err)")
     best = study.best_trial
     params = {k: v for k, v in best.params.items() if k != "inner_factor"}
     if "inner_factor" in best.params:
