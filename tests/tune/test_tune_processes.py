@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import signal
@@ -31,10 +32,12 @@ def _start(config: Path, log: Path) -> subprocess.Popen:
 def _study(out: Path) -> optuna.Study | None:
     if not (out / "study.db").is_file():
         return None
-    try:
-        return optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}")
-    except Exception:  # not created yet, or the schema is being written
-        return None
+    with open(out / ".study.db.lock", "a") as lock:  # tune's creation lock: no CREATE TABLE race with it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return optuna.load_study(study_name="tune", storage=f"sqlite:///{out / 'study.db'}")
+        except Exception:  # not created yet
+            return None
 
 
 def _wait_for(proc: subprocess.Popen, out: Path, ready, seconds: float = 90) -> optuna.Study:
@@ -96,3 +99,27 @@ def test_two_processes_share_one_study(tmp_path, small):
     trials = _study(tmp_path / "out").get_trials(deepcopy=False)
     assert {t.number for t in trials} == ran[0] | ran[1]  # total = the sum of both
     assert len(trials) >= 4 and all(t.state in FINISHED for t in trials)
+
+
+def test_tables_created_meanwhile_by_another_process_are_opened(tmp_path, small, monkeypatch):
+    """SQLAlchemy's CREATE TABLE races with a process outside sessrec's lock (optuna.load_study on the same
+    file): the one that loses gets "table ... already exists"; opening again finds the tables."""
+    from sqlalchemy.exc import OperationalError
+
+    from sessrec.tune.spec import load_tune
+
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    class Racing(real):
+        def __init__(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                real(*args, **kwargs)  # the other process wins the race: the tables exist now
+                raise OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
+    spec = load_tune(write_tune(tmp_path, small / "prepared"))
+    study = tune_study.open_study(spec)
+    assert len(calls) == 2 and study.study_name == spec.study_name

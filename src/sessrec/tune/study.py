@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 SMALL_VALID = 1000  # below this many validation targets, tune says how coarse its objective is
 HEARTBEAT_S = 30  # a running trial writes a heartbeat this often ...
 GRACE_S = 120  # ... and is failed as dead (and retried) when none came for this long
+SCHEMA_RETRIES = 3  # opening the storage again after another process created its tables meanwhile
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -237,14 +238,21 @@ def open_study(spec: TuneSpec) -> optuna.Study:
     Path(spec.out).mkdir(parents=True, exist_ok=True)
     with _creation_lock(spec), warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats and metric names: stable enough
-        try:
-            # SQLite: several processes share one file; wait for a lock (60 s) instead of failing at once
-            engine = {"connect_args": {"timeout": 60}} if spec.storage_url.startswith("sqlite") else None
-            storage = RDBStorage(spec.storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
-                                 grace_period=GRACE_S,
-                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-        except Exception as err:  # SQLAlchemy's errors for a bad URL or an unreachable database
-            raise ConfigError(f"{spec.source}: storage {spec.storage_url}: {_one_line(err)}") from None
+        # SQLite: several processes share one file; wait for a lock (60 s) instead of failing at once
+        engine = {"connect_args": {"timeout": 60}} if spec.storage_url.startswith("sqlite") else None
+        for attempt in range(SCHEMA_RETRIES + 1):
+            try:
+                storage = RDBStorage(spec.storage_url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+                                     grace_period=GRACE_S,
+                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+                break
+            except Exception as err:  # SQLAlchemy's errors for a bad URL or an unreachable database
+                # a process outside sessrec (optuna.load_study, a dashboard) created the tables at the same
+                # moment: they exist now, so opening again succeeds
+                if attempt < SCHEMA_RETRIES and "already exists" in str(err):
+                    time.sleep(0.5)
+                    continue
+                raise ConfigError(f"{spec.source}: storage {spec.storage_url}: {_one_line(err)}") from None
         pruner = optuna.pruners.MedianPruner() if spec.pruner else optuna.pruners.NopPruner()
         study = optuna.create_study(storage=storage, study_name=spec.study_name, direction="maximize",
                                     pruner=pruner, load_if_exists=True)
