@@ -27,7 +27,8 @@ from sessrec.experiment.spec import Experiment, parse_experiment
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
 EXPERIMENTS = [*sorted((CONFIG_DIR / "paper").glob("*.yaml")),
-               *sorted(REPO.glob("benchmarks/recbole/sessrec_*.yaml")), *sorted(REPO.glob("benchmarks/*.yaml"))]
+               *sorted(REPO.glob("benchmarks/recbole/sessrec_*.yaml")),
+               *sorted(REPO.glob("benchmarks/*.yaml"))]
 DEMO = REPO / "scripts" / "demo.sh"  # writes an experiment file (a heredoc) and runs it
 TUNES = sorted((CONFIG_DIR / "tune").glob("*.yaml"))
 READY_STACKS = sorted((CONFIG_DIR / "prnn").glob("*.yaml"))  # each header shows the stack it equals

@@ -65,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("data", help="export folder (benchmarks/recbole/export.py)")
     ap.add_argument("--model", required=True)
     ap.add_argument("--trials", type=int, default=20, help="finished trials in the study (a rerun resumes)")
-    ap.add_argument("--seed", type=int, default=42, help="TPE's seed (a new study's; a joining process draws its own)")
+    ap.add_argument("--seed", type=int, default=42,
+                    help="TPE's seed (a new study's; a joining process draws its own)")
     ap.add_argument("--train-seed", type=int, default=0, help="RecBole's seed in every trial")
     ap.add_argument("--config", default=str(HERE / "default.yaml"))
     ap.add_argument("--out", default="runs/tune-recbole")
@@ -86,7 +87,8 @@ def main(argv=None) -> None:
             study = optuna.load_study(study_name=f"{name}-{args.model}", storage=storage)
             joined = True
         except KeyError:
-            study = optuna.create_study(study_name=f"{name}-{args.model}", storage=storage, direction="maximize")
+            study = optuna.create_study(study_name=f"{name}-{args.model}", storage=storage,
+                                        direction="maximize")
             joined = False
     # the seed makes a new study's search reproducible; a process that joins an existing one (a rerun, or a
     # second worker) draws its own random values instead of replaying the first process's
@@ -133,12 +135,14 @@ def main(argv=None) -> None:
 
     remaining = args.trials - done
     if remaining > 0:
-        finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+        state = optuna.trial.TrialState
+        finished = (state.COMPLETE, state.PRUNED, state.FAIL)
         study.optimize(objective, n_trials=remaining, catch=(RuntimeError, subprocess.TimeoutExpired),
                        callbacks=[optuna.study.MaxTrialsCallback(args.trials, states=finished)])
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
     if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        raise SystemExit(f"{args.model}: no trial of {out / 'study.db'} completed (errors: {out / 'trials'}/*.err)")
+        raise SystemExit(f"{args.model}: no trial of {out / 'study.db'} completed "
+                         f"(errors: {out / 'trials'}/*.err)")
     best = study.best_trial
     params = {k: v for k, v in best.params.items() if k != "inner_factor"}
     if "inner_factor" in best.params:

@@ -36,7 +36,8 @@ def _tune(tmp_path: Path, trials: int, fail_below: float = 2e-4) -> subprocess.P
     return subprocess.Popen(
         [sys.executable, str(TUNE), str(tmp_path / "data" / "toy"), "--model", "GRU4Rec", "--trials", str(trials),
          "--out", str(tmp_path / "out"), "--python", sys.executable, "--config", "none.yaml"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={"PATH": "", "STUB_FAIL_BELOW": str(fail_below)},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={"PATH": "", "STUB_FAIL_BELOW": str(fail_below)},
     )
 
 

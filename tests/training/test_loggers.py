@@ -62,13 +62,14 @@ def test_log_table_once_logs_again_only_when_the_table_changes(tmp_path, monkeyp
     from sessrec.training.loggers import WandbLogger, log_table_once
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    args = dict(project="p", group="g", name="g-t", job_type="t", out=tmp_path, marker=".m", key="rows",
-                columns=["a", "b"], summary={"best": 1.5})
+    args = {"project": "p", "group": "g", "name": "g-t", "job_type": "t", "out": tmp_path, "marker": ".m",
+            "key": "rows", "columns": ["a", "b"], "summary": {"best": 1.5}}
     assert log_table_once(rows=[[1, "x"]], **args)
     assert not log_table_once(rows=[[1, "x"]], **args)  # same content: nothing new
     assert log_table_once(rows=[[2, "y"]], **args)
     runs = sorted(tmp_path.glob("wandb/offline-run-*"))
-    assert len(runs) == 2 and len(list(tmp_path.glob("wandb/offline-run-*/files/media/table/rows_*.table.json"))) == 2
+    assert len(runs) == 2
+    assert len(list(tmp_path.glob("wandb/offline-run-*/files/media/table/rows_*.table.json"))) == 2
     for run in runs:
         (run_log,) = run.glob("run-*.wandb")
         assert b"best" in run_log.read_bytes()  # the summary
@@ -76,7 +77,7 @@ def test_log_table_once_logs_again_only_when_the_table_changes(tmp_path, monkeyp
     assert not log_table_once(rows=[[3, "z"]], **args)
     logger = WandbLogger(project="p", save_dir=str(tmp_path / "l"))
     assert not logger.started
-    logger.experiment  # starts the run
+    _ = logger.experiment  # starts the run
     assert logger.started
     logger.finish()
     assert not logger.started

@@ -123,6 +123,7 @@ def log_wandb_table(experiment: Experiment, rows: list[dict[str, Any]], init_tim
     if experiment.wandb is None or not rows:
         return False
     columns, data = table(rows)
+    name = experiment.name
     return log_table_once(
-        experiment.wandb.project, experiment.name, f"{experiment.name}-results", "results", experiment.out_dir,
-        ".wandb-table", "results", columns, data, config={"experiment": experiment.name}, init_timeout=init_timeout)
+        experiment.wandb.project, name, f"{name}-results", "results", experiment.out_dir, ".wandb-table",
+        "results", columns, data, config={"experiment": name}, init_timeout=init_timeout)

@@ -131,8 +131,8 @@ def log_table_once(
     marker_path = Path(out) / marker
     if marker_path.is_file() and marker_path.read_text().strip() == digest:
         return False
-    run = wandb.init(project=project, group=group, name=name, job_type=job_type, dir=str(out), mode=wandb_mode(),
-                     settings=wandb_settings(init_timeout), config=config or {})
+    run = wandb.init(project=project, group=group, name=name, job_type=job_type, dir=str(out),
+                     mode=wandb_mode(), settings=wandb_settings(init_timeout), config=config or {})
     try:
         run.log({key: wandb.Table(columns=columns, data=rows)})
         if summary:

@@ -21,7 +21,6 @@ Every process sharing the study rewrites the files from the whole study when its
 from __future__ import annotations
 
 import copy
-
 import json
 import logging
 import math
@@ -141,10 +140,12 @@ def log_study(spec: TuneSpec, study: optuna.Study, init_timeout: float = 60.0) -
     summary = {}
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         summary = {"best_trial": study.best_trial.number, f"best_{spec.objective}": study.best_value}
+    columns = [str(c) for c in frame.columns]
+    rows = [[_cell(v) for v in row] for row in frame.itertuples(index=False)]
     return log_table_once(
         spec.wandb, spec.study_name, f"{spec.study_name}-study", "study", spec.out, ".wandb-study", "trials",
-        columns=[str(c) for c in frame.columns], rows=[[_cell(v) for v in row] for row in frame.itertuples(index=False)],
-        config={"study": spec.study_name, "objective": spec.objective}, summary=summary, init_timeout=init_timeout)
+        columns, rows, config={"study": spec.study_name, "objective": spec.objective}, summary=summary,
+        init_timeout=init_timeout)
 
 
 def refit(spec: TuneSpec, base: dict[str, Any], study: optuna.Study, best: Path) -> Path:

@@ -22,9 +22,8 @@ again once (RetryHeartbeatStaleTrialCallback).
 
 from __future__ import annotations
 
-import copy
-
 import contextlib
+import copy
 import fcntl
 import logging
 import math
