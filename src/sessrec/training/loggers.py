@@ -32,6 +32,7 @@ import numpy as np
 from lightning.pytorch.loggers import WandbLogger as _LightningWandbLogger
 
 from sessrec.errors import ConfigError
+from sessrec.io import atomic_write
 
 Mode = Literal["offline", "online", "disabled"]
 _ALIASES = {"dryrun": "offline", "run": "online"}  # older WANDB_MODE spellings
@@ -124,8 +125,6 @@ def log_table_once(
     if wandb_mode() == "disabled":
         return False
     import wandb
-
-    from sessrec.io import atomic_write
 
     digest = hashlib.sha256(json.dumps([columns, rows], default=str).encode()).hexdigest()
     marker_path = Path(out) / marker
