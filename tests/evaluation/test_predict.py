@@ -198,3 +198,47 @@ def test_predict_after_a_scheduled_fit_warns_about_no_training_callback(tiny_pre
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "Please add the following callbacks" in m or "dirpath has changed" in m]
     assert out.is_file()
+
+
+def _digests(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("target", ["test.parquet", "items.parquet", "new/recs.csv"])
+def test_predict_never_writes_over_or_into_the_prepared_data(tiny_prepared, tmp_path, repo_root, capsys, target):
+    import shutil
+
+    data = tmp_path / "prepared"
+    shutil.copytree(tiny_prepared, data)
+    before = _digests(data)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", str(repo_root / "configs" / "baselines" / "pop.yaml"),
+              "--config", str(repo_root / "configs" / "predict.yaml"), "--data.data_dir", str(data),
+              "--trainer.enable_progress_bar", "false", "--trainer.callbacks.output", str(data / target)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("sessrec: error:") and "TopKWriter output" in err and str(data) in err
+    assert _digests(data) == before
+
+
+def test_predict_inputs_include_the_checkpoint_and_feature_files(small, tmp_path):
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from sessrec.encoders.dense import DenseEncoder
+    from sessrec.errors import DataError
+    from sessrec.evaluation.predict import _run_inputs
+    from sessrec.features.catalogue import Catalogue
+    from sessrec.io import check_output
+
+    prepared = small / "prepared"
+    data = PreparedData.load(prepared)
+    datamodule = SimpleNamespace(data_dir=prepared, catalogue=lambda: Catalogue(data.item_ids, prepared))
+    trainer = SimpleNamespace(datamodule=datamodule, ckpt_path=str(tmp_path / "model.ckpt"))
+    module = nn.ModuleDict({"image": DenseEncoder(path="../raw/image.npy")})
+    inputs = _run_inputs(trainer, module)
+    for output in (small / "raw" / "image.npy", small / "raw" / "image.ids.txt", tmp_path / "model.ckpt"):
+        with pytest.raises(DataError, match="is the input"):
+            check_output(output, inputs, option="TopKWriter output")
+    check_output(tmp_path / "recs.csv", inputs)  # elsewhere: fine

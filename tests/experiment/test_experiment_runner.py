@@ -181,3 +181,18 @@ def test_wandb_mode_is_offline_unless_asked(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "sometimes")
     with pytest.raises(ConfigError, match="WANDB_MODE must be offline, online or disabled"):
         wandb_mode()
+
+
+def test_a_folder_it_did_not_write_is_never_cleared(tiny_prepared, tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(runner, "_train", lambda *args: trained.append(args) or {})
+    notes = tmp_path / "out" / "id100" / "notes.txt"  # a folder named like a run, not written by one
+    notes.parent.mkdir(parents=True)
+    notes.write_text("mine")
+    (tmp_path / "out" / "iknn").mkdir()  # an empty folder may be used
+    experiment = parse_experiment(tiny(tiny_prepared, tmp_path / "out", RUNS[:2]))
+    with pytest.raises(SessrecError, match=r"id100: exists and was not written by this experiment") as info:
+        run_experiment(experiment)
+    assert "\n" not in str(info.value)
+    assert notes.read_text() == "mine" and trained == []
+    assert not (tmp_path / "out" / "iknn" / "run.yaml").exists()  # checked before any folder is touched

@@ -102,6 +102,24 @@ def _experiment(path: Path, out: Path, data: Path) -> Path:
     return path
 
 
+def test_a_matrix_never_takes_over_the_ids_file_of_another(raw: Path, tmp_path: Path, capsys) -> None:
+    import numpy as np
+
+    from sessrec.errors import DataError
+    from sessrec.features.store import write_dense, write_sparse
+
+    dense = write_dense(tmp_path / "ok.npy", np.ones((2, 3)), ["a", "b"])
+    before = _digest(tmp_path)
+    table = tmp_path / "products.csv"
+    table.write_text("item_id,text\nb,red mug\na,blue cup\n")
+    result = run_cli(["extract", "text", table, "--out", tmp_path / "ok.npz", "--text-cols", "text"], capsys)
+    _refused(result, "ok.npz: ok.npy beside it shares the ids file ok.ids.txt")
+    with pytest.raises(DataError, match="shares the ids file"):
+        write_sparse(tmp_path / "ok.npz", np.eye(2), ["b", "a"])
+    assert {k: v for k, v in _digest(tmp_path).items() if k != str(table)} == before
+    assert dense.exists() and not (tmp_path / "ok.npz").exists()
+
+
 def test_experiment_out_dir_never_holds_its_inputs(small: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     data = Path(shutil.copytree(small / "prepared", tmp_path / "data" / "prepared"))
     spec = tmp_path / "specs" / "exp.yaml"

@@ -86,3 +86,21 @@ def test_export_refuses_an_output_inside_its_inputs(trained, small, capsys):
         assert stop.value.code == 2
         assert "sessrec: error: --out" in capsys.readouterr().err
     assert not (small / "prepared" / "export").exists()
+
+
+def test_export_replaces_only_a_previous_export(trained, tmp_path, capsys):
+    config, ckpt = trained["gru4rec"]
+    notes = tmp_path / "mine" / "notes.txt"
+    notes.parent.mkdir()
+    notes.write_text("important")
+    args = ["export", "--ckpt_path", str(ckpt), "--config", str(config), "--out"]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, str(notes.parent)])
+    assert stop.value.code == 2
+    assert "not a sessrec export" in capsys.readouterr().err
+    assert notes.read_text() == "important"
+    for _ in range(2):  # a new folder, then the same folder again: an export replaces an export
+        with pytest.raises(SystemExit) as stop:
+            main([*args, str(tmp_path / "export")])
+        assert stop.value.code in (0, None)
+    assert (tmp_path / "export" / "manifest.json").is_file()

@@ -207,6 +207,10 @@ def run(args: argparse.Namespace) -> int:
 
         check_weights(args.backbone, args.weights, args.random_weights)
     inputs, companions = _inputs_and_companions(args)
+    if args.kind in ("image", "text", "text-embed"):
+        from sessrec.features.store import check_ids_owner
+
+        check_ids_owner(args.out)  # before any work (writing checks it again)
     # before any work: refuses --out (or a file written beside it) over or inside an input; locked throughout
     folder = args.kind in ("shards", "movielens")
     with claim_output(args.out, inputs, companions=companions, folder=folder):

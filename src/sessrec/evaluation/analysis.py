@@ -132,7 +132,7 @@ def load_run(
     (`BaselineModule`, no checkpoint) is fitted on the data module's training split instead.
     """
     from sessrec.baselines.module import BaselineModule
-    from sessrec.training.checkpoints import load_checkpoint
+    from sessrec.training.checkpoints import check_item_map, item_map, load_checkpoint
     from sessrec.encoders.registry import discover
     from sessrec.lightning_cli import SessrecCLI
     from sessrec.models.base import SessionNet
@@ -155,8 +155,9 @@ def load_run(
     if isinstance(module.net, SessionNet) and not module.net.is_bound:  # a ParallelRNN reads its features now
         module.net.bind(datamodule.catalogue())
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint)["state_dict"]  # weights_only: runs no pickled code
-        module.load_state_dict(state)
+        loaded = load_checkpoint(checkpoint)  # weights_only: runs no pickled code
+        check_item_map(checkpoint, loaded, item_map(datamodule.item_ids), datamodule.data_dir)
+        module.load_state_dict(loaded["state_dict"])
     elif isinstance(module, BaselineModule):
         train = datamodule.split("train")
         module.net.fit(train.items, train.offsets, datamodule.n_items)

@@ -47,7 +47,7 @@ from sessrec.data.batching import Block
 from sessrec.data.prepared import Split
 from sessrec.errors import ConfigError, DataError
 from sessrec.evaluation.loop import block_scores
-from sessrec.io import atomic_write
+from sessrec.io import atomic_write, check_output
 
 FORMATS = (".csv", ".parquet")
 Prediction = tuple[Tensor, Tensor, Tensor]  # session (M,), item index (M, k), score (M, k)
@@ -137,6 +137,7 @@ class TopKWriter(BasePredictionWriter):
             raise ConfigError(f"TopKWriter: {name} has no top-k predict_step (sessrec.evaluation.predict.PredictMixin)")
         if trainer.world_size > 1:
             raise ConfigError("TopKWriter: predict on one device (--trainer.devices 1)")
+        check_output(self.output, _run_inputs(trainer, pl_module), option="TopKWriter output")
         _check_writable(self.output)  # fail before predicting, not after
         pl_module.predict_k = self.k
         pl_module.predict_seen = trainer.datamodule.split("predict") if self.exclude_seen else None
@@ -214,6 +215,31 @@ def write_topk(
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
         else:
             frame.to_csv(tmp, index=False)
+
+
+def _run_inputs(trainer: Any, pl_module: Any) -> list[Path]:
+    """What a predict run reads and its output must not replace: the prepared data folder (which holds
+    items.parquet and the splits), the checkpoint and the encoders' feature files."""
+    from sessrec.encoders.base import FeatureEncoder
+    from sessrec.features.store import ids_path
+    from sessrec.training.checkpoints import LIGHTNING_KEYWORDS
+
+    inputs: list[Path] = []
+    datamodule = trainer.datamodule
+    data_dir = getattr(datamodule, "data_dir", None)
+    if data_dir is not None:
+        inputs.append(Path(data_dir))
+    ckpt = trainer.ckpt_path
+    if ckpt is not None and str(ckpt) not in LIGHTNING_KEYWORDS and "://" not in str(ckpt):
+        inputs.append(Path(ckpt))
+    paths = [m.path for m in pl_module.modules() if isinstance(m, FeatureEncoder) and isinstance(
+        getattr(m, "path", None), (str, os.PathLike))]
+    if paths and hasattr(datamodule, "catalogue"):
+        catalogue = datamodule.catalogue()
+        for path in paths:
+            resolved = catalogue.resolve(path)
+            inputs += [resolved, ids_path(resolved)]
+    return inputs
 
 
 def _check_writable(path: Path) -> None:

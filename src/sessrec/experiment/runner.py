@@ -16,13 +16,14 @@ Layout under `out_dir`:
     <run>/error.log             the traceback of a run that failed
 
 A run without result.json (never started, failed, interrupted) starts again from scratch: its folder is
-cleared first. Every composed config is parsed before the first run trains, so a typo in the last run
+cleared first, if it holds the run.yaml an experiment wrote (a non-empty folder without one is refused). Every composed config is parsed before the first run trains, so a typo in the last run
 fails in seconds, not after the others have trained.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from sessrec.errors import ConfigError, SessrecError
+from sessrec.errors import ConfigError, DataError, SessrecError
 from sessrec.experiment.results import log_wandb_table, result_path, write_result, write_tables
 from sessrec.experiment.spec import Experiment, RunSpec, compose, input_paths
 from sessrec.io import atomic_write, claim_output
@@ -47,6 +48,20 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)
     markdown: Path | None = None
+
+
+def _check_clearable(experiment: Experiment, runs: list[RunSpec]) -> None:
+    """DataError before anything is cleared when a run's folder holds something an experiment did not
+    write: a file, or a non-empty folder without run.yaml (e.g. another run's outputs under the same name)."""
+    for run in runs:
+        run_dir = experiment.run_dir(run)
+        if not os.path.lexists(run_dir):
+            continue
+        if run_dir.is_symlink() or not run_dir.is_dir():
+            raise DataError(f"{run_dir}: run {run.name!r} needs this folder, but it is not one; not replaced")
+        if any(run_dir.iterdir()) and not (run_dir / "run.yaml").is_file():
+            raise DataError(f"{run_dir}: exists and was not written by this experiment (no run.yaml): not "
+                            f"cleared; rename run {run.name!r} or out_dir, or move that folder")
 
 
 def _prepare(experiment: Experiment, run: RunSpec) -> Path:
@@ -111,6 +126,7 @@ def _run_all(experiment: Experiment, only: list[str] | None, force: bool, comman
             todo.append(run)
     if outcome.skipped:
         log.info("finished before, skipped: %s", ", ".join(outcome.skipped))
+    _check_clearable(experiment, todo)
     configs = {run.name: _prepare(experiment, run) for run in todo}
     for run in todo:
         try:

@@ -348,10 +348,25 @@ def _ids_text(path: Path, item_ids: Sequence[object], n_rows: int) -> str:
     return "".join(f"{v}\n" for v in ids)
 
 
+MATRIX_SUFFIXES = (".npy", ".npz")
+
+
+def check_ids_owner(path: PathLike) -> None:
+    """DataError when another feature matrix beside `path` (x.npz for x.npy, and back) shares its ids
+    file: writing `path` would rewrite that file and silently re-label the other matrix's rows."""
+    path = Path(path)
+    for suffix in MATRIX_SUFFIXES:
+        other = path.with_name(path.name.rsplit(".", 1)[0] + suffix)
+        if other != path and other.exists():
+            raise DataError(f"{path}: {other.name} beside it shares the ids file {ids_path(path).name}; writing "
+                            f"would re-label its rows: choose another name")
+
+
 @contextlib.contextmanager
 def _atomic_pair(path: Path, ids_text: str) -> Iterator[Path]:
     """Yield a temporary file for the matrix; on success the matrix and its ids file are renamed into
     place together (two renames, after both files are complete), on error neither is touched."""
+    check_ids_owner(path)
     with contextlib.ExitStack() as stack:
         tmp_ids = stack.enter_context(atomic_write(ids_path(path)))
         tmp = stack.enter_context(atomic_write(path))

@@ -115,16 +115,16 @@ def from_checkpoint(
     Parses `config` (default: `find_config`) as `sessrec.evaluation.analysis.load_run` does; the prepared data
     folder it names (or `data_dir`) must exist: it holds the item map and the feature files.
     """
-    from sessrec.training.checkpoints import load_checkpoint
     from sessrec.encoders.registry import discover
     from sessrec.io import read_yaml
+    from sessrec.training.checkpoints import check_item_map, item_map, load_checkpoint
     from sessrec.lightning_cli import SessrecCLI
 
     config = Path(config) if config is not None else find_config(ckpt_path)
     cfg = read_yaml(config) or {}
     if not isinstance(cfg, dict) or "model" not in cfg or "data" not in cfg:
         raise ConfigError(f"{config}: needs 'model' and 'data' sections")
-    state = load_checkpoint(ckpt_path)["state_dict"]  # weights_only: runs no pickled code
+    checkpoint = load_checkpoint(ckpt_path)  # weights_only: runs no pickled code
     data = dict(cfg["data"], **({"data_dir": str(data_dir)} if data_dir is not None else {}))
     trainer = {"logger": False, "accelerator": "cpu", "devices": 1, "enable_checkpointing": False}
     discover()
@@ -135,10 +135,11 @@ def from_checkpoint(
     module, datamodule = cli.model, cli.datamodule
     if not isinstance(getattr(module, "net", None), SessionNet):
         raise ConfigError(f"{config}: {type(module).__name__} has no net to serve (GRU4Rec or ParallelRNN)")
+    check_item_map(ckpt_path, checkpoint, item_map(datamodule.item_ids), datamodule.data_dir)
     catalogue = datamodule.catalogue()
     if not module.net.is_bound:
         module.net.bind(catalogue)
-    module.load_state_dict(state)
+    module.load_state_dict(checkpoint["state_dict"])
     spec = cli.config["model"]["init_args"]["net"].as_dict()
     spec["init_args"]["n_items"] = int(module.net.n_items)  # linked from the data at instantiation
     spec["init_args"].pop("catalogue", None)
@@ -190,6 +191,21 @@ def _copy_feature(source: Path, target_dir: Path) -> set[str]:
             shutil.copyfile(path, target_dir / path.name)
             copied.add(f"{target_dir.parent.name}/{target_dir.name}/{path.name}")
     return copied
+
+
+def check_replaceable(folder: str | os.PathLike, option: str = "--out") -> None:
+    """DataError unless `folder` is missing, empty or a previous export (its manifest names FORMAT): an
+    export replaces its output folder, and must never delete a folder of something else."""
+    folder = Path(folder)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    try:
+        format_ = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        format_ = None
+    if format_ != FORMAT:
+        raise DataError(f"{option} {folder}: an existing folder that is not a sessrec export (no {MANIFEST} of "
+                        f"format {FORMAT}): not replaced; choose a new folder or remove it yourself")
 
 
 def read_export(folder: str | os.PathLike) -> tuple[nn.Module, np.ndarray, dict[str, Any]]:

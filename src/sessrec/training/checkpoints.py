@@ -3,17 +3,19 @@
 `torch.load(weights_only=True)` unpickles only tensors and plain containers (dict, list, str, numbers):
 a checkpoint cannot make sessrec import or run code. What a checkpoint holds is data; what a config
 holds is not: its `class_path` entries import modules (see docs/design.md, "Safe loading").
-Also the global RNG state a checkpoint saves for an exact mid-epoch resume (`rng_state`).
+Also the global RNG state a checkpoint saves for an exact mid-epoch resume (`rng_state`), and the item
+map it was trained on (`item_map`: a checkpoint is refused on data whose ids differ, even at the same count).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-
 from torch import Tensor
 
 from sessrec.errors import DataError
@@ -124,3 +126,30 @@ def _is_complete(model: torch.nn.Module) -> bool:
 
 def _strict(model: torch.nn.Module) -> bool:
     return bool(getattr(model, "strict_loading", True))
+
+
+# ---- the item map a checkpoint was trained on ----------------------------------------------------
+ITEM_MAP_KEY = "sessrec_item_map"  # {"n_items": N, "digest": hex}: item index i <-> original id
+
+
+def item_map(item_ids: Sequence[object]) -> dict[str, Any]:
+    """What ties weights to their items: the count and a hash of the ids in index order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for start in range(0, len(item_ids), 65_536):  # bounded memory at ~1M items
+        digest.update("\n".join(str(i) for i in item_ids[start:start + 65_536]).encode() + b"\n")
+    return {"n_items": len(item_ids), "digest": digest.hexdigest()}
+
+
+def check_item_map(
+    path: str | os.PathLike | None, checkpoint: dict[str, Any], current: dict[str, Any], data_dir: Any
+) -> None:
+    """DataError when `checkpoint` was trained on another item map than `current` (`item_map` of the data
+    folder in use): row i of its item tables would score another item. Checkpoints without one pass."""
+    saved = checkpoint.get(ITEM_MAP_KEY)
+    if not isinstance(saved, dict) or saved.get("digest") == current["digest"]:
+        return
+    raise DataError(
+        f"{path or 'checkpoint'}: trained on another item map ({saved.get('n_items')} items) than "
+        f"{data_dir} ({current['n_items']} items, other ids or order): its scores would name the wrong "
+        "items; use the data folder the model was trained on"
+    )

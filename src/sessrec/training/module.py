@@ -22,7 +22,7 @@ from sessrec.evaluation.module import RecurrentRanking
 from sessrec.models.base import SessionNet
 from sessrec.training import resume
 from sessrec.training.bptt import window_loss, windows
-from sessrec.training.checkpoints import check_state_keys
+from sessrec.training.checkpoints import ITEM_MAP_KEY, check_item_map, check_state_keys, item_map
 from sessrec.training.distributed import all_reduce_row_sparse, broadcast_parameters, leave_row_sparse_to_us
 from sessrec.training.divergence import DivergenceWatch
 from sessrec.training.fused import FusedGRU4RecStep
@@ -106,6 +106,7 @@ class SessionRecModule(RecurrentRanking):
         self._row_sparse: list[nn.Parameter] = []  # tables DDP ignores (see sessrec.training.distributed)
         self._direct = False  # backward and optimiser step without Lightning's wrappers (on_train_start)
         self._fast: FastStep | None = None  # a hand-written step, when one applies (on_train_start)
+        self._item_map_cache: tuple[Any, dict[str, Any]] | None = None  # (item ids, their item_map)
         self._step = Substep(net, self.loss_fn, None, self.log_pop, sample_alpha, negatives == "all")  # (train start)
 
     # ---- set-up -------------------------------------------------------------------------------
@@ -195,6 +196,16 @@ class SessionRecModule(RecurrentRanking):
         targets = block.targets[t]
         return block.inputs[t], targets, self._step.samples(targets), [h * keep[t] for h in hidden]
 
+    def _item_map(self) -> dict[str, Any] | None:
+        """`item_map` of the data module's items (hashed once per item array), None without one."""
+        item_ids = getattr(getattr(self.trainer, "datamodule", None), "item_ids", None)
+        if item_ids is None:
+            return None
+        cached = self._item_map_cache
+        if cached is None or cached[0] is not item_ids:
+            cached = self._item_map_cache = (item_ids, item_map(item_ids))
+        return cached[1]
+
     def _check_diverged(self) -> None:
         hp, loss = self.hparams, self.loss_fn.name or type(self.loss_fn).__name__
         self.divergence.check(self._trainer, f"lr={hp.lr}, loss={loss}, optimizer={hp.optimizer}")
@@ -203,9 +214,16 @@ class SessionRecModule(RecurrentRanking):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._check_diverged()  # never save weights trained through a NaN loss
         resume.write(checkpoint, self, self._hidden)
+        current = self._item_map()
+        if current is not None:
+            checkpoint[ITEM_MAP_KEY] = current
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self._trainer is not None:  # every parameter exists now (configure_model ran): check the keys
+            current = self._item_map()
+            if current is not None:
+                data_dir = getattr(self.trainer.datamodule, "data_dir", "this data")
+                check_item_map(self.trainer.ckpt_path, checkpoint, current, data_dir)
             check_state_keys(self.trainer.ckpt_path, checkpoint["state_dict"], self)  # before the strict load
         self._resume = resume.ResumeState.read(checkpoint)
         self.global_substep = self._resume.substep
