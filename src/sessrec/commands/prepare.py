@@ -205,7 +205,8 @@ def _import(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Column
         min_session_length=args.min_session_length,
     )
     result = import_splits(
-        frames["train"], frames["test"], frames.get("valid"), source=str(args.train), **options
+        frames["train"], frames["test"], frames.get("valid"), source={n: str(p) for n, p in files.items()},
+        **options
     )
     meta = {
         "source": {n: str(p) for n, p in files.items()},

@@ -17,6 +17,7 @@ then file, then id). The item index is train_full's items sorted as strings, lik
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 
 import polars as pl
 
@@ -34,7 +35,6 @@ from sessrec.data.columnar import (
 from sessrec.errors import ConfigError, DataError
 
 
-
 def import_splits(
     train: pl.DataFrame,
     test: pl.DataFrame,
@@ -43,9 +43,12 @@ def import_splits(
     dedup_consecutive: bool = False,
     min_item_support: int | None = None,
     min_session_length: int | None = None,
-    source: str = "events",
+    source: str | Mapping[str, str] = "events",
 ) -> Columnar:
-    """Pre-split event frames (session, item, time) -> the four finalised splits and the item index."""
+    """Pre-split event frames (session, item, time) -> the four finalised splits and the item index.
+
+    `source` names the input in error messages: one name, or each file's by split ('train', 'test',
+    'valid'), so that an error about the test file names the test file."""
     if min_item_support is not None and min_item_support < 1:
         raise ConfigError(f"min_item_support: must be >= 1, got {min_item_support}")
     if min_session_length is not None and min_session_length < 2:
@@ -55,9 +58,9 @@ def import_splits(
     given = {"train": train, "test": test, **({"valid": valid} if valid is not None else {})}
     for name, frame in given.items():
         if frame.height == 0:
-            raise DataError(f"{source}: the {name} file has no events")
+            raise DataError(f"{_name(source, name)}: the {name} file has no events")
         if not frame["time"].cast(pl.Float64).is_finite().all():
-            raise DataError(f"{source}: the {name} file has a NaN or infinite time")
+            raise DataError(f"{_name(source, name)}: the {name} file has a NaN or infinite time")
     with step("encode ids") as said:
         frames, ids, decoders = encode(list(given.values()))
         frames, keys = _separate_sessions(frames, decoders)
@@ -76,16 +79,23 @@ def import_splits(
             train_full = filter_support(train_full, min_item_support or 1, min_session_length or 2)
             said["what"] = f"train_full {before:,} -> {train_full.height:,} events"
         if train_full.height == 0:
-            raise DataError(f"{source}: no training events left after the minimum-support filter")
+            name = _name(source, "train")
+            raise DataError(f"{name}: no training events left after the minimum-support filter")
     first_valid = data["train"]["session"].max() + 1  # valid's sessions are numbered after train's
     train = train_full.filter(pl.col("session") < first_valid) if "valid" in data else train_full
     if train.height == 0:
-        raise DataError(f"{source}: no training events left")
-    test_split = _restrict("test", data["test"], train_full, source)
-    valid_split = _restrict("valid", train_full.filter(pl.col("session") >= first_valid), train, source) \
+        raise DataError(f"{_name(source, 'train')}: no training events left")
+    test_split = _restrict("test", data["test"], train_full, _name(source, "test"))
+    valid_split = _restrict("valid", train_full.filter(pl.col("session") >= first_valid), train,
+                            _name(source, "valid")) \
         if "valid" in data else train_full.clear()  # fmt: skip
     frames = {"train_full": train_full, "train": train, "valid": valid_split, "test": test_split}
     return finish(frames, ids, keys)
+
+
+def _name(source: str | Mapping[str, str], split: str) -> str:
+    """The name of the `split` file in error messages (`import_splits`' `source`)."""
+    return source if isinstance(source, str) else source.get(split, source.get("train", "events"))
 
 
 def _separate_sessions(

@@ -7,13 +7,16 @@ corrupt .gz/.bz2/.xz/.zip, a .zst without the `zstandard` package) is a one-line
 `sessrec.errors.DataError` naming the file and the cause, never a pandas traceback.
 
 Ids are compared as text without a byte-order mark or surrounding white space (a WARNING says how many
-were stripped); text files are read as UTF-8 with an optional BOM. Suspicious times only warn: numbers
-whose median lies beyond year 5000 (milliseconds read as seconds?) or times all within January 1970.
+were stripped); ids stored as floats are compared as the integers they hold ("16.0" -> "16"; other floats
+are refused). Text files are read as UTF-8 with an optional BOM; a data row with more fields than the
+header (an unquoted separator inside a value) is refused, never cut short. Times that are no Unix time
+(outside the years 1677..2262) or lie more than 10 years after 99% of the others are refused
+(`sessrec.data.times.check_time_scale`); suspicious scales only warn: numbers whose median lies beyond year
+5000 (milliseconds read as seconds?) or times all within January 1970.
 """
 
 from __future__ import annotations
 
-import bz2
 import importlib.util
 import logging
 import lzma
@@ -29,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from sessrec.checks import number_problem
+from sessrec.data.fields import header_names, id_text, read_fields, text_options
 from sessrec.data.times import TIME_UNITS, check_time_scale, data_row, parse_time
 from sessrec.errors import ConfigError, DataError, first_line
 
@@ -143,6 +147,7 @@ def read_events(
     raw = _read_table(path, fmt, sep, names, columns)
     for col, values in (keep or {}).items():
         raw = raw[raw[col].astype(str).isin([str(v) for v in values])]
+    raw = raw.assign(**{c: id_text(raw[c], path, c) for c in dict.fromkeys([key_col, item_col])})
     raw = _strip_ids(raw, path, [key_col, item_col])
     if drop_missing_sessions:
         missing = raw[key_col].isna()
@@ -153,7 +158,7 @@ def read_events(
     time = parse_time(raw[time_col], path, time_col, time_unit)
     if offset_ms_col is not None:
         time = time + parse_time(raw[offset_ms_col], path, offset_ms_col, "ms")
-    check_time_scale(time, path, time_col, time_unit)
+    check_time_scale(time, path, time_col, time_unit, raw.index)
     events = pd.DataFrame(
         {"key": raw[key_col].to_numpy(), "item": raw[item_col].astype(str).to_numpy(), "time": time}
     )
@@ -271,18 +276,13 @@ def _read_table(
             frame = pd.concat([pd.read_parquet(p, columns=columns) for p in parts], ignore_index=True)
         else:
             sep = sep if sep is not None else ("\t" if kind == "tsv" else ",")
-            header = None if names is not None else "infer"
             # only an empty field is missing: ids such as "NA", "null" or "None" are ids, not gaps
-            opts: dict[str, Any] = dict(
-                sep=sep, header=header, names=names, dtype=str, keep_default_na=False, na_values=[""],
-                encoding="utf-8-sig",  # a byte-order mark before the header is not part of its first name
-            )  # fmt: skip
-            if len(sep) != 1:
-                opts["engine"] = "python"  # what pandas falls back to, without its warning
-            found = list(names) if names is not None else list(pd.read_csv(path, nrows=0, **opts).columns)
+            opts = text_options(sep, keep_default_na=False, na_values=[""])
+            found = list(names) if names is not None else header_names(path, **opts)
             actual = _match_columns(columns, found)
             _check_columns(path, columns, [*found, *actual])
-            frame = pd.read_csv(path, usecols=[actual.get(c, c) for c in columns], **opts)
+            wanted = [actual.get(c, c) for c in columns]
+            frame = read_fields(path, wanted, found, names is None, dtype=str, **opts)
             frame = frame.rename(columns={v: k for k, v in actual.items()})
     except DataError:
         raise
@@ -300,6 +300,31 @@ def _read_table(
     if frame.empty:
         raise DataError(f"{path}: file has a header but no rows")
     return frame
+
+
+def read_item_table(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
+    """`columns` of an items table (.parquet, or .csv/.tsv, maybe compressed), the first being the item id:
+    read as text, or as integer text when stored as floats (`id_text`); the other columns typed by pandas.
+    One-line DataErrors name the file: not found, unreadable, a missing column, a ragged row."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: items table not found")
+    name = path.name.lower()
+    parquet = ".parquet" in name or name.endswith(".pq")
+    opts = text_options("\t" if ".tsv" in name else ",")
+    cols = list(dict.fromkeys(columns))
+    try:
+        found = _parquet_columns(path) if parquet else header_names(path, **opts)
+        _check_columns(path, cols, found)
+        if parquet:
+            frame = pd.read_parquet(path, columns=cols)
+        else:
+            frame = read_fields(path, cols, found, True, dtype={columns[0]: str}, **opts)
+    except DataError:
+        raise
+    except Exception as err:  # pyarrow / pandas parse errors
+        raise DataError(f"{path}: cannot read ({first_line(err)})") from None
+    return frame.assign(**{columns[0]: id_text(frame[columns[0]], path, columns[0])})
 
 
 def _match_columns(wanted: list[str], found: Sequence[object]) -> dict[str, object]:

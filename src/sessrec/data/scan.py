@@ -6,6 +6,8 @@ per row. The plain cases are read by polars itself: an uncompressed CSV/TSV whos
 columns exactly, or a Parquet file with string or integer ids, numeric times, no missing or padded ids.
 Anything else (compressed files, ISO date-times, a byte-order mark before an id, missing values, a parse
 error) goes through the pandas reader, which also owns every error message and warning of the odd cases.
+A data row with more fields than the header is refused by both (polars' projected scan would drop the extra
+fields silently: the streaming scan reads them into one spare column and names the first such row).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from sessrec.data import readers
+from sessrec.data import fields, readers
 from sessrec.data.times import TIME_UNITS, check_time_scale
 from sessrec.errors import ConfigError, DataError
 
@@ -91,6 +93,7 @@ def _read_plain(
         if streamed is not None:
             return streamed
     raw = _read_table(path, fmt, sep, names, columns, [time_col, offset_ms_col])
+    rows_read = raw.height
     for col, values in (keep or {}).items():
         if raw.schema[col] != pl.String:
             raise _Fallback(f"'{col}' is not text")
@@ -107,7 +110,12 @@ def _read_plain(
     seconds = _seconds(raw[time_col], time_unit)
     if offset_ms_col is not None:
         seconds = seconds + _seconds(raw[offset_ms_col], "ms")
-    check_time_scale(seconds.to_numpy(), path, time_col, time_unit)
+    try:
+        check_time_scale(seconds.to_numpy(), path, time_col, time_unit)
+    except DataError:
+        if raw.height != rows_read:  # rows were filtered: positions are no data rows
+            raise _Fallback("outlying times: the pandas reader names their data rows") from None
+        raise
     item = raw[item_col].cast(pl.String)
     item = item.cast(pl.Enum(item.unique().sort()))  # dictionary-encoded: u32 codes in id order
     events = pl.DataFrame({"key": raw[key_col], "item": item, "time": seconds})
@@ -174,9 +182,12 @@ def _stream_plain(
     found = list(pd.read_csv(path, sep=sep, nrows=0, dtype=str, encoding="utf-8-sig").columns)
     if any(c not in found for c in (session_col, item_col, time_col)) or len(set(found)) != len(found):
         raise _Fallback("columns")
+    extra = next(f"extra_{i}" for i in range(len(found) + 1) if f"extra_{i}" not in found)
+    schema = {c: pl.Float64 if c == time_col else pl.String for c in [*found, extra]}
+    # a field beyond the header lands in `extra`: a projected scan would drop it silently
     scan = pl.scan_csv(
-        path, separator=sep, infer_schema=False, schema_overrides={time_col: pl.Float64}, encoding="utf8",
-        raise_if_empty=True, truncate_ragged_lines=False,
+        path, separator=sep, has_header=False, skip_rows=1, schema=schema, encoding="utf8",
+        raise_if_empty=True, truncate_ragged_lines=True, missing_columns="insert",
     )  # fmt: skip
     ids = scan.select(pl.col(item_col).unique()).collect(engine="streaming").to_series()
     _check_id_column(ids)  # on the distinct values only
@@ -186,14 +197,18 @@ def _stream_plain(
         canonical=key.str.contains(r"^(0|-?[1-9][0-9]{0,15})$"),
         item=pl.col(item_col).cast(pl.Enum(ids.sort())),
         time=pl.col(time_col) * TIME_UNITS[time_unit],
+        ragged=pl.col(extra).is_not_null(),
     ).collect(engine="streaming")
+    if frame["ragged"].any():
+        row = int(frame["ragged"].arg_max()) + 1
+        raise fields.ragged_row(path, row, len(found), True, fields.text_options(sep))
     if frame.height == 0 or frame["session"].null_count() or not frame["canonical"].all():
         return None  # string or missing session ids: the eager reading
     if frame["session"].abs().max() >= 2**53 or frame["time"].null_count():
         return None
     if not frame["time"].is_finite().all():
         raise _Fallback("non-finite times")
-    frame = frame.drop("canonical")
+    frame = frame.drop("canonical", "ragged")
     check_time_scale(frame["time"].to_numpy(), path, time_col, time_unit)
     _warn_long_sessions(frame["session"], frame["time"], path)
     log.info("%s: read %d events", path.name, frame.height)

@@ -4,39 +4,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from sessrec.errors import DataError
 
 __all__ = ["neighbour_rate", "normalise_ids", "read_items"]
 
 
 def read_items(path: str | os.PathLike, columns: Sequence[str]) -> pd.DataFrame:
-    """Read `columns` of an items table (.parquet, .csv, .tsv, maybe compressed); DataError names the file"""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: items table not found")
-    name = path.name.lower()
-    try:
-        if ".parquet" in name or name.endswith(".pq"):
-            import pyarrow.parquet as pq
+    """Read `columns` of an items table, the first being the item id (`sessrec.data.readers.read_item_table`:
+    one-line DataErrors name the file, a ragged row included)."""
+    from sessrec.data.readers import read_item_table
 
-            names = pq.read_schema(path).names
-        else:
-            sep = "\t" if ".tsv" in name else ","
-            names = list(pd.read_csv(path, sep=sep, nrows=0).columns)
-    except Exception as err:  # pyarrow / pandas parse errors
-        raise DataError(f"{path}: cannot read ({str(err).splitlines()[0]})") from None
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise DataError(f"{path}: column '{missing[0]}' not found (columns: {', '.join(names)})")
-    cols = list(dict.fromkeys(columns))
-    if ".parquet" in name or name.endswith(".pq"):
-        return pd.read_parquet(path, columns=cols)
-    return pd.read_csv(path, sep=sep, usecols=cols, dtype={columns[0]: str}, keep_default_na=True)
+    return read_item_table(path, columns)
 
 
 def normalise_ids(ids: Sequence[object], numeric: bool = False) -> list[str]:

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sessrec.errors import DataError
+from sessrec.data.fields import header_names, read_fields, text_options
+from sessrec.errors import DataError, first_line
 from sessrec.extract.text import tfidf
 from sessrec.features.store import write_properties, write_sparse
 
@@ -37,13 +38,21 @@ NO_GENRE = "(no genres listed)"
 
 
 def _read_csv(path: Path, columns: list[str], sep: str = ",") -> pd.DataFrame:
+    """Every column of a CSV file as text ("" for an empty field); DataError for a missing file or column,
+    a row with more fields than the header, or an unreadable file."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: column '{missing[0]}' not found (columns: {', '.join(frame.columns)})")
-    return frame
+    opts = text_options(sep, keep_default_na=False)
+    try:
+        found = header_names(path, **opts)
+        missing = [c for c in columns if c not in found]
+        if missing:
+            raise DataError(f"{path}: column '{missing[0]}' not found (columns: {', '.join(found)})")
+        return read_fields(path, found, found, True, dtype=str, **opts)
+    except DataError:
+        raise
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        raise DataError(f"{path}: cannot read as csv ({first_line(err)})") from None
 
 
 def parse_title(title: str) -> tuple[str, float]:

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from sessrec.data.readers import read_item_table
 from sessrec.errors import ConfigError, DataError
-from sessrec.extract import normalise_ids, read_items
+from sessrec.extract import normalise_ids
 from sessrec.features.store import write_sparse
 from sessrec.io import atomic_write
 
@@ -59,7 +60,7 @@ def read_item_texts(
     items: str | os.PathLike, id_col: str, text_cols: Sequence[str], numeric_ids: bool = False
 ) -> tuple[list[str], list[str]]:
     """Item ids (n,) and each item's `text_cols` joined with spaces (n,); duplicate ids are a DataError."""
-    frame = read_items(items, [id_col, *text_cols])
+    frame = read_item_table(items, [id_col, *text_cols])
     ids = normalise_ids(frame[id_col].tolist(), numeric_ids)
     if len(set(ids)) != len(ids):
         dup = frame[id_col][frame[id_col].duplicated()].iloc[0]

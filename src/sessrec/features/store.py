@@ -37,6 +37,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from sessrec.data.fields import id_text
 from sessrec.errors import DataError, first_line
 from sessrec.features.npz import build_csr, check_dtype, check_finite, read_npz, to_float32
 from sessrec.io import atomic_write
@@ -141,12 +142,13 @@ def _parquet_ids(path: Path) -> np.ndarray:
 
 
 def _id_strings(path: Path, ids: pd.Series) -> np.ndarray:
-    """An item_id column as strings (object array); DataError when an id is missing."""
+    """An item_id column as strings (object array), float ids as the integers they hold ("16.0" -> "16");
+    DataError when an id is missing or a float id is no integer."""
     missing = ids.isna().to_numpy()
     if missing.any():
         first = int(missing.argmax())
         raise DataError(f"{path}: {int(missing.sum()):,} rows without an item_id (first at row {first})")
-    return ids.astype(str).to_numpy(dtype=object)
+    return id_text(ids, path, "item_id").astype(str).to_numpy(dtype=object)
 
 
 def _read_parquet(path: Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -358,8 +360,9 @@ def check_ids_owner(path: PathLike) -> None:
     for suffix in MATRIX_SUFFIXES:
         other = path.with_name(path.name.rsplit(".", 1)[0] + suffix)
         if other != path and other.exists():
-            raise DataError(f"{path}: {other.name} beside it shares the ids file {ids_path(path).name}; writing "
-                            f"would re-label its rows: choose another name")
+            shared = ids_path(path).name
+            raise DataError(f"{path}: {other.name} beside it shares the ids file {shared}; writing would "
+                            "re-label its rows: choose another name")
 
 
 @contextlib.contextmanager
