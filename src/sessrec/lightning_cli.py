@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import shutil
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import torch
@@ -197,13 +201,14 @@ class SessrecCLI(LightningCLI):
         """Build the objects; a constructor rejecting its options becomes a one-line ConfigError.
 
         jsonargparse wraps such an error (ValueError or TypeError) in its own ValueError; the cause
-        is the constructor's message, e.g. "layers must be a non-empty list of positive sizes".
+        is the constructor's message, e.g. "layers must be a non-empty list of positive sizes", which
+        `_constructor_error` makes name the option ("model.net.layers must be ...").
         The Trainer's MisconfigurationException becomes `trainer: <its first line>`.
         """
         try:
             super().instantiate_classes()
-        except SessrecError:
-            raise
+        except SessrecError as err:  # the data module's (jsonargparse does not wrap a group's errors)
+            raise self._constructor_error(err) from None
         except MisconfigurationException as err:
             raise ConfigError(f"trainer: {' '.join(first_line(err).split())}") from err
         except (ValueError, TypeError) as err:
@@ -211,14 +216,28 @@ class SessrecCLI(LightningCLI):
             while cause.__cause__ is not None:
                 cause = cause.__cause__
             if isinstance(cause, SessrecError):
-                raise cause from None
+                raise self._constructor_error(cause) from None
             if cause is err:
                 raise ConfigError(one_line_parser_error(str(err), suggest_encoder)) from err
-            message = " ".join(str(cause).split())
-            owner = _raised_by(cause)
-            raise ConfigError(message if message.startswith(owner) else owner + message) from err
+            raise self._constructor_error(cause) from err
         if self._ckpt_shapes is not None and self.model is not None:
             check_fits(self.config[self.subcommand]["ckpt_path"], self._ckpt_shapes, self.model)
+
+    def _constructor_error(self, cause: BaseException) -> SessrecError:
+        """A constructor's error as one line. When its message starts with an argument of a configured
+        object, that word becomes the option's path as parse errors write it ("lr must be > 0" ->
+        "model.lr must be > 0"); else a SessrecError is kept as it is and any other error is prefixed
+        with the raising class ("GRU4Rec: ...")."""
+        message = " ".join(str(cause).split())
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        configured = _configured_classes(config.as_dict(), self.datamodule_class)
+        named = _name_option(cause, message, configured)
+        if isinstance(cause, SessrecError):
+            return cause if named is None else _retyped(cause, named)
+        if named is None:
+            owner = _raised_by(cause)
+            named = message if message.startswith(owner) else owner + message
+        return ConfigError(named)
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Lightning's, with two warnings of a checkpoint's callback states silenced outside `fit`.
@@ -297,12 +316,78 @@ def _check_output_dirs(trainer: Trainer, subcommand: str) -> None:
             raise ConfigError(f"{option} {folder}: cannot create or write it ({existing} is not writable)")
 
 
+def _configured_classes(config: dict[str, Any], datamodule_class: type | None) -> list[tuple[str, type]]:
+    """(option path, class) of every object the config builds: "model", "model.net", "data", ... (the
+    paths parse errors name: no "init_args"); class paths that do not import are left out."""
+    found = []
+    data = config.get("data")
+    if datamodule_class is not None and isinstance(data, dict) and "class_path" not in data:
+        found.append(("data", datamodule_class))
+    for path, class_path in _class_paths(config, ""):
+        module, _, name = class_path.rpartition(".")
+        try:
+            found.append((path, getattr(importlib.import_module(module), name)))
+        except (ImportError, AttributeError, ValueError):
+            continue
+    return found
+
+
+def _class_paths(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    """(option path, class_path) of the `{class_path, init_args}` entries under `node`."""
+    if isinstance(node, dict):
+        class_path = node.get("class_path")
+        if isinstance(class_path, str):
+            yield path, class_path
+            node = node.get("init_args") or {}
+        for key, value in node.items():
+            yield from _class_paths(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _class_paths(value, f"{path}[{i}]")
+
+
+def _name_option(err: BaseException, message: str, configured: list[tuple[str, type]]) -> str | None:
+    """`message` with its first word, an argument of the innermost configured object under construction
+    in `err`'s traceback, replaced by that option's path ("model.net.layers must be ..."); or None."""
+    word = re.match(r"([A-Za-z_]\w*)(?=[\s:\[])", message)
+    if word is None:
+        return None
+    frames = _init_frames(err)
+    for key in reversed(list(dict.fromkeys(id(f.f_locals["self"]) for f in frames))):  # innermost first
+        inits = [f for f in frames if id(f.f_locals["self"]) == key]  # its class's and base classes' __init__
+        paths = [path for path, cls in configured if type(inits[0].f_locals["self"]) is cls]
+        if len(paths) != 1:  # not configured (built inside another object), or ambiguous
+            continue
+        code_args = {name for f in inits for name in _arguments(f)}
+        return f"{paths[0]}.{message}" if word.group(1) in code_args else None
+    return None
+
+
+def _init_frames(err: BaseException) -> list[FrameType]:
+    """The `__init__` frames of `err`'s traceback (outermost first)."""
+    frames, tb = [], err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "__init__" and "self" in tb.tb_frame.f_locals:
+            frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    return frames
+
+
+def _arguments(frame: FrameType) -> tuple[str, ...]:
+    """The argument names of a frame's function, `self` excepted."""
+    code = frame.f_code
+    return tuple(n for n in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount] if n != "self")
+
+
+def _retyped(err: SessrecError, message: str) -> SessrecError:
+    """A SessrecError of `err`'s type with `message` (a ConfigError when that type takes other arguments)."""
+    try:
+        return type(err)(message)
+    except TypeError:
+        return ConfigError(message)
+
+
 def _raised_by(err: BaseException) -> str:
     """'ClassName: ' of the innermost constructor in `err`'s traceback, or ''."""
-    tb, name = err.__traceback__, ""
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code.co_name == "__init__" and "self" in frame.f_locals:
-            name = f"{type(frame.f_locals['self']).__name__}: "
-        tb = tb.tb_next
-    return name
+    frames = _init_frames(err)
+    return f"{type(frames[-1].f_locals['self']).__name__}: " if frames else ""

@@ -8,7 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sessrec.data.batching import Block, SessionParallelIterator, count_steps, rank_sessions
+from sessrec.data.batching import (
+    Block, SessionParallelIterator, count_steps, max_rank_sessions, rank_sessions,
+)
 from sessrec.errors import ConfigError, DataError
 
 
@@ -106,6 +108,21 @@ def test_simultaneous_frees_take_sessions_in_slot_order() -> None:
     assert block.inputs.tolist() == [[0, 2], [4, 7], [5, 0]]
     assert block.reset.tolist() == [[True, True], [True, True], [False, False]]
     assert block.active.tolist() == [[True, True], [True, True], [True, False]]
+
+
+def test_max_rank_sessions_counts_what_a_batch_can_fill() -> None:
+    """Sessions of >= 2 events, the most on any rank: slots beyond them would only hold padding."""
+    offsets = np.array([0, 3, 4, 6, 6, 9, 11])  # lengths 3, 1, 2, 0, 3, 2: sessions 0, 2, 4, 5 count
+    assert max_rank_sessions(offsets) == 4
+    assert max_rank_sessions(offsets, world_size=2) == 3  # rank 0: sessions 0, 2, 4; rank 1: 5
+    assert max_rank_sessions(offsets, world_size=8) == 1
+    assert max_rank_sessions(np.array([0])) == 0
+    items = np.arange(11)
+    capped = SessionParallelIterator(items, offsets, batch_size=4, steps_per_block=2)
+    padded = SessionParallelIterator(items, offsets, batch_size=9, steps_per_block=2)
+    for a, b in zip(capped, padded, strict=True):  # the same schedule, without the padding columns
+        assert torch.equal(a.inputs, b.inputs[:, :4]) and torch.equal(a.targets, b.targets[:, :4])
+        assert not b.active[:, 4:].any()
 
 
 def test_short_sessions_skipped_and_initial_inactive_slots() -> None:

@@ -172,6 +172,19 @@ def test_invalid_config_names_the_option() -> None:
         generate(SyntheticConfig(n_items=10, n_topics=30))
 
 
+@pytest.mark.parametrize("option, value", [("subtopic-size", "0"), ("subtopic-size", "1"), ("n-topics", "0"),
+                                           ("seed", "-1")])
+def test_command_refuses_bad_options_before_any_work(tmp_path: Path, option: str, value: str) -> None:
+    """A zero divisor (ZeroDivisionError) or a negative seed (numpy's ValueError) got no further than here."""
+    parser = argparse.ArgumentParser()
+    generate_command.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "syn"), f"--{option}", value])
+    name = option.replace("-", "_")
+    with pytest.raises(ConfigError, match=rf"^synthetic data: {name} must be .*, got {value}$"):
+        generate_command.run(args)
+    assert not (tmp_path / "syn").exists()
+
+
 def test_command_writes_folder(tmp_path: Path, capsys) -> None:
     parser = argparse.ArgumentParser()
     generate_command.add_arguments(parser)

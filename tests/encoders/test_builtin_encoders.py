@@ -80,6 +80,17 @@ def test_dense_encoder_values_missing_and_projection(catalogue: Catalogue) -> No
     assert torch.equal(proj(torch.tensor([5])), proj.proj.bias.detach().unsqueeze(0))  # zeros in
 
 
+def test_dense_encoder_normalizes_huge_and_tiny_vectors(catalogue: Catalogue) -> None:
+    """float32 squares overflow above ~1.8e19 (F.normalize alone gave zeros) and vanish below ~1e-23."""
+    values = np.array([[3e19, 4e19], [3e37, -4e37], [3e-25, 4e-25], [0.0, 0.0], [3.0, 4.0]], np.float32)
+    write_dense(catalogue.data_dir / "huge.npy", values, [str(i) for i in range(5)])
+    enc = DenseEncoder("huge.npy", normalize=True)
+    enc.bind(catalogue)
+    out = enc.values[:5]  # (5, 2)
+    want = torch.tensor([[0.6, 0.8], [0.6, -0.8], [0.6, 0.8], [0.0, 0.0], [0.6, 0.8]])
+    assert torch.allclose(out, want, atol=1e-6), out
+
+
 def test_dense_encoder_dimension_check(catalogue: Catalogue) -> None:
     with pytest.raises(DataError, match="image.npy: dimension 4 but 8 expected"):
         DenseEncoder("image.npy", dim=8).bind(catalogue)

@@ -254,7 +254,7 @@ def config_invalid_combination(tmp, small):
 
 def config_invalid_value(tmp, small):
     return Case(_fit(tmp, small / "prepared", "--model.init_args.net.init_args.layers", "[0]"),
-                ["GRU4Rec: layers must be a non-empty list of positive sizes"], [tmp / "run"])
+                ["model.net.layers must be a non-empty list of positive sizes"], [tmp / "run"])
 
 
 def config_negative_lr(tmp, small):

@@ -5,6 +5,7 @@ tiny model that learns with each optimiser."""
 from __future__ import annotations
 
 import io
+import logging
 
 import lightning as L
 import pytest
@@ -132,6 +133,21 @@ def test_build_optimizer() -> None:
     adamw = build_optimizer("adamw", params, 0.1, weight_decay=0.3)
     assert type(adamw) is RowSparseAdam and adamw.defaults["decoupled_weight_decay"]
     assert not build_optimizer("adam", params, 0.1).defaults["decoupled_weight_decay"]
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad_momentum", "adam", "adamw"])
+def test_an_absurd_learning_rate_is_warned_about(optimizer: str, monkeypatch, caplog) -> None:
+    """lr 1e30 trained to a finite but broken model without a word."""
+    sessrec_log = logging.getLogger("sessrec")  # through caplog, whichever test set up the CLI's handler
+    monkeypatch.setattr(sessrec_log, "handlers", [logging.NullHandler()])
+    monkeypatch.setattr(sessrec_log, "propagate", True)
+    params = [torch.zeros(2, requires_grad=True)]
+    with caplog.at_level(logging.WARNING, logger="sessrec"):
+        build_optimizer(optimizer, params, 0.1)
+        build_optimizer(optimizer, [{"params": params, "lr": 4.0}], 1.0)  # lr_scale up to 4: still fine
+        assert not caplog.text
+        build_optimizer(optimizer, params, 1e30)
+    assert "learning rate 1e+30 (model.lr, times lr_scale) is above 10" in caplog.text
 
 
 @pytest.mark.parametrize("optimizer", ["adagrad_momentum", "adam", "adamw"])

@@ -114,6 +114,14 @@ def rank_sessions(offsets: np.ndarray, rank: int = 0, world_size: int = 1) -> np
     return ids[lengths >= 2]
 
 
+def max_rank_sessions(offsets: np.ndarray, world_size: int = 1) -> int:
+    """The most sessions of >= 2 events any of ``world_size`` ranks iterates (`rank_sessions`): batch
+    slots beyond it would stay inactive all epoch."""
+    offsets = _check_offsets(offsets)
+    ids = np.flatnonzero(np.diff(offsets) >= 2)  # (S',) sessions with something to predict
+    return int(np.bincount(ids % world_size, minlength=world_size).max())
+
+
 def count_steps(offsets: np.ndarray, batch_size: int, rank: int = 0, world_size: int = 1) -> int:
     """Number of session-parallel steps rank ``rank`` needs for its own sessions (without DDP padding).
 

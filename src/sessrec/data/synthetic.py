@@ -105,36 +105,44 @@ class SyntheticConfig:
         return max(1, round(self.n_items / self.n_topics / self.subtopic_size))
 
     def validate(self) -> None:
-        """Raise ConfigError naming the first invalid option."""
+        """Raise ConfigError naming the first invalid option (with its value)."""
+        for ok, message in self._checks():
+            if not ok:
+                raise ConfigError(f"synthetic data: {message}")
+
+    def _checks(self) -> Iterator[tuple[bool, str]]:
+        """(valid, message) per rule, lazily: a rule runs only when those before it held (the vocabulary
+        size depends on n_topics and subtopic_size, which must be positive first)."""
+        yield self.n_topics >= 1, f"n_topics must be >= 1, got {self.n_topics}"
+        yield self.n_items >= 2 * self.n_topics, f"n_items must be >= 2 * n_topics, got {self.n_items}"
+        yield self.subtopic_size >= 2, f"subtopic_size must be >= 2, got {self.subtopic_size}"
+        yield self.n_sessions >= 1, f"n_sessions must be >= 1, got {self.n_sessions}"
+        yield (self.mean_session_length > 2.0,
+               f"mean_session_length must be > 2, got {self.mean_session_length}")
+        yield self.days >= 1, f"days must be >= 1, got {self.days}"
+        yield self.seed >= 0, f"seed must be >= 0, got {self.seed}"
+        yield self.image_dim >= 1, f"image_dim must be >= 1, got {self.image_dim}"
         # generic words, then SUBTOPIC_WORDS per sub-topic and at least as many per topic
         n_words = SUBTOPIC_WORDS * self.n_topics * (self.subtopics_per_topic + 1)
         words = max(10, self.vocab_size // 10) + n_words
-        checks = [
-            (self.n_topics >= 1, "n_topics must be >= 1"),
-            (self.n_items >= 2 * self.n_topics, "n_items must be >= 2 * n_topics"),
-            (self.subtopic_size >= 2, "subtopic_size must be >= 2"),
-            (self.n_sessions >= 1, "n_sessions must be >= 1"),
-            (self.mean_session_length > 2.0, "mean_session_length must be > 2"),
-            (self.days >= 1, "days must be >= 1"),
-            (self.image_dim >= 1, "image_dim must be >= 1"),
-            (self.vocab_size >= words, f"vocab_size must be >= {words} (generic + topic + sub-topic words)"),
-            (self.tokens_per_item >= 1.0, "tokens_per_item must be >= 1"),
-            (1 <= self.n_categories <= self.n_topics, "n_categories must be in 1..n_topics"),
-            (self.n_brands >= 1, "n_brands must be >= 1"),
-            (0.0 <= self.p_id <= 1.0, "p_id must be in [0, 1]"),
-            (0.0 <= self.p_subtopic <= 1.0 - self.p_id, "p_subtopic must be in [0, 1 - p_id]"),
-            (0.0 <= self.p_drift <= 1.0, "p_drift must be in [0, 1]"),
-            (self.n_successors >= 1, "n_successors must be >= 1"),
-            (self.successor_scope in ("topic", "all"), "successor_scope must be 'topic' or 'all'"),
-            (self.zipf_exponent >= 0.0, "zipf_exponent must be >= 0"),
-            (self.topic_flatten >= 0.0, "topic_flatten must be >= 0"),
-            (0.0 <= self.new_items < 1.0, "new_items must be in [0, 1)"),
-            (self.image_noise >= 0.0, "image_noise must be >= 0"),
-            (self.subtopic_spread >= 0.0, "subtopic_spread must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"synthetic data: {message}")
+        yield (self.vocab_size >= words,
+               f"vocab_size must be >= {words} (generic + topic + sub-topic words), got {self.vocab_size}")
+        yield self.tokens_per_item >= 1.0, f"tokens_per_item must be >= 1, got {self.tokens_per_item}"
+        yield (1 <= self.n_categories <= self.n_topics,
+               f"n_categories must be in 1..n_topics, got {self.n_categories}")
+        yield self.n_brands >= 1, f"n_brands must be >= 1, got {self.n_brands}"
+        yield 0.0 <= self.p_id <= 1.0, f"p_id must be in [0, 1], got {self.p_id}"
+        yield (0.0 <= self.p_subtopic <= 1.0 - self.p_id,
+               f"p_subtopic must be in [0, 1 - p_id], got {self.p_subtopic}")
+        yield 0.0 <= self.p_drift <= 1.0, f"p_drift must be in [0, 1], got {self.p_drift}"
+        yield self.n_successors >= 1, f"n_successors must be >= 1, got {self.n_successors}"
+        yield (self.successor_scope in ("topic", "all"),
+               f"successor_scope must be 'topic' or 'all', got {self.successor_scope!r}")
+        yield self.zipf_exponent >= 0.0, f"zipf_exponent must be >= 0, got {self.zipf_exponent}"
+        yield self.topic_flatten >= 0.0, f"topic_flatten must be >= 0, got {self.topic_flatten}"
+        yield 0.0 <= self.new_items < 1.0, f"new_items must be in [0, 1), got {self.new_items}"
+        yield self.image_noise >= 0.0, f"image_noise must be >= 0, got {self.image_noise}"
+        yield self.subtopic_spread >= 0.0, f"subtopic_spread must be >= 0, got {self.subtopic_spread}"
 
 
 @dataclass

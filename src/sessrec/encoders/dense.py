@@ -16,6 +16,17 @@ from sessrec.features.store import load_dense
 MissingMode = Literal["learned", "zeros"]
 
 
+def unit_rows(values: Tensor) -> Tensor:
+    """(N, D) -> (N, D): each row over its L2 norm (zero rows stay zero), after dividing it by its largest
+    |value|: float32 squares overflow above ~1.8e19 (F.normalize alone turns such rows into zeros) and
+    vanish below ~1e-23."""
+    if values.numel() == 0:
+        return values
+    scale = values.abs().amax(dim=1, keepdim=True)  # (N, 1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # (N, 1) zero rows: unchanged
+    return F.normalize(values / scale, dim=1)  # (N, D)
+
+
 class DenseEncoder(FeatureEncoder):
     """Frozen dense vectors per item, looked up by item index.
 
@@ -47,7 +58,7 @@ class DenseEncoder(FeatureEncoder):
 
     def build(self, catalogue: Catalogue) -> int:
         feats = load_dense(catalogue.resolve(self.path), catalogue.item_ids, self.dim or None)
-        values = F.normalize(feats.values, dim=1) if self.normalize else feats.values  # (N, D)
+        values = unit_rows(feats.values) if self.normalize else feats.values  # (N, D)
         self.register_buffer("values", values, persistent=False)  # (N, D)
         self.register_buffer("present", feats.mask, persistent=False)  # (N,)
         self.fill = MissingFill(feats.dim, self.missing_mode == "learned")
@@ -57,7 +68,7 @@ class DenseEncoder(FeatureEncoder):
 
     def extend(self, catalogue: Catalogue, new_ids: np.ndarray) -> Tensor:
         feats = load_dense(catalogue.resolve(self.path), new_ids, self.values.shape[1])
-        values = F.normalize(feats.values, dim=1) if self.normalize else feats.values  # (M, D)
+        values = unit_rows(feats.values) if self.normalize else feats.values  # (M, D)
         self.values = torch.cat([self.values, values.to(self.values)])  # (N+M, D)
         self.present = torch.cat([self.present, feats.mask.to(self.present.device)])  # (N+M,)
         return feats.mask

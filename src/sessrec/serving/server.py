@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -33,7 +34,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import torch
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from sessrec.serving.batcher import Click, MicroBatcher
@@ -126,7 +129,7 @@ class RecommendRequest(BaseModel):
 
     session_id: str = Field(min_length=1, max_length=256)
     item_id: str | int
-    k: int = Field(20, ge=1, le=1000)
+    k: int = Field(20, ge=1, le=1000, strict=True)  # strict: 2.0, "2", true and Infinity are refused
     exclude_seen: bool = True
     candidates: list[str | int] | None = Field(None, min_length=1, max_length=100_000)
 
@@ -146,6 +149,25 @@ def _error(err: Exception) -> tuple[int, Any]:
     if isinstance(err, UnknownItemError):
         return 404, {"error": str(err), "item_id": str(err.item_id)}
     return 500, {"error": f"internal error ({type(err).__name__})"}
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` (jsonable_encoder's output) with every non-finite float as its text ("inf", "nan"): a
+    malformed body may hold any of them (Infinity, NaN, 1e400) and JSON has no such number."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _invalid_request(request: Request, err: RequestValidationError) -> Any:
+    """422 {"detail": [pydantic's errors]}, as FastAPI's own handler, whatever the body held."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(err.errors()))}, status_code=422)
 
 
 def _json(body: dict[str, Any]) -> Any:
@@ -181,6 +203,7 @@ def create_app(
             raise HTTPException(401, "missing or wrong X-API-Key header")
 
     app = FastAPI(title="sessrec", summary="session-based next-item recommendations", lifespan=lifespan)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     keyed = [Depends(check_key)]
 
     @app.get("/health")

@@ -28,15 +28,23 @@ group, on the dense and the row-sparse paths alike: `lr_scale_groups` builds the
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from sessrec import kernels
+
+log = logging.getLogger("sessrec")
+# Every optimiser here is adaptive: a step moves each weight it touches by about lr, whatever the
+# gradient's scale (Adagrad's first step by exactly lr * g / sqrt(g^2 + eps)). Weights start within +-1
+# and the reference's best learning rates are 0.05-0.1: above this, a few steps overwrite what was learnt.
+LARGE_LR = 10.0
 
 __all__ = ["AdagradMomentum", "RowSparseAdam", "build_optimizer", "coalesced_rows", "lr_scale_groups",
            "sparse_rows_grad"]
@@ -277,10 +285,23 @@ def build_optimizer(
     (`RowSparseAdam`: lazy on row-sparse tables, torch's Adam / AdamW on the rest). `params` may be
     parameter groups (`lr_scale_groups`): a group's own "lr" replaces `lr` for its parameters."""
     if name == "adagrad_momentum":
-        return AdagradMomentum(params, lr=lr, momentum=momentum)
-    if name not in ("adam", "adamw"):
+        optimizer = AdagradMomentum(params, lr=lr, momentum=momentum)
+    elif name in ("adam", "adamw"):
+        optimizer = RowSparseAdam(params, lr=lr, weight_decay=weight_decay,
+                                  decoupled_weight_decay=name == "adamw")
+    else:
         raise ValueError(f"optimizer must be one of adagrad_momentum, adam, adamw, got {name!r}")
-    return RowSparseAdam(params, lr=lr, weight_decay=weight_decay, decoupled_weight_decay=name == "adamw")
+    _warn_large_lr(optimizer)
+    return optimizer
+
+
+def _warn_large_lr(optimizer: Optimizer) -> None:
+    """A warning (rank 0) when a parameter group's learning rate exceeds `LARGE_LR`."""
+    lr = max(group["lr"] for group in optimizer.param_groups)
+    if lr > LARGE_LR and not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0):
+        log.warning("learning rate %g (model.lr, times lr_scale) is above %g: these optimisers move every "
+                    "weight by about lr a step, so training is likely to wreck the model (the reference's "
+                    "best: 0.05-0.1)", lr, LARGE_LR)
 
 
 def lr_scale_groups(
