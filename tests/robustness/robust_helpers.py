@@ -48,6 +48,15 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> Result:
     return Result(code, captured.out, captured.err)
 
 
+def assert_one_line(result: Result, *says: str) -> None:
+    """The CLI failed with exit status 2 and one `sessrec: error:` line holding every text in `says`."""
+    assert result.code == 2, result.err[-2000:]
+    assert result.last_line.startswith("sessrec: error:"), result.err[-2000:]
+    assert "Traceback" not in result.err
+    for text in says:
+        assert text in result.last_line, result.last_line
+
+
 def run_subprocess(args: list[str], cwd: Path, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
     """`python -m sessrec <args>` in a fresh interpreter (one thread, W&B offline, tests on the path)."""
     return subprocess.run([sys.executable, "-m", "sessrec", *map(str, args)], cwd=cwd, env=subprocess_env(),

@@ -6,21 +6,13 @@ import logging
 from pathlib import Path
 
 import pytest
-from robust_helpers import Result, run_cli, tiny_config
+from robust_helpers import assert_one_line, run_cli, tiny_config
 
 from sessrec.cli import main
 from sessrec.data.datamodule import SessionDataModule
 
 REPO = Path(__file__).resolve().parents[2]
 VALIDATED = REPO / "configs" / "trainer" / "validated.yaml"
-
-
-def _one_line(result: Result, *says: str) -> None:
-    assert result.code == 2, result.err[-2000:]
-    assert result.last_line.startswith("sessrec: error:"), result.err[-2000:]
-    assert "Traceback" not in result.err
-    for text in says:
-        assert text in result.last_line, result.last_line
 
 
 def _events(sessions: range) -> str:
@@ -80,7 +72,7 @@ def test_validating_on_an_empty_split_is_refused_before_training(config: Path, n
                                                                  capsys) -> None:
     """EarlyStopping on val_mrr@20 failed after a whole epoch with Lightning's RuntimeError."""
     result = run_cli(["fit", "--config", config, "--config", VALIDATED], capsys)
-    _one_line(result, f"data.val_split 'valid' of {no_valid} is empty (0 sessions)", "limit_val_batches")
+    assert_one_line(result, f"data.val_split 'valid' of {no_valid} is empty (0 sessions)", "limit_val_batches")
     assert not list(tmp_path.glob("run/**/*.ckpt"))
 
 
@@ -93,7 +85,7 @@ def test_an_empty_valid_split_is_fine_when_nothing_validates(config: Path, tmp_p
 def test_training_on_an_empty_split_says_so(config: Path, no_valid: Path, capsys) -> None:
     """It said 'every item count is 0: nothing to sample'."""
     result = run_cli(["fit", "--config", config, "--data.train_split", "valid"], capsys)
-    _one_line(result, f"data.train_split 'valid' of {no_valid} is empty (0 sessions)")
+    assert_one_line(result, f"data.train_split 'valid' of {no_valid} is empty (0 sessions)")
 
 
 @pytest.mark.parametrize("command, option", [("test", "test_split"), ("validate", "val_split"),
@@ -102,7 +94,7 @@ def test_evaluating_an_empty_split_is_refused(config: Path, no_valid: Path, tmp_
                                               command: str, option: str) -> None:
     """`test` and `validate` exited 0 without metrics, `predict` without writing a file."""
     result = run_cli([command, "--config", config, f"--data.{option}", "valid"], capsys)
-    _one_line(result, f"data.{option} 'valid' of {no_valid} is empty (0 sessions)")
+    assert_one_line(result, f"data.{option} 'valid' of {no_valid} is empty (0 sessions)")
 
 
 # ---- constructor errors name the option as the config writes it ---------------------------------------
@@ -118,10 +110,10 @@ def test_constructor_errors_name_the_option(small: Path, tmp_path: Path, capsys,
                                             says: str) -> None:
     config = tiny_config(tmp_path / "c.yaml", small / "prepared", tmp_path / "run")
     result = run_cli(["fit", "--config", config, f"--{option}", value], capsys)
-    _one_line(result, f"sessrec: error: {says}")
+    assert_one_line(result, f"sessrec: error: {says}")
 
 
 def test_other_constructor_errors_keep_their_message(tmp_path: Path, small: Path, capsys) -> None:
     config = tiny_config(tmp_path / "c.yaml", small / "prepared", tmp_path / "run")
     result = run_cli(["fit", "--config", config, "--data.data_dir", tmp_path / "absent"], capsys)
-    _one_line(result, f"sessrec: error: {tmp_path / 'absent'}: prepared data folder not found")
+    assert_one_line(result, f"sessrec: error: {tmp_path / 'absent'}: prepared data folder not found")

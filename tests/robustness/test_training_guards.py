@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
-from robust_helpers import Result, parse_test_metrics, run_cli, tiny_config
+from robust_helpers import assert_one_line, parse_test_metrics, run_cli, tiny_config
 
 from sessrec.cli import main
 from sessrec.data.datamodule import SessionDataModule
@@ -21,14 +21,6 @@ from sessrec.models.gru4rec import GRU4Rec
 from sessrec.training.module import SessionRecModule
 
 NAN, INF = float("nan"), float("inf")
-
-
-def _one_line(result: Result, *says: str) -> None:
-    assert result.code == 2, result.err[-2000:]
-    assert result.last_line.startswith("sessrec: error:"), result.err[-2000:]
-    assert "Traceback" not in result.err
-    for text in says:
-        assert text in result.last_line, result.last_line
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +64,7 @@ def test_datamodule_names_the_option(small: Path, option: str, value: int) -> No
 def test_nan_lr_in_a_config(small: Path, tmp_path: Path, capsys) -> None:
     config = tiny_config(tmp_path / "c.yaml", small / "prepared", tmp_path / "run")
     config.write_text(config.read_text().replace("    lr: 0.1", "    lr: .nan"))
-    _one_line(run_cli(["fit", "--config", config], capsys), "lr must be a finite number, got nan")
+    assert_one_line(run_cli(["fit", "--config", config], capsys), "lr must be a finite number, got nan")
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
@@ -96,7 +88,7 @@ def test_nan_loss_stops_training(small: Path, tmp_path: Path, capsys, fused: str
     result = run_cli(["fit", "--config", config, "--model.init_args.fused_step", fused,
                       "--trainer.callbacks+=test_training_guards.Poison"], capsys)
     # steps_per_block 4: the block after optimiser step 8 starts with step 9
-    _one_line(result, "training loss became nan at step 9", "lr=0.1")
+    assert_one_line(result, "training loss became nan at step 9", "lr=0.1")
     saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert "step=12.ckpt" not in saved and "step=8.ckpt" in saved  # no checkpoint of NaN weights
 
@@ -149,12 +141,12 @@ def test_checkpoint_of_another_architecture(trained, tmp_path: Path, capsys) -> 
     config, ckpt = trained
     deeper = ["test", "--config", config, "--model.init_args.net.init_args.layers", "[16, 16]",
               "--ckpt_path", ckpt]
-    _one_line(run_cli(deeper, capsys), str(ckpt), "does not fit the model", "missing", "net.gru")
+    assert_one_line(run_cli(deeper, capsys), str(ckpt), "does not fit the model", "missing", "net.gru")
     state = torch.load(ckpt, weights_only=True)
     state["state_dict"]["net.extra.weight"] = torch.zeros(3)
     other = tmp_path / "extra.ckpt"
     torch.save(state, other)
-    _one_line(run_cli(["test", "--config", config, "--ckpt_path", other], capsys),
+    assert_one_line(run_cli(["test", "--config", config, "--ckpt_path", other], capsys),
               str(other), "1 unexpected keys (e.g. 'net.extra.weight')")
 
 
@@ -167,7 +159,7 @@ def test_gru4rec_checkpoint_for_a_parallel_rnn(trained, small: Path, tmp_path: P
         "        encoders: {id: {class_path: ItemIdEncoder, init_args: {dim: 8}}}\n        layers: [16]\n",
     ))
     result = run_cli(["test", "--config", prnn, "--ckpt_path", ckpt], capsys)
-    _one_line(result, str(ckpt), "does not fit the model")
+    assert_one_line(result, str(ckpt), "does not fit the model")
 
 
 def test_eval_options_win_over_the_checkpoint(trained, capsys) -> None:
@@ -191,7 +183,7 @@ def test_output_folder_under_a_file(small: Path, tmp_path: Path, capsys, where: 
         "logger": ["--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", blocker / "logs"],
     }[where]
     result = run_cli(["fit", "--config", config, *extra], capsys)
-    _one_line(result, str(blocker), "is a file, not a folder")
+    assert_one_line(result, str(blocker), "is a file, not a folder")
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
 
@@ -204,14 +196,14 @@ def test_output_folder_not_writable(small: Path, tmp_path: Path, capsys) -> None
         result = run_cli(["fit", "--config", config, "--trainer.default_root_dir", locked / "run"], capsys)
     finally:
         locked.chmod(0o700)
-    _one_line(result, "trainer.default_root_dir", "not writable")
+    assert_one_line(result, "trainer.default_root_dir", "not writable")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_accelerator_without_cuda(trained, capsys) -> None:
     config, _ = trained
     result = run_cli(["fit", "--config", config, "--trainer.accelerator", "gpu"], capsys)
-    _one_line(result, "trainer.accelerator", "--trainer.accelerator cpu")
+    assert_one_line(result, "trainer.accelerator", "--trainer.accelerator cpu")
 
 
 @pytest.mark.parametrize("args, says", [
@@ -220,7 +212,7 @@ def test_gpu_accelerator_without_cuda(trained, capsys) -> None:
 ])
 def test_trainer_options(trained, capsys, args: list[str], says: str) -> None:
     config, _ = trained
-    _one_line(run_cli(["fit", "--config", config, *args], capsys), says)
+    assert_one_line(run_cli(["fit", "--config", config, *args], capsys), says)
 
 
 def test_yaml_syntax_error_names_file_and_line(trained, tmp_path: Path, capsys) -> None:
@@ -228,7 +220,7 @@ def test_yaml_syntax_error_names_file_and_line(trained, tmp_path: Path, capsys) 
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_epochs: [1\n  logger: false\n")
     result = run_cli(["fit", "--config", config, "--config", bad], capsys)
-    _one_line(result, str(bad), "invalid YAML at line 3")
+    assert_one_line(result, str(bad), "invalid YAML at line 3")
 
 
 # ---- 7. test / predict keep fit's config.yaml -----------------------------------------------------------
