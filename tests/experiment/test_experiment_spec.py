@@ -143,3 +143,12 @@ def test_a_run_config_may_be_a_stack_of_layers(monkeypatch):
     for bad, says in (([], "non-empty list"), (["configs/nope.yaml"], "config configs/nope.yaml not found")):
         with pytest.raises(ConfigError, match=says):
             parse_experiment({"name": "x", "out_dir": "/tmp/x", "runs": [{"name": "r", "config": bad}]})
+
+
+def test_a_stack_may_take_a_required_value_from_base_or_set(monkeypatch):
+    monkeypatch.chdir(REPO)
+    stack = ["configs/trainer/default.yaml", "configs/model/prnn.yaml"]  # no data layer: no data_dir
+    for base, run_set in (({"data.data_dir": "data/mine"}, {}), ({}, {"data.data_dir": "data/mine"})):
+        experiment = parse_experiment({"name": "x", "out_dir": "/tmp/x", "base": base, "runs": [
+            {"name": "r", "config": stack, "set": run_set}]})
+        assert compose(experiment, experiment.runs[0])["data"]["data_dir"] == "data/mine"

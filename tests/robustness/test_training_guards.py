@@ -39,9 +39,9 @@ def trained(small: Path, tmp_path_factory) -> tuple[Path, Path]:
     ("lr", NAN), ("lr", INF), ("lr", 0.0), ("logq", NAN), ("logq", -1.0), ("bpreg", INF), ("elu_param", NAN),
     ("momentum", 1.0), ("momentum", NAN), ("weight_decay", -0.1), ("sample_alpha", NAN), ("n_sample", -1),
     ("sample_cache_size", 0), ("eval_top_n", 0), ("eval_top_n", -5), ("cutoffs", [0, 5]), ("cutoffs", []),
-    ("cutoffs", [5, 5]), ("cutoffs", [1.5]), ("tie_mode", "optimistic"),
+    ("cutoffs", [5, 5]), ("cutoffs", [1.5]), ("tie_mode", "optimistic"), ("eval_top_n", 20),
 ])
-def test_module_rejects_option(option: str, value) -> None:
+def test_module_rejects_option(option: str, value) -> None:  # eval_top_n 20: the default cutoffs reach 20
     with pytest.raises(ConfigError, match=option):
         SessionRecModule(GRU4Rec(n_items=10, layers=[8]), **{option: value})
 

@@ -65,6 +65,9 @@ def check_eval_options(cutoffs: Sequence[int], tie_mode: str, eval_top_n: int | 
     if eval_top_n is not None:
         check_number("eval_top_n", eval_top_n, low=1, integer=True,
                      what="an integer >= 1, or null for all items")
+        if max(cutoffs) >= eval_top_n:  # every candidate ranks within such a cut-off
+            raise ConfigError(f"cutoffs: {max(cutoffs)} is not below eval_top_n {eval_top_n}: from there on, "
+                              "Recall@k only counts the targets among the candidates; use smaller cut-offs")
 
 
 def top_n_items(counts: torch.Tensor, n: int) -> torch.Tensor:

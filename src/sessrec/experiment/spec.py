@@ -197,7 +197,10 @@ def compose(experiment: Experiment, run: RunSpec) -> dict[str, Any]:
     else:
         from sessrec.experiment.train import merge_configs  # imports Lightning: only for stacks
 
-        config = merge_configs([Path(p) for p in run.configs])
+        overrides: dict[str, Any] = {}
+        for key, value in [*experiment.base.items(), *run.set.items()]:
+            set_dotted(overrides, key, value)
+        config = merge_configs([Path(p) for p in run.configs], overrides)  # a required value may be here
     for key, value in [*experiment.base.items(), *run.set.items()]:
         set_dotted(config, key, value)
     run_dir = experiment.run_dir(run)

@@ -32,12 +32,15 @@ class _ParseOnlyCLI(SessrecCLI):
         pass
 
 
-def merge_configs(paths: list[Path]) -> dict[str, Any]:
+def merge_configs(paths: list[Path], last: dict[str, Any] | None = None) -> dict[str, Any]:
     """Configs stacked as repeated --config, merged by the real parser (class arguments key by key,
-    `callbacks+` appended) and dumped as one plain mapping; one-line ConfigError."""
+    `callbacks+` appended) and dumped as one plain mapping; one-line ConfigError. `last`: a config mapping
+    stacked after the files (e.g. an experiment's `base`: a required value may come from there alone)."""
     import yaml
 
     args = [a for path in paths for a in ("--config", str(path))]
+    if last:
+        args += ["--config", yaml.safe_dump(last)]  # jsonargparse reads a --config that is no path as YAML
     seed_log = logging.getLogger("lightning.fabric.utilities.seed")  # parsing seeds the RNGs and says so
     level = seed_log.level
     seed_log.setLevel(logging.WARNING)
