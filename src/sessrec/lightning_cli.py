@@ -190,7 +190,11 @@ class SessrecCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand is not None:
-            _check_trainer_options(self.config[self.subcommand].get("trainer"))
+            trainer = self.config[self.subcommand].get("trainer")
+            _check_trainer_options(trainer)
+            if self.subcommand == "validate" and trainer is not None and trainer.get("limit_val_batches") == 0:
+                raise ConfigError("trainer.limit_val_batches is 0 in this config (no validation while training), "
+                                  "so `validate` would score nothing: add --trainer.limit_val_batches 1.0")
 
     def after_instantiate_classes(self) -> None:
         """Preflight: every folder the run writes to can be created, before any training."""

@@ -69,6 +69,21 @@ def test_event_ranks_by_hand():
     assert subset["rank"].tolist() == [1, 3, 1, 2, 2]
 
 
+def test_event_ranks_cap_a_huge_batch_at_the_sessions():
+    class Recording(TableScorer):
+        widths: list[int] = []
+
+        def score_step(self, inputs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
+            self.widths.append(len(inputs))
+            return super().score_step(inputs, reset)
+
+    split = _split([[0, 1, 2], [3, 0], [2], [1, 3, 3]])  # 3 sessions with something to predict
+    scorer = Recording()
+    frame = event_ranks(scorer, split, batch_size=10**9)  # would allocate (10**9, N) scores uncapped
+    assert max(scorer.widths) == 3
+    assert frame["rank"].tolist() == event_ranks(TableScorer(), split, batch_size=2)["rank"].tolist()
+
+
 def test_event_ranks_follow_each_sessions_hidden_state_and_match_the_test_loop():
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -93,8 +93,16 @@ def test_training_on_an_empty_split_says_so(config: Path, no_valid: Path, capsys
 def test_evaluating_an_empty_split_is_refused(config: Path, no_valid: Path, tmp_path: Path, capsys,
                                               command: str, option: str) -> None:
     """`test` and `validate` exited 0 without metrics, `predict` without writing a file."""
-    result = run_cli([command, "--config", config, f"--data.{option}", "valid"], capsys)
+    scored = ["--trainer.limit_val_batches", "1.0"] if command == "validate" else []  # tiny_config: 0
+    result = run_cli([command, "--config", config, f"--data.{option}", "valid", *scored], capsys)
     assert_one_line(result, f"data.{option} 'valid' of {no_valid} is empty (0 sessions)")
+
+
+def test_validate_with_validation_turned_off_says_so(small: Path, tmp_path: Path, capsys) -> None:
+    """`validate` with the configs' `limit_val_batches: 0` exited 0 without scoring anything."""
+    config = tiny_config(tmp_path / "c.yaml", small / "prepared", tmp_path / "run")
+    result = run_cli(["validate", "--config", config, "--trainer.limit_val_batches", "0"], capsys)
+    assert_one_line(result, "trainer.limit_val_batches is 0", "--trainer.limit_val_batches 1.0")
 
 
 # ---- constructor errors name the option as the config writes it ---------------------------------------

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 import yaml
 
-from sessrec.data.batching import SessionParallelIterator
+from sessrec.data.batching import SessionParallelIterator, max_rank_sessions
 from sessrec.data.prepared import Split
 from sessrec.errors import ConfigError
 from sessrec.evaluation.loop import block_scores
@@ -182,6 +182,7 @@ def event_ranks(
     (index in the split), `position` (index of the target event within its session, >= 1), `input`,
     `target` (item indices) and `rank` (float, see `sessrec.evaluation.metrics.target_ranks`).
     """
+    batch_size = min(batch_size, max(max_rank_sessions(split.offsets), 1))  # more slots: padding only
     # A second iterator over the event indices has exactly the same slot layout (it depends only on
     # the offsets), so its targets say which event each active row predicts.
     where = SessionParallelIterator(np.arange(split.n_events), split.offsets, batch_size, 64)
