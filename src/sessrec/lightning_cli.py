@@ -193,8 +193,9 @@ class SessrecCLI(LightningCLI):
             trainer = self.config[self.subcommand].get("trainer")
             _check_trainer_options(trainer)
             if self.subcommand == "validate" and trainer is not None and trainer.get("limit_val_batches") == 0:
-                raise ConfigError("trainer.limit_val_batches is 0 in this config (no validation while training), "
-                                  "so `validate` would score nothing: add --trainer.limit_val_batches 1.0")
+                raise ConfigError("trainer.limit_val_batches is 0 in this config (no validation while "
+                                  "training), so `validate` would score nothing: add "
+                                  "--trainer.limit_val_batches 1.0")
 
     def after_instantiate_classes(self) -> None:
         """Preflight: every folder the run writes to can be created, before any training."""
