@@ -104,3 +104,21 @@ def test_export_replaces_only_a_previous_export(trained, tmp_path, capsys):
             main([*args, str(tmp_path / "export")])
         assert stop.value.code in (0, None)
     assert (tmp_path / "export" / "manifest.json").is_file()
+
+
+def test_a_tampered_export_is_refused_at_load(exported, tmp_path):
+    from sessrec.errors import DataError
+    from sessrec.serving.artefact import read_export
+
+    nan = shutil.copytree(exported["gru4rec"], tmp_path / "nan")
+    weights = torch.load(nan / WEIGHTS, weights_only=True)
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name].view(-1)[0] = float("nan")
+    torch.save(weights, nan / WEIGHTS)
+    with pytest.raises(DataError, match=f"non-finite values .* in {name}"):
+        read_export(nan)
+    dup = shutil.copytree(exported["gru4rec"], tmp_path / "dup")
+    ids = json.loads((dup / "items.json").read_text())
+    (dup / "items.json").write_text(json.dumps([ids[0], *ids[:-1]]))
+    with pytest.raises(DataError, match="duplicate item ids"):
+        read_export(dup)

@@ -11,6 +11,7 @@ import optuna
 import pytest
 import yaml
 
+from tune_helpers import GRU4REC as GRU4REC_CONFIG
 from tune_helpers import write_tune
 from sessrec.cli import main
 from sessrec.data.prepared import PreparedData
@@ -212,3 +213,39 @@ def test_report_prunes_on_the_validation_metric():
     with pytest.raises(Exception, match=r"objective val_mrr@20 was not logged \(validation metrics: "
                                         r"val_recall@20\)"):
         report.on_validation_end(trainer, None)
+
+
+def _refused(path, capsys, *says: str) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["tune", "--config", str(path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(s in err[0] for s in says), err
+
+
+def test_out_holding_something_else_or_the_data_is_refused(tmp_path, small, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "best.yaml").write_text("# my own config")
+    _refused(write_tune(tmp_path, small / "prepared", out=str(mine)), capsys, "holds no study")
+    assert (mine / "best.yaml").read_text() == "# my own config" and len(list(mine.iterdir())) == 1
+    base = tmp_path / "base.yaml"  # the data folder named by the base config only, not by the tune file
+    config = yaml.safe_load(GRU4REC_CONFIG.read_text())
+    config["data"]["data_dir"] = str(small / "prepared")
+    base.write_text(yaml.safe_dump(config))
+    path = write_tune(tmp_path, small / "prepared", base=str(base), out=str(small / "prepared" / "study"))
+    data = yaml.safe_load(path.read_text())
+    del data["overrides"]["data.data_dir"]
+    path.write_text(yaml.safe_dump(data))
+    _refused(path, capsys, "lies inside the input")
+    assert not (small / "prepared" / "study").exists()
+
+
+def test_a_changed_objective_or_space_does_not_resume_the_study(tmp_path, small, capsys):
+    _tune(write_tune(tmp_path, small / "prepared", n_trials=1))
+    before = _rows(tmp_path / "out")
+    _refused(write_tune(tmp_path, small / "prepared", n_trials=2, objective="val_recall@20"), capsys,
+             "was run with another objective (objective val_mrr@20)")
+    _refused(write_tune(tmp_path, small / "prepared", n_trials=2,
+                        space={"model.init_args.lr": {"float": [0.3, 0.5]}}), capsys, "another search space")
+    assert _rows(tmp_path / "out") == before

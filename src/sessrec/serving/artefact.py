@@ -224,6 +224,8 @@ def read_export(folder: str | os.PathLike) -> tuple[nn.Module, np.ndarray, dict[
         raise DataError(f"{path}: expected {FORMAT} version {FORMAT_VERSION}, found {found}")
     if len(item_ids) != manifest["n_items"]:
         raise DataError(f"{folder / ITEMS}: {len(item_ids)} ids but the manifest says {manifest['n_items']}")
+    if len(set(item_ids.tolist())) != len(item_ids):
+        raise DataError(f"{folder / ITEMS}: duplicate item ids (an item would be unreachable)")
     net = instantiate(manifest["net"])
     if not net.is_bound:
         net.bind(Catalogue(item_ids, folder))  # feature paths are relative to the folder
@@ -233,4 +235,9 @@ def read_export(folder: str | os.PathLike) -> tuple[nn.Module, np.ndarray, dict[
     except (OSError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"{folder / WEIGHTS}: cannot load the weights ({first})") from None
+    bad = [k for k, v in weights.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(f"{folder / WEIGHTS}: non-finite values (NaN or inf) in {', '.join(bad[:3])}: "
+                        "would rank items by NaN scores")
     return net.eval(), item_ids, manifest

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import json
 import logging
 import math
 import time
@@ -259,10 +260,36 @@ def open_study(spec: TuneSpec) -> optuna.Study:
             raise ConfigError(f"{spec.source}: study {spec.study_name!r} in {spec.storage_url} is "
                               "not maximised")
         study.set_metric_names([spec.objective])
+        _check_search(spec, study)
     # A resumed study (or a second process) starts its sampler further on, not at the first trial's draws.
     seed = None if spec.seed is None else spec.seed + len(study.trials)
     study.sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     return study
+
+
+SEARCH_ATTR = "sessrec_search"  # the study's objective and space, as the first tune file gave them
+
+
+def search_identity(spec: TuneSpec) -> str:
+    """The objective and the search space of `spec` as one JSON string (what a resumed study must share)."""
+    space = [[p.key, p.kind, p.low, p.high, p.step, p.log, list(p.labels), p.when,
+              p.same_as.key if p.same_as is not None else None] for p in spec.space]
+    return json.dumps({"objective": spec.objective, "space": space}, sort_keys=True, default=str)
+
+
+def _check_search(spec: TuneSpec, study: optuna.Study) -> None:
+    """ConfigError when the study in storage was run with another objective or space (an edited tune file,
+    or two tune files on one storage and study name): its values would be ranked as this file's."""
+    mine, saved = search_identity(spec), study.user_attrs.get(SEARCH_ATTR)
+    if saved is None:
+        study.set_user_attr(SEARCH_ATTR, mine)  # a new study, or one from before this check
+        return
+    if saved != mine:
+        theirs = json.loads(saved)
+        what = "objective" if theirs.get("objective") != spec.objective else "search space"
+        raise ConfigError(f"{spec.source}: study {spec.study_name!r} in {spec.storage_url} was run with "
+                          f"another {what} (objective {theirs.get('objective')}): give this tune file a new "
+                          "study_name or out")
 
 
 @contextlib.contextmanager
