@@ -18,7 +18,8 @@ def _data_dir(spec: TuneSpec) -> str | None:
     """The data folder the trials read: the tune file's override, else the last base file that names one."""
     found = spec.overrides.get("data.data_dir")
     for path in spec.base if found is None else ():
-        data = (read_yaml(path) or {}).get("data") if Path(path).is_file() else None
+        config = read_yaml(path) if Path(path).is_file() else None
+        data = config.get("data") if isinstance(config, dict) else None  # a bad base: refused later
         if isinstance(data, dict):
             args = data.get("init_args") if isinstance(data.get("init_args"), dict) else data
             found = args.get("data_dir", found)
